@@ -1,0 +1,45 @@
+# The project's commands. The README's two fresh-machine commands are `make run` and
+# `make test`; CI (.ci/run) calls `make test`. Python tools live in a project-local .venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run test bench lint rust-test py-test develop venv clean
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Builds the extension module and installs the package into .venv (editable).
+develop: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --quiet
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+rust-test:
+	$(CARGO) test --workspace --quiet
+
+py-test: develop
+	$(PY) -m pytest -q
+
+test: lint rust-test py-test
+
+# Replays every recorded conformance journal through the core and prints the results.
+run:
+	$(CARGO) run --release --quiet -p durable-futures-core --example replay_vectors -- tests/conformance/vectors
+
+bench:
+	$(CARGO) bench -p durable-futures-core
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,2 @@
+__version__: str
+PROTOCOL_VERSIONS: tuple[int, int]
