@@ -1138,6 +1138,45 @@ impl Command {
     }
 }
 
+/// Whether a recorded `RunCommand` payload is `Run { result_completion_id: id, name }`,
+/// without allocating. Replaying a run is the hottest path of a long journal.
+pub(crate) fn run_command_is(payload: &[u8], id: u32, name: &str) -> bool {
+    let (mut rec_id, mut rec_name): (u64, &[u8]) = (0, b"");
+    let mut pos = 0;
+    while pos < payload.len() {
+        let Ok(key) = super::pb::read_varint(payload, &mut pos) else {
+            return false;
+        };
+        match (key >> 3, key & 7) {
+            (_, 0) => {
+                let Ok(v) = super::pb::read_varint(payload, &mut pos) else {
+                    return false;
+                };
+                if key >> 3 == 11 {
+                    rec_id = v;
+                }
+            }
+            (n, 2) => {
+                let Ok(len) = super::pb::read_varint(payload, &mut pos) else {
+                    return false;
+                };
+                let Some(end) = pos
+                    .checked_add(len as usize)
+                    .filter(|e| *e <= payload.len())
+                else {
+                    return false;
+                };
+                if n == 12 {
+                    rec_name = &payload[pos..end];
+                }
+                pos = end;
+            }
+            _ => return false,
+        }
+    }
+    rec_id == u64::from(id) && rec_name == name.as_bytes()
+}
+
 // ---- notifications and control messages ---------------------------------------------------
 
 impl Notification {

@@ -270,7 +270,6 @@ pub struct Vm {
     replay: VecDeque<RawFrame>,
     /// Index of the last command consumed or written (Input = 0); -1 before any.
     command_index: i64,
-    last_command: Option<(MessageType, String)>,
     next_completion_id: u32,
     next_signal_id: u32,
     /// No new entry written yet in this attempt: the retry counters from `StartMessage`
@@ -311,7 +310,6 @@ impl Vm {
             recorded_commands: 0,
             replay: VecDeque::new(),
             command_index: -1,
-            last_command: None,
             next_completion_id: 1,
             next_signal_id: FIRST_AWAKEABLE_SIGNAL_ID,
             fresh: true,
@@ -634,13 +632,11 @@ impl Vm {
                 return Err(self.fail(err));
             }
             self.command_index = index as i64;
-            self.last_command = Some((cmd.message_type(), cmd.name().to_owned()));
             if self.replay.is_empty() {
                 self.state = State::Processing;
             }
             Ok(Some(recorded))
         } else {
-            self.last_command = Some((cmd.message_type(), cmd.name().to_owned()));
             self.write(&Message::Command(cmd), 0);
             self.command_index = index as i64;
             self.fresh = false;
@@ -767,10 +763,23 @@ impl Vm {
     pub fn sys_run(&mut self, name: &str) -> VmResult<RunHandle> {
         self.check_running()?;
         let id = self.alloc_completion();
-        self.journal_command(Command::Run {
-            result_completion_id: id,
-            name: name.to_owned(),
-        })?;
+        let fast = self.state == State::Replaying
+            && self.replay.front().is_some_and(|f| {
+                f.ty == MessageType::RunCommand
+                    && crate::protocol::messages::run_command_is(&f.payload, id, name)
+            });
+        if fast {
+            self.replay.pop_front();
+            self.command_index += 1;
+            if self.replay.is_empty() {
+                self.state = State::Processing;
+            }
+        } else {
+            self.journal_command(Command::Run {
+                result_completion_id: id,
+                name: name.to_owned(),
+            })?;
+        }
         let replayed = self
             .notes
             .slot(&NotificationId::Completion(id))
@@ -1748,12 +1757,5 @@ impl Vm {
             parts.push("…".into());
         }
         parts.join(", ")
-    }
-
-    /// The command the journal cursor is on, for error reports: `(index, type, name)`.
-    pub fn last_command(&self) -> Option<(i64, MessageType, &str)> {
-        self.last_command
-            .as_ref()
-            .map(|(t, n)| (self.command_index, *t, n.as_str()))
     }
 }
