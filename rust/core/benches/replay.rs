@@ -26,7 +26,7 @@ fn core_only(request: &[u8], names: &[String], fanout: bool) -> usize {
     vm.notify_input_closed();
     vm.sys_input().unwrap();
     let mut total = 0;
-    let mut await_take = |vm: &mut Vm, h| {
+    let await_take = |vm: &mut Vm, h| {
         assert_eq!(vm.do_await(h).unwrap(), AwaitOutcome::Ready);
         match vm.take_notification(h).unwrap() {
             Some(durable_futures_core::Value::Value(b)) => b.len(),

@@ -105,6 +105,20 @@ impl RetryPolicy {
             }
         }
     }
+
+    /// Whether exhausting this policy pauses the invocation (needs protocol V7).
+    pub fn pauses(&self) -> bool {
+        matches!(
+            self,
+            RetryPolicy::FixedDelay {
+                on_max: OnMaxAttempts::Pause,
+                ..
+            } | RetryPolicy::Exponential {
+                on_max: OnMaxAttempts::Pause,
+                ..
+            }
+        )
+    }
 }
 
 #[cfg(test)]

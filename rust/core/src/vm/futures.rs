@@ -104,10 +104,10 @@ impl Node {
         self.done[i] = true;
         self.pending -= 1;
         let child = Some(self.children[i]);
-        let outcome = match self.kind {
+        match self.kind {
             NodeKind::Selector => {
                 self.ready.push_back(idx);
-                return None;
+                None
             }
             NodeKind::Combinator(Combinator::FirstCompleted) => Some(Outcome {
                 succeeded: true,
@@ -145,8 +145,7 @@ impl Node {
                     })
                 }
             }
-        };
-        outcome
+        }
     }
 
     /// An empty combinator resolves at once (except first-completed, refused earlier).

@@ -441,7 +441,10 @@ impl Vm {
                     unreachable!()
                 };
                 if start.known_entries == 0 {
-                    return Err(Error::protocol("StartMessage.known_entries is 0"));
+                    return Err(Error::new(
+                        codes::INTERNAL,
+                        "StartMessage.known_entries is 0, expected >= 1",
+                    ));
                 }
                 self.eager.complete = !start.partial_state;
                 for (k, v) in &start.state_map {
@@ -593,7 +596,8 @@ impl Vm {
     fn journal_command(&mut self, cmd: Command) -> VmResult<Option<Command>> {
         let payload_checks = self.options.payload_checks;
         self.journal_command_with(cmd, |rec, att| {
-            replay::commands_match(rec, att, payload_checks)
+            rec.message_type() == att.message_type()
+                && replay::commands_match(rec, att, payload_checks)
         })
     }
 
@@ -619,7 +623,8 @@ impl Vm {
                     return Err(self.fail(err));
                 }
             };
-            if recorded.message_type() != cmd.message_type() || !matches(&recorded, &cmd) {
+            // `matches` decides alone: a state get accepts an eager or a lazy recording.
+            if !matches(&recorded, &cmd) {
                 let err = Error::new(
                     codes::JOURNAL_MISMATCH,
                     format!(
@@ -660,30 +665,34 @@ impl Vm {
         self.leaf(NotificationId::Completion(id))
     }
 
-    fn require_v7(&self, what: &str) -> VmResult<()> {
+    // Feature and argument checks fail the attempt like any other VM error (PROTOCOL.md §1.11):
+    // the ErrorMessage is written and the machine is poisoned.
+    fn require_v7(&mut self, what: &str) -> VmResult<()> {
         if self.version < Version::V7 {
-            return Err(Error::new(
+            let e = Error::new(
                 codes::UNSUPPORTED_FEATURE,
                 format!(
                     "{what} needs service protocol V7, but {:?} was negotiated",
                     self.version
                 ),
-            ));
+            );
+            return Err(self.fail(e));
         }
         Ok(())
     }
 
-    fn check_failure(&self, f: &Failure) -> VmResult<()> {
+    fn check_failure(&mut self, f: &Failure) -> VmResult<()> {
         if !f.metadata.is_empty() && self.version < Version::V6 {
-            return Err(Error::new(
+            let e = Error::new(
                 codes::UNSUPPORTED_FEATURE,
                 "failure metadata needs service protocol V6 or later",
-            ));
+            );
+            return Err(self.fail(e));
         }
         Ok(())
     }
 
-    fn check_result(&self, r: &CommandResult) -> VmResult<()> {
+    fn check_result(&mut self, r: &CommandResult) -> VmResult<()> {
         match r {
             CommandResult::Failure(f) => self.check_failure(f),
             CommandResult::Value(_) => Ok(()),
@@ -724,6 +733,7 @@ impl Vm {
 
     /// Journals the handler's result.
     pub fn sys_write_output(&mut self, result: CommandResult) -> VmResult<()> {
+        self.check_running()?;
         self.check_result(&result)?;
         self.journal_command(Command::Output {
             result: Some(result),
@@ -742,14 +752,25 @@ impl Vm {
                 Ok(())
             }
             State::Replaying => {
-                let next = self.replay.front().map(|f| f.ty);
-                let err = Error::new(
+                let index = (self.command_index + 1) as u32;
+                let next = self
+                    .replay
+                    .front()
+                    .map(|f| (f.ty, Command::decode(f.ty, &f.payload)));
+                let (ty, name) = match &next {
+                    Some((ty, Ok(c))) => (Some(*ty), c.name().to_owned()),
+                    Some((ty, Err(_))) => (Some(*ty), String::new()),
+                    None => (None, String::new()),
+                };
+                let mut err = Error::new(
                     codes::JOURNAL_MISMATCH,
                     format!(
-                        "journal mismatch: the handler ended at command index {}, but the journal records more commands (next: {next:?})",
-                        self.command_index
+                        "journal mismatch at command index {index}: the handler ended, but the journal records more commands (next: {ty:?} '{name}'); the handler code is not deterministic or changed"
                     ),
                 );
+                if let Some(ty) = ty {
+                    err = err.with_related(self.related(index, ty, &name));
+                }
                 Err(self.fail(err))
             }
             _ => self.check_running(),
@@ -824,21 +845,27 @@ impl Vm {
                 format!("{handle:?} is not a run handle"),
             ));
         };
-        let Some(run) = self.runs.get_mut(&id).filter(|r| r.executing) else {
+        let Some(run) = self.runs.get(&id).filter(|r| r.executing) else {
             return Err(Error::new(
                 codes::BAD_REQUEST,
                 format!("{handle:?} is not an executing run (replayed, or its result was already proposed)"),
             ));
         };
-        run.executing = false;
         let (run_index, run_name) = (run.command_index, run.name.clone());
+        // Version checks come first and fail the attempt, so a run is never left half-done.
+        if let RunExit::TerminalFailure(f) = &exit {
+            self.check_failure(f)?;
+        }
+        if matches!(exit, RunExit::RetryableFailure { .. }) && policy.pauses() {
+            self.require_v7("pausing on exhausted run retries")?;
+        }
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.executing = false;
+        }
         self.executing_runs -= 1;
         let result = match exit {
             RunExit::Success(b) => CommandResult::Value(b),
-            RunExit::TerminalFailure(f) => {
-                self.check_failure(&f)?;
-                CommandResult::Failure(f)
-            }
+            RunExit::TerminalFailure(f) => CommandResult::Failure(f),
             RunExit::RetryableFailure {
                 error,
                 attempt_duration_ms,
@@ -869,7 +896,6 @@ impl Vm {
                         return Ok(());
                     }
                     RetryDecision::Pause => {
-                        self.require_v7("pausing on exhausted run retries")?;
                         let e = error.with_related(related);
                         self.fail_with(e, Some(ErrorBehavior::Pause));
                         return Ok(());
@@ -917,17 +943,15 @@ impl Vm {
         Ok(self.completion_leaf(id))
     }
 
-    fn check_target(&self, target: &Target) -> VmResult<()> {
+    fn check_target(&mut self, target: &Target) -> VmResult<()> {
         for (what, v) in [
             ("idempotency key", &target.idempotency_key),
             ("scope", &target.scope),
             ("limit key", &target.limit_key),
         ] {
             if v.as_deref() == Some("") {
-                return Err(Error::new(
-                    codes::BAD_REQUEST,
-                    format!("the {what} must not be empty"),
-                ));
+                let e = Error::new(codes::BAD_REQUEST, format!("the {what} must not be empty"));
+                return Err(self.fail(e));
             }
         }
         if target.scope.is_some() {
@@ -1030,11 +1054,12 @@ impl Vm {
         let body = awakeable_id
             .strip_prefix(AWAKEABLE_PREFIX)
             .or_else(|| awakeable_id.strip_prefix(LEGACY_AWAKEABLE_PREFIX));
-        if !body.and_then(base64url_decode).is_some_and(|b| b.len() > 4) {
-            return Err(Error::new(
+        if body.and_then(base64url_decode).is_none_or(|b| b.len() <= 4) {
+            let e = Error::new(
                 codes::BAD_REQUEST,
                 format!("'{awakeable_id}' is not an awakeable id (expected 'sign_1…')"),
-            ));
+            );
+            return Err(self.fail(e));
         }
         self.check_result(&result)?;
         self.journal_command(Command::CompleteAwakeable {
@@ -1516,6 +1541,7 @@ impl Vm {
     /// signal. Moves notifications to the ready set one at a time, in journal order.
     pub fn do_await(&mut self, h: Handle) -> VmResult<AwaitOutcome> {
         self.kind(h)?;
+        self.check_running()?;
         loop {
             if self.is_completed(h) {
                 return Ok(AwaitOutcome::Ready);
@@ -1535,6 +1561,7 @@ impl Vm {
                 format!("handle {} is not a selector", selector.0),
             ));
         }
+        self.check_running()?;
         loop {
             let node = &mut self.nodes[n];
             if let Some(i) = node.ready.pop_front() {
@@ -1699,7 +1726,14 @@ impl Vm {
             return f;
         }
         let mut f = self.wire_of(goal);
-        if self.options.implicit_cancellation {
+        // Once the cancel signal is in the journal (e.g. the handler caught the 409 and goes
+        // on), waiting for it again would make the runtime resume the invocation at once,
+        // forever.
+        let cancel_received = self
+            .notes
+            .slot(&NotificationId::Signal(CANCEL_SIGNAL_ID))
+            .is_some_and(|s| s.is_known());
+        if self.options.implicit_cancellation && !cancel_received {
             if matches!(
                 f.combinator_type,
                 CombinatorType::FirstCompleted | CombinatorType::Unknown

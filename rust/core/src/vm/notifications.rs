@@ -133,23 +133,31 @@ impl Notifications {
     /// Moves the oldest queued notification to the ready set. Returns its id and whether it
     /// is a failure, or `None` when the FIFO is empty.
     pub(crate) fn pop_to_ready(&mut self) -> Option<(NotificationId, bool)> {
-        let id = self.to_process.pop_front()?;
-        let seq = self.bump_seq();
-        let slot = match &id {
-            NotificationId::Completion(c) => &mut self.completions[*c as usize],
-            NotificationId::Signal(s) => &mut self.signals[*s as usize],
-            NotificationId::SignalName(n) => self.named.get_mut(n).expect("queued slot exists"),
-        };
-        let SlotState::Queued(value) = std::mem::take(&mut slot.state) else {
-            unreachable!("only queued slots are in the FIFO")
-        };
-        let failed = matches!(value, Value::Failure(_));
-        slot.state = SlotState::Ready {
-            value: Some(value),
-            failed,
-            seq,
-        };
-        Some((id, failed))
+        loop {
+            let id = self.to_process.pop_front()?;
+            let seq = self.bump_seq();
+            let slot = match &id {
+                NotificationId::Completion(c) => &mut self.completions[*c as usize],
+                NotificationId::Signal(s) => &mut self.signals[*s as usize],
+                NotificationId::SignalName(n) => self.named.get_mut(n).expect("queued slot exists"),
+            };
+            let value = match std::mem::take(&mut slot.state) {
+                SlotState::Queued(value) => value,
+                // Settled meanwhile without the FIFO (an eager state result for an id the
+                // peer also sent a notification for): the entry is stale, skip it.
+                other => {
+                    slot.state = other;
+                    continue;
+                }
+            };
+            let failed = matches!(value, Value::Failure(_));
+            slot.state = SlotState::Ready {
+                value: Some(value),
+                failed,
+                seq,
+            };
+            return Some((id, failed));
+        }
     }
 
     /// Caches a run completion we proposed until the runtime acknowledges it (V7). A

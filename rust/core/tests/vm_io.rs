@@ -1,0 +1,357 @@
+//! Input, output and end: the simplest transcripts.
+
+mod common;
+
+use common::*;
+
+fn echo(vm: &mut Vm) {
+    assert!(vm.is_ready_to_execute().unwrap());
+    let input = vm.sys_input().unwrap();
+    assert_eq!(input.invocation_id, DEBUG_ID);
+    assert_eq!(input.raw_invocation_id.as_ref(), INVOCATION_ID);
+    vm.sys_write_output(CommandResult::Value(input.input))
+        .unwrap();
+    vm.sys_end().unwrap();
+}
+
+#[test]
+fn echo_v6() {
+    Transcript::v6()
+        .input(b"\"x\"")
+        .closed()
+        .run(echo)
+        .expect(vec![output(b"\"x\""), end()])
+        .state(State::Closed);
+}
+
+#[test]
+fn echo_v7_with_input_open() {
+    Transcript::v7()
+        .input(b"\"x\"")
+        .run(echo)
+        .expect(vec![output(b"\"x\""), end()]);
+}
+
+#[test]
+fn echo_v5() {
+    Transcript::v5()
+        .input(b"{}")
+        .closed()
+        .run(echo)
+        .expect(vec![output(b"{}"), end()]);
+}
+
+#[test]
+fn input_exposes_start_fields_and_headers() {
+    Transcript::v7()
+        .start(|s| {
+            s.key = "my-key".into();
+            s.random_seed = 42;
+            s.scope = Some("scope-a".into());
+            s.limit_key = Some("limit-a".into());
+            s.idempotency_key = Some("idem-a".into());
+        })
+        .entry(Command::Input {
+            headers: vec![Header {
+                key: "x-h".into(),
+                value: "v".into(),
+            }],
+            value: Bytes::from_static(b"in"),
+            name: String::new(),
+        })
+        .closed()
+        .run(|vm| {
+            let input = vm.sys_input().unwrap();
+            assert_eq!(input.key, "my-key");
+            assert_eq!(input.random_seed, 42);
+            assert_eq!(input.scope.as_deref(), Some("scope-a"));
+            assert_eq!(input.limit_key.as_deref(), Some("limit-a"));
+            assert_eq!(input.idempotency_key.as_deref(), Some("idem-a"));
+            assert_eq!(
+                input.headers,
+                vec![Header {
+                    key: "x-h".into(),
+                    value: "v".into()
+                }]
+            );
+            assert_eq!(input.input.as_ref(), b"in");
+        });
+}
+
+#[test]
+fn v5_derives_the_random_seed_from_the_invocation_id() {
+    // V5 has no StartMessage.random_seed: the seed is the first 8 bytes (big endian) of
+    // SHA-256(invocation id), so it is stable across attempts.
+    let seed = |version: Version| {
+        Transcript::new(version)
+            .start(|s| s.random_seed = 7)
+            .input(b"")
+            .closed()
+            .run(|vm| vm.sys_input().unwrap().random_seed)
+            .result
+    };
+    assert_eq!(seed(Version::V6), 7);
+    assert_eq!(seed(Version::V7), 7);
+    // sha256("test-invocation-id") starts with these 8 bytes.
+    let v5 = seed(Version::V5);
+    assert_ne!(v5, 7);
+    assert_eq!(v5, seed(Version::V5));
+    assert_eq!(v5, SHA256_TEST_ID_PREFIX);
+}
+
+/// First 8 bytes of SHA-256(b"test-invocation-id"), big endian.
+const SHA256_TEST_ID_PREFIX: u64 = 0x31e4_0644_495b_3b92;
+
+#[test]
+fn failure_output() {
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.sys_write_output(CommandResult::Failure(failure(409, "cancelled")))
+                .unwrap();
+            vm.sys_end().unwrap();
+        })
+        .expect(vec![output_failure(409, "cancelled"), end()]);
+}
+
+#[test]
+fn failure_metadata_needs_v6() {
+    let f = Failure {
+        code: 500,
+        message: "boom".into(),
+        metadata: vec![("k".into(), "v".into())],
+    };
+    let f2 = f.clone();
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(move |vm| {
+            vm.sys_input().unwrap();
+            vm.sys_write_output(CommandResult::Failure(f2)).unwrap();
+            vm.sys_end().unwrap();
+        })
+        .expect(vec![
+            Command::Output {
+                result: Some(CommandResult::Failure(f.clone())),
+                name: String::new(),
+            }
+            .into(),
+            end(),
+        ]);
+    Transcript::v5()
+        .input(b"")
+        .closed()
+        .run(move |vm| {
+            vm.sys_input().unwrap();
+            let e = vm.sys_write_output(CommandResult::Failure(f)).unwrap_err();
+            assert_eq!(e.code, codes::UNSUPPORTED_FEATURE);
+        })
+        .expect(vec![err(codes::UNSUPPORTED_FEATURE)]);
+}
+
+#[test]
+fn output_already_in_the_journal_is_replayed_not_written() {
+    Transcript::v6()
+        .input(b"\"x\"")
+        .entry(output(b"\"x\""))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            assert!(vm.is_replaying());
+            vm.sys_write_output(CommandResult::Value(Bytes::from_static(b"\"x\"")))
+                .unwrap();
+            assert_eq!(vm.state(), State::Processing);
+            vm.sys_end().unwrap();
+        })
+        .expect(vec![end()]);
+}
+
+#[test]
+fn output_replayed_v7_input_open() {
+    Transcript::v7()
+        .input(b"1")
+        .entry(output(b"2"))
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            finish(vm, b"2");
+        })
+        .expect(vec![end()]);
+}
+
+#[test]
+fn replayed_output_with_other_value_is_a_mismatch() {
+    Transcript::v6()
+        .input(b"1")
+        .entry(output(b"2"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let e = vm
+                .sys_write_output(CommandResult::Value(Bytes::from_static(b"3")))
+                .unwrap_err();
+            assert_eq!(e.code, codes::JOURNAL_MISMATCH);
+        })
+        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
+            1,
+            MessageType::OutputCommand,
+            None,
+        )]);
+}
+
+#[test]
+fn replay_with_payload_checks_off_accepts_another_output_value() {
+    Transcript::v6()
+        .options(|o| o.payload_checks = false)
+        .input(b"1")
+        .entry(output(b"2"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            finish(vm, b"3");
+        })
+        .expect(vec![end()]);
+}
+
+#[test]
+fn replay_with_payload_checks_off_still_compares_value_versus_failure() {
+    Transcript::v6()
+        .options(|o| o.payload_checks = false)
+        .input(b"1")
+        .entry(output(b"2"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.sys_write_output(CommandResult::Failure(failure(500, "x")))
+                .unwrap_err();
+        })
+        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
+            1,
+            MessageType::OutputCommand,
+            None,
+        )]);
+}
+
+#[test]
+fn end_is_idempotent_and_later_calls_fail_with_closed() {
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            finish(vm, b"ok");
+            vm.sys_end().unwrap();
+            let e = vm.sys_sleep("", 1).unwrap_err();
+            assert_eq!(e.code, codes::CLOSED);
+        })
+        .expect(vec![output(b"ok"), end()]);
+}
+
+#[test]
+fn input_fed_one_byte_at_a_time() {
+    Transcript::v7()
+        .input(b"\"chunked\"")
+        .entry(sleep_cmd(1, 100, "nap"))
+        .entry(sleep_done(1))
+        .closed()
+        .run_chunked(&[1], |vm| {
+            vm.sys_input().unwrap();
+            let h = vm.sys_sleep("nap", 200).unwrap();
+            ready(vm, h);
+            finish(vm, b"done");
+        })
+        .expect(vec![output(b"done"), end()]);
+}
+
+#[test]
+fn not_ready_before_the_journal_is_complete() {
+    let t = Transcript::v6().input(b"").entry(sleep_cmd(1, 0, ""));
+    let bytes = t.input_bytes();
+    let mut vm = Vm::new(Version::V6.content_type(), VmOptions::default()).unwrap();
+    assert_eq!(vm.state(), State::WaitingStart);
+    // Everything but the last byte.
+    vm.notify_input(&bytes[..bytes.len() - 1]);
+    assert!(!vm.is_ready_to_execute().unwrap());
+    assert_eq!(vm.state(), State::WaitingReplayEntries);
+    assert_eq!(vm.sys_input().unwrap_err().code, codes::INTERNAL);
+    vm.notify_input(&bytes[bytes.len() - 1..]);
+    assert!(vm.is_ready_to_execute().unwrap());
+    assert_eq!(vm.state(), State::Replaying);
+    assert!(!vm.has_output());
+}
+
+#[test]
+fn content_type_negotiation() {
+    assert_eq!(
+        Vm::new(
+            "application/vnd.restate.invocation.v6",
+            VmOptions::default()
+        )
+        .unwrap()
+        .version(),
+        Version::V6
+    );
+    let vm = Vm::new(
+        "application/vnd.restate.invocation.v7",
+        VmOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        vm.response_content_type(),
+        "application/vnd.restate.invocation.v7"
+    );
+    assert_eq!(
+        Vm::new(
+            "application/vnd.restate.invocation.v4",
+            VmOptions::default()
+        )
+        .unwrap_err()
+        .code,
+        codes::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        Vm::new("application/json", VmOptions::default())
+            .unwrap_err()
+            .code,
+        codes::UNSUPPORTED_MEDIA_TYPE
+    );
+}
+
+#[test]
+fn custom_entries_in_the_journal_are_skipped() {
+    Transcript::v6()
+        .input(b"")
+        .entry(Message::Custom(0xFC01, Bytes::from_static(b"opaque")))
+        .entry(sleep_cmd(1, 0, ""))
+        .entry(sleep_done(1))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let h = vm.sys_sleep("", 0).unwrap();
+            ready(vm, h);
+            finish(vm, b"");
+        })
+        .expect(vec![output(b""), end()]);
+}
+
+#[test]
+fn notify_error_writes_the_error_and_closes() {
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.notify_error(
+                Error::new(500, "handler blew up")
+                    .with_stacktrace("trace")
+                    .with_next_retry_delay_ms(250),
+            );
+            assert_eq!(vm.state(), State::Closed);
+            assert_eq!(vm.sys_sleep("", 0).unwrap_err().code, 500);
+        })
+        .expect(vec![err(500)
+            .message_contains("handler blew up")
+            .stacktrace("trace")
+            .retry_delay(250)]);
+}
