@@ -1,0 +1,162 @@
+"""The exception hierarchy of durable-futures, keyed by the core's stable error codes.
+
+The Rust core reports every failure as a numeric code plus a message that names the journal
+entry involved. The PyO3 extension and the C ABI (used through cffi) both convert those
+codes into the classes below with :func:`error_for_code`, so a journal mismatch is a
+``durable_futures.errors.JournalMismatchError`` whichever binding raised it.
+
+This module is plain Python: it does not import the compiled extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "BAD_REQUEST",
+    "CANCELLED",
+    "CLOSED",
+    "INTERNAL",
+    "JOURNAL_MISMATCH",
+    "PROTOCOL_VIOLATION",
+    "SUSPENDED",
+    "UNSUPPORTED_FEATURE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "BadRequestError",
+    "ClosedError",
+    "DurableError",
+    "InternalError",
+    "JournalMismatchError",
+    "ProtocolError",
+    "SuspendedError",
+    "TerminalError",
+    "UnsupportedFeatureError",
+    "UnsupportedProtocolError",
+    "error_for_code",
+]
+
+# The core's codes (rust/core/src/error.rs, `codes`); the C ABI returns the same numbers.
+BAD_REQUEST = 400
+CANCELLED = 409
+UNSUPPORTED_MEDIA_TYPE = 415
+INTERNAL = 500
+JOURNAL_MISMATCH = 570
+PROTOCOL_VIOLATION = 571
+UNSUPPORTED_FEATURE = 573
+CLOSED = 598
+SUSPENDED = 599
+
+
+class DurableError(Exception):
+    """Base class of every error raised by durable-futures. ``code`` is the core's code."""
+
+    code: int = INTERNAL
+
+    def __init__(self, message: str = "", code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}" if self.message else f"[{self.code}]"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code})"
+
+
+class TerminalError(DurableError):
+    """Fails a handler or a run terminally: journaled, never retried.
+
+    Raise it from handler code. Cancellation of the invocation surfaces as a
+    ``TerminalError`` with code 409 (:data:`CANCELLED`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: int = INTERNAL,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code)
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    @property
+    def is_cancellation(self) -> bool:
+        """Whether this is the cancellation of the invocation (code 409)."""
+        return self.code == CANCELLED
+
+
+class BadRequestError(DurableError, ValueError):
+    """A bad argument (400): unknown handle, malformed awakeable id, invalid UTF-8, ..."""
+
+    code = BAD_REQUEST
+
+
+class UnsupportedProtocolError(DurableError):
+    """The request's content type is not a supported protocol version (415)."""
+
+    code = UNSUPPORTED_MEDIA_TYPE
+
+
+class InternalError(DurableError):
+    """An internal error of the core (500), including a Rust panic caught at the boundary."""
+
+    code = INTERNAL
+
+
+class JournalMismatchError(DurableError):
+    """The handler did not do what the journal recorded (570): non-determinism.
+
+    The message names the entry index, the recorded and the attempted command.
+    """
+
+    code = JOURNAL_MISMATCH
+
+
+class ProtocolError(DurableError):
+    """The runtime broke the service protocol (571): bad frame, unexpected message, ..."""
+
+    code = PROTOCOL_VIOLATION
+
+
+class UnsupportedFeatureError(DurableError):
+    """The feature needs a newer protocol version than the negotiated one (573)."""
+
+    code = UNSUPPORTED_FEATURE
+
+
+class ClosedError(DurableError):
+    """The invocation attempt is closed (598): suspended, failed or ended."""
+
+    code = CLOSED
+
+
+class SuspendedError(DurableError):
+    """The attempt suspended (599); the driver unwinds the handler with it."""
+
+    code = SUSPENDED
+
+
+_BY_CODE: dict[int, type[DurableError]] = {
+    BAD_REQUEST: BadRequestError,
+    UNSUPPORTED_MEDIA_TYPE: UnsupportedProtocolError,
+    INTERNAL: InternalError,
+    JOURNAL_MISMATCH: JournalMismatchError,
+    PROTOCOL_VIOLATION: ProtocolError,
+    UNSUPPORTED_FEATURE: UnsupportedFeatureError,
+    CLOSED: ClosedError,
+    SUSPENDED: SuspendedError,
+}
+
+
+def error_for_code(code: int, message: str = "") -> DurableError:
+    """The exception for a core error code: the class registered for ``code``, a
+    :class:`TerminalError` with code 409 for a cancellation, else a :class:`DurableError`
+    carrying the code (a retryable failure with a code of the handler's choosing)."""
+    if code == CANCELLED:
+        return TerminalError(message, CANCELLED)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return DurableError(message, code)
+    return cls(message)
