@@ -10,6 +10,8 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test bench lint rust-test py-test develop venv clean
 
+include rust/ffi/ffi.mk
+
 $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -32,7 +34,7 @@ rust-test:
 py-test: develop
 	$(PY) -m pytest -q
 
-test: lint rust-test py-test
+test: lint rust-test ffi-test py-test
 
 # Replays every recorded conformance journal through the core and prints the results.
 run:
@@ -40,6 +42,7 @@ run:
 
 bench:
 	$(CARGO) bench -p durable-futures-core
+	$(CARGO) bench -p durable-futures-ffi
 
 clean:
 	rm -rf target $(VENV)
