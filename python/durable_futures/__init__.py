@@ -2,11 +2,59 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 
 from . import _core
+from .context import Context, ObjectContext, RunOptions, SendHandle, ServiceClient
+from .endpoint import asgi_app
+from .errors import (
+    DurableError,
+    JournalMismatchError,
+    ProtocolError,
+    TerminalError,
+    UnsupportedFeatureError,
+)
+from .futures import (
+    AwakeableFuture,
+    CombinatorFuture,
+    DurableFuture,
+    ResponseFuture,
+    RunFuture,
+    Selector,
+    TimerFuture,
+)
+from .serde import BytesSerde, JsonSerde, Serde
+from .service import Handler, Service, VirtualObject
 
-__all__ = ["__version__", "PROTOCOL_VERSIONS"]
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "AwakeableFuture",
+    "BytesSerde",
+    "CombinatorFuture",
+    "Context",
+    "DurableError",
+    "DurableFuture",
+    "Handler",
+    "JournalMismatchError",
+    "JsonSerde",
+    "ObjectContext",
+    "ProtocolError",
+    "ResponseFuture",
+    "RunFuture",
+    "RunOptions",
+    "Selector",
+    "SendHandle",
+    "Serde",
+    "Service",
+    "ServiceClient",
+    "TerminalError",
+    "TimerFuture",
+    "UnsupportedFeatureError",
+    "VirtualObject",
+    "__version__",
+    "asgi_app",
+]
 
 __version__: str = _core.__version__
 PROTOCOL_VERSIONS: tuple[int, int] = _core.PROTOCOL_VERSIONS

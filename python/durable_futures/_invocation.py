@@ -1,0 +1,347 @@
+"""One invocation attempt: the VM, the bytes in and out, runs, and whoever waits.
+
+All VM calls hold ``lock``: async handlers and run completions use the VM on the event loop
+thread, sync handlers use it from a worker thread. Waiting never polls: a waiter that the VM
+cannot satisfy yet sleeps until the transport feeds input or a run finishes
+(``_progressed``), then asks the VM again. A future whose result is already known is
+answered without ever yielding to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+import time
+import traceback
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import _core
+from .errors import CANCELLED, DurableError, TerminalError
+
+READY = 0
+CANCELLED_CODE = 1
+PENDING = 2
+SUSPENDED = 3
+EXHAUSTED = 4
+
+VOID = 0
+VALUE = 1
+FAILURE = 2
+INVOCATION_ID = 3
+STATE_KEYS = 4
+
+# Shared pools: sync run closures, and sync handlers (each blocked handler holds a thread).
+_RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
+_HANDLER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="df-handler")
+
+
+class Suspended(BaseException):
+    """Unwinds the handler when the attempt is over (suspended, or the VM closed).
+
+    A ``BaseException`` so that ``except Exception`` in handler code does not swallow it.
+    """
+
+
+class Invocation:
+    """Drives one attempt. The transport calls :meth:`feed` / :meth:`feed_closed` as input
+    arrives and sends what ``send_output`` receives."""
+
+    def __init__(
+        self,
+        vm: _core.Vm,
+        loop: asyncio.AbstractEventLoop,
+        send_output: Callable[[bytes], None],
+    ) -> None:
+        self.vm = vm
+        self.loop = loop
+        self.lock = threading.RLock()
+        self._cond = threading.Condition(self.lock)
+        self._send_output = send_output
+        self._generation = 0
+        self._async_waiters: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._loop_thread = threading.get_ident()
+        self.disconnected = False
+
+    # ---- transport side (event loop thread) --------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        with self.lock:
+            self.vm.notify_input(data)
+        self.flush()
+        self._progressed()
+
+    def feed_closed(self) -> None:
+        with self.lock:
+            self.vm.notify_input_closed()
+        self.flush()
+        self._progressed()
+
+    def disconnect(self) -> None:
+        """The peer went away: waiters stop; nothing more can be sent."""
+        self.disconnected = True
+        self._progressed()
+
+    def flush(self) -> None:
+        with self.lock:
+            data = self.vm.take_output()
+        if data:
+            self._send_output(data)
+
+    def _progressed(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+        if threading.get_ident() == self._loop_thread:
+            self._wake_async()
+        else:
+            self.loop.call_soon_threadsafe(self._wake_async)
+
+    def _wake_async(self) -> None:
+        waiters, self._async_waiters = self._async_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _next_progress(self, generation: int) -> None:
+        while self._generation == generation and not self.disconnected:
+            w = self.loop.create_future()
+            self._async_waiters.append(w)
+            await w
+        if self.disconnected:
+            raise Suspended("the runtime disconnected")
+
+    def _block_progress(self, generation: int) -> None:
+        # Called with the lock held (Condition over the same RLock).
+        while self._generation == generation and not self.disconnected:
+            self._cond.wait()
+        if self.disconnected:
+            raise Suspended("the runtime disconnected")
+
+    # ---- waiting (handler side) --------------------------------------------------------------
+
+    def _pending(self) -> int:
+        """Flushes (the runtime must see our commands before answering) and returns the
+        generation to wait past. Lock held."""
+        generation = self._generation
+        data = self.vm.take_output()
+        if data:
+            self._send_output(data)
+        return generation
+
+    def _outcome(self, code: int) -> None:
+        if code == CANCELLED_CODE:
+            raise TerminalError("cancelled", CANCELLED)
+        if code == SUSPENDED:
+            self.flush()
+            raise Suspended()
+
+    def await_take_gen(self, handle: int) -> Generator[Any, None, Any]:
+        """Generator for ``__await__``: yields to the loop only when the VM must wait."""
+        while True:
+            with self.lock:
+                code, value = self.vm.await_take(handle)
+                if code == READY:
+                    return value
+                if code == PENDING:
+                    generation = self._pending()
+            if code != PENDING:
+                self._outcome(code)
+            yield from self._next_progress(generation).__await__()
+
+    def await_take_blocking(self, handle: int) -> Any:
+        with self.lock:
+            while True:
+                code, value = self.vm.await_take(handle)
+                if code == READY:
+                    return value
+                if code != PENDING:
+                    break
+                self._block_progress(self._pending())
+        self._outcome(code)
+
+    def select_gen(self, selector: int) -> Generator[Any, None, int | None]:
+        while True:
+            with self.lock:
+                code, handle = self.vm.select_next(selector)
+                if code == READY:
+                    return handle
+                if code == EXHAUSTED:
+                    return None
+                if code == PENDING:
+                    generation = self._pending()
+            if code != PENDING:
+                self._outcome(code)
+            yield from self._next_progress(generation).__await__()
+
+    def select_blocking(self, selector: int) -> int | None:
+        with self.lock:
+            while True:
+                code, handle = self.vm.select_next(selector)
+                if code == READY:
+                    return handle
+                if code == EXHAUSTED:
+                    return None
+                if code != PENDING:
+                    break
+                self._block_progress(self._pending())
+        self._outcome(code)
+        return None
+
+    def await_gen(self, handle: int) -> Generator[Any, None, None]:
+        """Waits for a combinator handle (no value to take)."""
+        while True:
+            with self.lock:
+                code = self.vm.do_await(handle)
+                if code == READY:
+                    return
+                if code == PENDING:
+                    generation = self._pending()
+            if code != PENDING:
+                self._outcome(code)
+            yield from self._next_progress(generation).__await__()
+
+    def await_blocking(self, handle: int) -> None:
+        with self.lock:
+            while True:
+                code = self.vm.do_await(handle)
+                if code == READY:
+                    return
+                if code != PENDING:
+                    break
+                self._block_progress(self._pending())
+        self._outcome(code)
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    # ---- runs ----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        handle: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+    ) -> None:
+        """Starts a run closure now (from any thread)."""
+        if self.on_loop():
+            self._spawn_run(handle, fn, args, kwargs, serialize, retry)
+        else:
+            self.loop.call_soon_threadsafe(
+                self._spawn_run, handle, fn, args, kwargs, serialize, retry
+            )
+
+    def _spawn_run(
+        self,
+        handle: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+    ) -> None:
+        task = self.loop.create_task(self._execute_run(handle, fn, args, kwargs, serialize, retry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute_run(
+        self,
+        handle: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+    ) -> None:
+        started = time.monotonic()
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                call = functools.partial(ctx.run, fn, *args, **kwargs)
+                result = await self.loop.run_in_executor(_RUN_POOL, call)
+                if inspect.isawaitable(result):
+                    result = await result
+            payload = serialize(result)
+            with self.lock:
+                self.vm.propose_run_success(handle, payload)
+        except TerminalError as e:
+            with self.lock:
+                self._ignore_closed(self.vm.propose_run_failure, handle, e.code, e.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any other failure is retryable
+            elapsed = int((time.monotonic() - started) * 1000)
+            with self.lock:
+                self._ignore_closed(
+                    self.vm.propose_run_retryable,
+                    handle,
+                    500,
+                    f"{type(e).__name__}: {e}",
+                    traceback.format_exc(),
+                    elapsed,
+                    **retry,
+                )
+        finally:
+            self.flush()
+            self._progressed()
+
+    @staticmethod
+    def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            f(*args, **kwargs)
+        except DurableError:
+            pass  # the attempt is already over; nothing more can be journaled
+
+    # ---- the handler -------------------------------------------------------------------------
+
+    async def run_handler(
+        self,
+        call: Callable[[Any, Any], Any],
+        is_async: bool,
+        decode_input: Callable[[bytes], Any],
+        encode_output: Callable[[Any], bytes],
+        make_context: Callable[..., Any],
+    ) -> None:
+        """Runs the handler to its end and journals the outcome."""
+        try:
+            with self.lock:
+                inv_id, key, headers, payload, seed = self.vm.sys_input()
+            ctx = make_context(self, inv_id, key, headers, seed)
+            if is_async:
+                result = await call(ctx, decode_input(payload))
+            else:
+                cv = contextvars.copy_context()
+                arg = decode_input(payload)
+                fn = functools.partial(cv.run, call, ctx, arg)
+                result = await self.loop.run_in_executor(_HANDLER_POOL, fn)
+            out = encode_output(result)
+            with self.lock:
+                self.vm.sys_write_output_success(out)
+                self.vm.sys_end()
+        except TerminalError as e:
+            with self.lock:
+                if not self.vm.is_closed():
+                    self._ignore_closed(self.vm.sys_write_output_failure, e.code, e.message)
+                    self._ignore_closed(self.vm.sys_end)
+        except Suspended:
+            pass
+        except Exception as e:  # noqa: BLE001 - the attempt fails and the runtime retries
+            with self.lock:
+                # A closed VM already wrote its terminator (e.g. a journal mismatch).
+                if not self.vm.is_closed():
+                    self.vm.notify_error(f"{type(e).__name__}: {e}", traceback.format_exc())
+        finally:
+            self.flush()
+            for t in list(self._tasks):
+                t.cancel()
+

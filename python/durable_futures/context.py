@@ -1,0 +1,350 @@
+"""The handler's view of its invocation: ``df.Context``."""
+
+from __future__ import annotations
+
+import random
+import time
+import typing
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .futures import (
+    ALL_COMPLETED,
+    ALL_SUCCEEDED,
+    FIRST_COMPLETED,
+    FIRST_SUCCEEDED,
+    AwakeableFuture,
+    CombinatorFuture,
+    DurableFuture,
+    ResponseFuture,
+    RunFuture,
+    Selector,
+    TimerFuture,
+    _InvocationIdFuture,
+)
+from .serde import JsonSerde, Serde, serde_for
+
+if TYPE_CHECKING:
+    from ._invocation import Invocation
+    from .service import Handler
+
+__all__ = ["Context", "ObjectContext", "RunOptions", "ServiceClient"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
+
+_JSON: JsonSerde[Any] = JsonSerde()
+
+
+def _ms(d: timedelta | None) -> int | None:
+    return None if d is None else int(d.total_seconds() * 1000)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Retries of a run that fails with a non-terminal exception.
+
+    With nothing set, a failing run is retried forever (by re-running the attempt). Any field
+    set switches to exponential backoff: ``initial_interval`` (default 50 ms), multiplied by
+    ``factor`` (2.0) up to ``max_interval`` (10 s), until ``max_attempts`` or
+    ``max_duration`` are reached; then the run fails with a ``TerminalError``.
+    """
+
+    max_attempts: int | None = None
+    max_duration: timedelta | None = None
+    initial_interval: timedelta | None = None
+    max_interval: timedelta | None = None
+    factor: float | None = None
+
+    def _core(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "max_duration_ms": _ms(self.max_duration),
+            "initial_interval_ms": _ms(self.initial_interval),
+            "max_interval_ms": _ms(self.max_interval),
+            "factor": self.factor,
+        }
+
+
+_NO_RETRY_OPTIONS: dict[str, Any] = RunOptions()._core()
+
+
+class SendHandle:
+    """A one-way call; its invocation id can be awaited."""
+
+    def __init__(self, id_future: DurableFuture[str]) -> None:
+        self._id = id_future
+
+    def invocation_id(self) -> DurableFuture[str]:
+        return self._id
+
+
+class ServiceClient(Generic[I, O]):
+    """Calls one handler of another service (or virtual object)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        service: str,
+        handler: str,
+        key: str | None = None,
+        input_serde: Serde[Any] = _JSON,
+        output_serde: Serde[Any] = _JSON,
+    ) -> None:
+        self._ctx = ctx
+        self._service = service
+        self._handler = handler
+        self._key = key
+        self._in = input_serde
+        self._out = output_serde
+
+    def request_future(
+        self,
+        arg: I = None,  # type: ignore[assignment]
+        *,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ResponseFuture[O]:
+        """Starts the call now; the returned future completes with the response."""
+        inv = self._ctx._inv
+        with inv.lock:
+            id_h, res_h = inv.vm.sys_call(
+                self._service,
+                self._handler,
+                self._in.serialize(arg),
+                self._key,
+                idempotency_key,
+                list((headers or {}).items()),
+            )
+        return ResponseFuture(inv, res_h, id_h, self._out.deserialize)
+
+    async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
+        """Calls and awaits the response."""
+        return await self.request_future(arg, **kwargs)
+
+    def send(
+        self,
+        arg: I = None,  # type: ignore[assignment]
+        *,
+        delay: timedelta | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> SendHandle:
+        """One-way call, optionally delayed. Nothing to await but the invocation id."""
+        inv = self._ctx._inv
+        invoke_time = None if delay is None else int(time.time() * 1000) + (_ms(delay) or 0)
+        with inv.lock:
+            h = inv.vm.sys_send(
+                self._service,
+                self._handler,
+                self._in.serialize(arg),
+                self._key,
+                idempotency_key,
+                list((headers or {}).items()),
+                invoke_time,
+            )
+        return SendHandle(_InvocationIdFuture(inv, h, bytes.decode))
+
+
+class Context:
+    """What a handler can do durably. Every method journals what it does."""
+
+    def __init__(
+        self,
+        inv: Invocation,
+        invocation_id: str,
+        key: str,
+        headers: list[tuple[str, str]],
+        random_seed: int,
+    ) -> None:
+        self._inv = inv
+        self.invocation_id = invocation_id
+        self.key = key
+        self.headers = dict(headers)
+        self.random = random.Random(random_seed)
+
+    # ---- runs ----------------------------------------------------------------------------------
+
+    def run_async(
+        self,
+        name: str,
+        fn: Callable[P, Awaitable[T]] | Callable[P, T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> RunFuture[T]:
+        """Starts a side effect now and returns its future.
+
+        ``fn`` may be a coroutine function (run as a task) or a plain function (run on a
+        thread pool with the context variables copied). On replay, a run whose result is in
+        the journal is not executed. Pass ``options=RunOptions(...)`` as a keyword to tune
+        retries (it is not forwarded to ``fn``). A ``TerminalError`` raised by ``fn`` is
+        journaled as the run's failure; any other exception is retried.
+        """
+        options = kwargs.pop("options", None)
+        retry = options._core() if isinstance(options, RunOptions) else _NO_RETRY_OPTIONS
+        serde = _return_serde(fn)
+        inv = self._inv
+        with inv.lock:
+            handle, replayed = inv.vm.sys_run(name)
+        if not replayed:
+            inv.start_run(handle, fn, args, dict(kwargs), serde.serialize, retry)
+        return RunFuture(inv, handle, serde.deserialize)
+
+    async def run(
+        self,
+        name: str,
+        fn: Callable[P, Awaitable[T]] | Callable[P, T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``await ctx.run_async(...)``."""
+        return await self.run_async(name, fn, *args, **kwargs)
+
+    # ---- timers --------------------------------------------------------------------------------
+
+    def after(self, duration: timedelta, name: str | None = None) -> TimerFuture:
+        """A durable timer firing after ``duration``."""
+        wake = int(time.time() * 1000) + (_ms(duration) or 0)
+        inv = self._inv
+        with inv.lock:
+            h = inv.vm.sys_sleep(name or "", wake)
+        return TimerFuture(inv, h, _JSON.deserialize)
+
+    async def sleep(self, duration: timedelta, name: str | None = None) -> None:
+        """Durable sleep: ``await ctx.after(duration)``."""
+        await self.after(duration, name)
+
+    # ---- calls ---------------------------------------------------------------------------------
+
+    @overload
+    def service(self, target: Handler[I, O], /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def service(self, target: str, handler: str, /) -> ServiceClient[Any, Any]: ...
+
+    def service(self, target: Any, handler: str | None = None, /) -> ServiceClient[Any, Any]:
+        """A client for a handler: ``ctx.service("Svc", "handler")`` or, typed,
+        ``ctx.service(handler_fn)``."""
+        if handler is None:
+            h = target
+            return ServiceClient(self, h.service_name, h.name, None, h.input_serde, h.output_serde)
+        return ServiceClient(self, target, handler)
+
+    def object(self, name: str, key: str, handler: str) -> ServiceClient[Any, Any]:
+        """A client for a virtual object's handler under ``key``."""
+        return ServiceClient(self, name, handler, key)
+
+    # ---- awakeables ------------------------------------------------------------------------------
+
+    def awakeable(self, type_: type[T] | Any = Any) -> tuple[str, AwakeableFuture[T]]:
+        """An id to hand to someone outside, and the future they complete."""
+        inv = self._inv
+        with inv.lock:
+            awk_id, h = inv.vm.sys_awakeable()
+        return awk_id, AwakeableFuture(inv, h, serde_for(type_).deserialize)
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
+        with self._inv.lock:
+            self._inv.vm.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
+
+    def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
+        with self._inv.lock:
+            self._inv.vm.sys_reject_awakeable(awakeable_id, code, message)
+
+    def cancel_invocation(self, invocation_id: str) -> None:
+        """Cancels another invocation."""
+        with self._inv.lock:
+            self._inv.vm.sys_cancel_invocation(invocation_id)
+
+    # ---- waiting -------------------------------------------------------------------------------
+
+    def select(self, *futures: DurableFuture[Any]) -> Selector:
+        """A selector handing out ``futures`` in completion order."""
+        return Selector(self._inv, futures)
+
+    def all_completed(self, *futures: DurableFuture[Any]) -> CombinatorFuture[list[DurableFuture[Any]]]:
+        """Completes when every future completed (failed or not); gives the futures back."""
+        return CombinatorFuture(self._inv, ALL_COMPLETED, futures, "all_completed()")
+
+    def first_completed(self, *futures: DurableFuture[Any]) -> CombinatorFuture[DurableFuture[Any]]:
+        """Completes with the first future to complete."""
+        return CombinatorFuture(self._inv, FIRST_COMPLETED, futures, "first_completed()")
+
+    def first_succeeded(self, *futures: DurableFuture[T]) -> CombinatorFuture[T]:
+        """The value of the first future to succeed; raises the last failure if all fail."""
+        return CombinatorFuture(self._inv, FIRST_SUCCEEDED, futures, "first_succeeded()")
+
+    def all_succeeded(self, *futures: DurableFuture[T]) -> CombinatorFuture[list[T]]:
+        """The values of all futures, or the first failure."""
+        return CombinatorFuture(self._inv, ALL_SUCCEEDED, futures, "all_succeeded()")
+
+    def is_replaying(self) -> bool:
+        """Whether the handler is re-executing journaled steps (useful to silence logs)."""
+        return bool(self._inv.vm.is_replaying())
+
+
+class ObjectContext(Context):
+    """A virtual object's context: durable state under the object's key."""
+
+    def get(self, key: str, type_: type[T] | Any = Any) -> DurableFuture[T | None]:
+        inv = self._inv
+        with inv.lock:
+            h = inv.vm.sys_state_get(key)
+        return DurableFuture(inv, h, serde_for(type_).deserialize)
+
+    def state_keys(self) -> DurableFuture[list[str]]:
+        inv = self._inv
+        with inv.lock:
+            h = inv.vm.sys_state_get_keys()
+        return DurableFuture(inv, h, _JSON.deserialize)
+
+    def set(self, key: str, value: Any) -> None:
+        with self._inv.lock:
+            self._inv.vm.sys_state_set(key, _JSON.serialize(value))
+
+    def clear(self, key: str) -> None:
+        with self._inv.lock:
+            self._inv.vm.sys_state_clear(key)
+
+    def clear_all(self) -> None:
+        with self._inv.lock:
+            self._inv.vm.sys_state_clear_all()
+
+
+_SERDE_CACHE: weakref.WeakKeyDictionary[Any, Serde[Any]] = weakref.WeakKeyDictionary()
+
+
+def _return_serde(fn: Callable[..., Any]) -> Serde[Any]:
+    """The serde of a run's result, from ``fn``'s return annotation (cached per function:
+    resolving type hints costs far more than the rest of a replayed run)."""
+    try:
+        return _SERDE_CACHE[fn]
+    except (KeyError, TypeError):
+        pass
+    serde = _resolve_return_serde(fn)
+    try:
+        _SERDE_CACHE[fn] = serde
+    except TypeError:  # not weak-referenceable (e.g. some builtins)
+        pass
+    return serde
+
+
+def _resolve_return_serde(fn: Callable[..., Any]) -> Serde[Any]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable hints fall back to plain JSON
+        return _JSON
+    ret = hints.get("return", Any)
+    origin = typing.get_origin(ret)
+    if origin is not None and getattr(origin, "__name__", "") in ("Coroutine", "Awaitable"):
+        args = typing.get_args(ret)
+        ret = args[-1] if args else Any
+    return serde_for(ret)
+

@@ -1,0 +1,294 @@
+"""Durable futures, the selector and the combinators.
+
+Futures follow ``concurrent.futures`` naming: ``done()``, ``result()`` (blocks, for sync
+handlers), and ``await fut`` in async handlers. Awaiting a future whose result the journal
+already holds returns at once, without a round trip through the event loop.
+
+Only durable futures of the same invocation can be combined. ``asyncio.gather``,
+``asyncio.wait`` or raw coroutines would make the order of completions depend on timing
+instead of the journal, so the combinators refuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._invocation import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Invocation
+from .errors import TerminalError
+from .serde import Serde
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "AwakeableFuture",
+    "CombinatorFuture",
+    "DurableFuture",
+    "ResponseFuture",
+    "RunFuture",
+    "Selector",
+    "TimerFuture",
+]
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+
+
+class DurableFuture(Generic[T]):
+    """A result that completes durably: journaled, and replayed in journal order."""
+
+    __slots__ = ("_inv", "_handle", "_decode", "_value", "_error")
+
+    def __init__(self, inv: Invocation, handle: int, decode: Callable[[bytes], Any]) -> None:
+        self._inv = inv
+        self._handle = handle
+        self._decode = decode
+        self._value: Any = _UNSET
+        self._error: BaseException | None = None
+
+    def _settle(self, raw: Any) -> T:
+        if self._error is not None:
+            raise self._error
+        if self._value is not _UNSET:
+            return self._value  # type: ignore[no-any-return]
+        if raw is None:
+            raise RuntimeError("the result of this future was already taken")
+        kind, payload = raw
+        if kind == VALUE:
+            self._value = self._decode(payload)
+        elif kind == FAILURE:
+            code, message = payload
+            self._error = TerminalError(message, code)
+            raise self._error
+        elif kind in (VOID, INVOCATION_ID, STATE_KEYS):
+            self._value = payload
+        return self._value  # type: ignore[no-any-return]
+
+    def done(self) -> bool:
+        """Whether the result is known (as far as the journal order allows now)."""
+        if self._value is not _UNSET or self._error is not None:
+            return True
+        with self._inv.lock:
+            return bool(self._inv.vm.is_completed(self._handle))
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._value is not _UNSET or self._error is not None:
+            return self._settle(None)
+        raw = yield from self._inv.await_take_gen(self._handle)
+        return self._settle(raw)
+
+    def result(self) -> T:
+        """The result, blocking until it is known. For sync handlers (worker threads)."""
+        if self._value is not _UNSET or self._error is not None:
+            return self._settle(None)
+        if self._inv.on_loop():
+            raise RuntimeError(
+                "result() would block the event loop; use `await fut` in async handlers"
+            )
+        return self._settle(self._inv.await_take_blocking(self._handle))
+
+
+class RunFuture(DurableFuture[T]):
+    """The result of ``ctx.run_async``: the run started when the future was created."""
+
+    __slots__ = ()
+
+
+class TimerFuture(DurableFuture[None]):
+    """A durable timer from ``ctx.after``; completes with ``None``."""
+
+    __slots__ = ()
+
+
+class AwakeableFuture(DurableFuture[T]):
+    """Completes when someone resolves (or rejects) the awakeable."""
+
+    __slots__ = ()
+
+
+class _InvocationIdFuture(DurableFuture[str]):
+    __slots__ = ()
+
+
+class ResponseFuture(DurableFuture[T]):
+    """The response of a call from ``request_future``."""
+
+    __slots__ = ("_id_handle",)
+
+    def __init__(
+        self, inv: Invocation, handle: int, id_handle: int, decode: Callable[[bytes], Any]
+    ) -> None:
+        super().__init__(inv, handle, decode)
+        self._id_handle = id_handle
+
+    def invocation_id(self) -> DurableFuture[str]:
+        """The callee's invocation id (awaitable)."""
+        return _InvocationIdFuture(self._inv, self._id_handle, bytes.decode)
+
+
+def _check_futures(inv: Invocation, futures: Sequence[Any], what: str) -> list[DurableFuture[Any]]:
+    out: list[DurableFuture[Any]] = []
+    for f in futures:
+        if isinstance(f, DurableFuture):
+            if f._inv is not inv:
+                raise ValueError(f"{what}: the futures belong to another invocation")
+            out.append(f)
+            continue
+        if inspect.iscoroutine(f) or isinstance(f, asyncio.Future) or inspect.isawaitable(f):
+            raise TypeError(
+                f"{what} takes durable futures only (from ctx.run_async, ctx.after, "
+                f"request_future, ctx.awakeable, ...), not {type(f).__name__}: the order in "
+                "which plain coroutines or asyncio futures finish depends on timing, so a "
+                "replay could take another path. Start concurrent work with ctx.run_async."
+            )
+        raise TypeError(f"{what} takes durable futures, not {type(f).__name__}")
+    return out
+
+
+class Selector:
+    """Hands out futures in the order they completed (the journal's order).
+
+    ``await selector.select()`` returns the next completed future, or ``None`` when none
+    remain. A cancellation of the invocation raises ``TerminalError`` (409) instead of
+    blocking.
+    """
+
+    __slots__ = ("_inv", "_handle", "_by_handle")
+
+    def __init__(self, inv: Invocation, futures: Sequence[Any]) -> None:
+        futs = _check_futures(inv, futures, "select()")
+        self._inv = inv
+        self._by_handle: dict[int, DurableFuture[Any]] = {f._handle: f for f in futs}
+        with inv.lock:
+            self._handle: int = inv.vm.selector([f._handle for f in futs])
+
+    def remaining(self) -> bool:
+        """Whether futures remain to be handed out."""
+        with self._inv.lock:
+            return bool(self._inv.vm.selector_remaining(self._handle))
+
+    def __len__(self) -> int:
+        with self._inv.lock:
+            return int(self._inv.vm.selector_remaining(self._handle))
+
+    async def select(self) -> DurableFuture[Any] | None:
+        handle = await _SelectAwaitable(self)
+        return None if handle is None else self._by_handle[handle]
+
+    def select_blocking(self) -> DurableFuture[Any] | None:
+        """``select()`` for sync handlers."""
+        handle = self._inv.select_blocking(self._handle)
+        return None if handle is None else self._by_handle[handle]
+
+    def __aiter__(self) -> AsyncIterator[DurableFuture[Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[DurableFuture[Any]]:
+        while True:
+            f = await self.select()
+            if f is None:
+                return
+            yield f
+
+    def __iter__(self) -> Any:
+        while True:
+            f = self.select_blocking()
+            if f is None:
+                return
+            yield f
+
+
+class _SelectAwaitable:
+    __slots__ = ("_sel",)
+
+    def __init__(self, sel: Selector) -> None:
+        self._sel = sel
+
+    def __await__(self) -> Generator[Any, None, int | None]:
+        return (yield from self._sel._inv.select_gen(self._sel._handle))
+
+
+# Combinator kinds, as the core numbers them.
+FIRST_COMPLETED = 0
+ALL_COMPLETED = 1
+FIRST_SUCCEEDED = 2
+ALL_SUCCEEDED = 3
+
+
+class CombinatorFuture(DurableFuture[T]):
+    """A combinator over durable futures; itself a durable future, so they nest."""
+
+    __slots__ = ("_kind", "_children")
+
+    def __init__(self, inv: Invocation, kind: int, futures: Sequence[Any], what: str) -> None:
+        children = _check_futures(inv, futures, what)
+        with inv.lock:
+            handle = inv.vm.combinator(kind, [f._handle for f in children])
+        super().__init__(inv, handle, bytes.decode)
+        self._kind = kind
+        self._children = children
+
+    def done(self) -> bool:
+        with self._inv.lock:
+            return bool(self._inv.vm.is_completed(self._handle))
+
+    def _resolve(self) -> T:
+        with self._inv.lock:
+            outcome = self._inv.vm.outcome(self._handle)
+        assert outcome is not None
+        succeeded, decided_by = outcome
+        by = {f._handle: f for f in self._children}
+        if self._kind == ALL_COMPLETED:
+            return list(self._children)  # type: ignore[return-value]
+        if self._kind == FIRST_COMPLETED:
+            return by[decided_by]  # type: ignore[index,return-value]
+        return _CombinatorResult(self._kind, succeeded, decided_by, by, self._children)  # type: ignore[return-value]
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from self._inv.await_gen(self._handle)
+        result = self._resolve()
+        if isinstance(result, _CombinatorResult):
+            return (yield from result.values())  # type: ignore[no-any-return]
+        return result
+
+    def result(self) -> T:
+        self._inv.await_blocking(self._handle)
+        result = self._resolve()
+        if isinstance(result, _CombinatorResult):
+            return result.values_blocking()  # type: ignore[no-any-return]
+        return result
+
+
+class _CombinatorResult:
+    def __init__(
+        self,
+        kind: int,
+        succeeded: bool,
+        decided_by: int | None,
+        by: dict[int, DurableFuture[Any]],
+        children: list[DurableFuture[Any]],
+    ) -> None:
+        self.kind, self.succeeded, self.decided_by = kind, succeeded, decided_by
+        self.by, self.children = by, children
+
+    def values(self) -> Generator[Any, None, Any]:
+        if self.kind == FIRST_SUCCEEDED or not self.succeeded:
+            # The value of the winner, or the failure that decided (raised by its future).
+            return (yield from self.by[self.decided_by].__await__())  # type: ignore[index]
+        out = []
+        for f in self.children:
+            out.append((yield from f.__await__()))
+        return out
+
+    def values_blocking(self) -> Any:
+        if self.kind == FIRST_SUCCEEDED or not self.succeeded:
+            return self.by[self.decided_by].result()  # type: ignore[index]
+        return [f.result() for f in self.children]
+
+
+def serde_decode(serde: Serde[Any]) -> Callable[[bytes], Any]:
+    return serde.deserialize

@@ -1,0 +1,169 @@
+"""Serialization of handler inputs and outputs, run results and awakeable values.
+
+JSON by default, driven by type hints: primitives, lists and dicts, dataclasses (nested),
+``TypedDict`` and, when pydantic is installed, pydantic models. ``bytes`` is passed through
+raw, which is how a handler opts out of JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Generic, Protocol, TypeVar
+
+from .errors import TerminalError
+
+__all__ = ["BytesSerde", "JsonSerde", "Serde", "serde_for"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Serde(Protocol[T]):
+    """Turns values into bytes and back."""
+
+    content_type: str
+
+    def serialize(self, value: T) -> bytes: ...
+
+    def deserialize(self, data: bytes) -> T: ...
+
+
+class BytesSerde:
+    """Raw bytes, unchanged."""
+
+    content_type = "application/octet-stream"
+
+    def serialize(self, value: bytes) -> bytes:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, got {type(value).__name__}")
+        return bytes(value)
+
+    def deserialize(self, data: bytes) -> bytes:
+        return data
+
+
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads`` without its per-call overhead (encoding detection, keyword handling),
+    which dominates for the small values a replay decodes by the thousand."""
+    text = data.decode()
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the proper error (or handles leading space)
+    if end != len(text):
+        return json.loads(text)
+    return value
+
+
+def _is_pydantic(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_dump")
+
+
+def _to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _from_jsonable(tp: Any, data: Any) -> Any:
+    if tp is Any or tp is None or tp is object:
+        return data
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        last: Exception | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _from_jsonable(arg, data)
+            except (TypeError, ValueError) as e:
+                last = e
+        raise ValueError(f"{data!r} matches none of {tp}") from last
+    if origin in (list, typing.List):  # noqa: UP006
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(data, list):
+            raise ValueError(f"expected a list, got {type(data).__name__}")
+        return [_from_jsonable(item, v) for v in data]
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        args = typing.get_args(tp)
+        value_tp = args[1] if len(args) == 2 else Any
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object, got {type(data).__name__}")
+        return {k: _from_jsonable(value_tp, v) for k, v in data.items()}
+    if origin is tuple:
+        return tuple(data)
+    if _is_pydantic(tp):
+        return tp.model_validate(data)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _from_jsonable(hints.get(f.name, Any), data[f.name])
+        return tp(**kwargs)
+    if typing.is_typeddict(tp):
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
+        return data
+    if tp is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if isinstance(tp, type) and tp in (int, str, bool, float, list, dict):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise ValueError(f"expected {tp.__name__}, got {type(data).__name__}")
+        return data
+    return data
+
+
+class JsonSerde(Generic[T]):
+    """JSON, decoded into ``type_`` (dataclasses, TypedDict, pydantic models, primitives)."""
+
+    content_type = "application/json"
+
+    def __init__(self, type_: Any = Any) -> None:
+        self.type_ = type_
+
+    def serialize(self, value: T) -> bytes:
+        return json.dumps(_to_jsonable(value), separators=(",", ":")).encode()
+
+    def deserialize(self, data: bytes) -> T:
+        if not data:
+            return None  # type: ignore[return-value]
+        try:
+            raw = _loads(data)
+            tp = self.type_
+            if tp is Any or (type(raw) is tp and tp is not bool):
+                return typing.cast(T, raw)
+            return typing.cast(T, _from_jsonable(tp, raw))
+        except (ValueError, TypeError) as e:
+            raise TerminalError(
+                f"cannot decode {data[:200]!r} as {getattr(self.type_, '__name__', self.type_)}: {e}",
+                400,
+            ) from e
+
+
+_ANY_JSON: JsonSerde[Any] = JsonSerde()
+
+
+def serde_for(type_: Any) -> Serde[Any]:
+    """The serde for a type hint: raw for ``bytes``, JSON otherwise."""
+    if type_ is bytes:
+        return BytesSerde()
+    if type_ is Any or type_ is None or type_ is dataclasses.MISSING:
+        return _ANY_JSON
+    return JsonSerde(type_)

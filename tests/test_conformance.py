@@ -1,0 +1,148 @@
+"""Every recorded conformance vector replayed through the ASGI app in process.
+
+The six points of tests/conformance/README.md, with the Conformance service written in the
+public API (tests/conformance_service.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable_futures as df
+
+from . import conformance_service
+from .asgi_client import call
+from .frames import END, ERROR, SUSPENSION, error_of, frames, output_value
+
+VECTORS = Path(__file__).parent / "conformance" / "vectors"
+
+
+def load(name: str) -> dict[str, Any]:
+    meta = json.loads((VECTORS / name / "vector.json").read_text())
+    meta["dir"] = VECTORS / name
+    return meta
+
+
+ALL = sorted(p.name for p in VECTORS.iterdir() if (p / "vector.json").exists())
+
+
+def replay(meta: dict[str, Any], attempt: dict[str, Any], app: Any, chunks: list[int]) -> Any:
+    body = (meta["dir"] / attempt["req"]).read_bytes()
+    return asyncio.run(
+        call(app, attempt["path"], body, headers=[("content-type", attempt["content_type"])], chunks=chunks)
+    )
+
+
+APP = df.asgi_app(conformance_service.svc)
+
+
+def _chunkings() -> list[tuple[str, str]]:
+    """Whole bodies and random chunks for every vector; one byte at a time for the vectors
+    under 20 kB (the 1000-step ones would take 40,000 ASGI messages)."""
+    out = []
+    for name in ALL:
+        meta = load(name)
+        size = (meta["dir"] / meta["attempts"][-1]["req"]).stat().st_size
+        out += [(name, "whole"), (name, "random")]
+        if size < 20_000:
+            out.append((name, "bytes"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "chunking"), _chunkings())
+def test_last_attempt_replays_to_the_recorded_output(name: str, chunking: str) -> None:
+    meta = load(name)
+    last = meta["attempts"][-1]
+    rng = random.Random(name)
+    chunks = {"whole": [1 << 30], "random": [rng.randint(1, 97) for _ in range(64)], "bytes": [1]}[chunking]
+    conformance_service.executions.clear()
+    resp = replay(meta, last, APP, chunks)
+    assert resp.status == 200
+    assert resp.headers["content-type"] == last["content_type"]
+    fs = frames(resp.body)
+    assert error_of(fs) is None
+    assert [f.ty for f in fs][-2:] == [0x0401, END]
+    assert json.loads(output_value(fs) or b"null") == meta["output"]
+    assert conformance_service.executions == [], "a replayed run executed"
+
+
+def test_completion_order_comes_from_the_journal() -> None:
+    meta = load("completion-order")
+    conformance_service.executions.clear()
+    resp = replay(meta, meta["attempts"][-1], APP, [5])
+    assert json.loads(output_value(frames(resp.body)) or b"") == "b,c,a"
+    assert conformance_service.executions == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_earlier_attempts_never_error(name: str) -> None:
+    meta = load(name)
+    for attempt in meta["attempts"][:-1]:
+        resp = replay(meta, attempt, APP, [13])
+        fs = frames(resp.body)
+        assert error_of(fs) is None, error_of(fs)
+        assert fs and fs[-1].ty in (SUSPENSION, END), [hex(f.ty) for f in fs]
+
+
+def _mutated_app(name: str) -> Any:
+    """The Conformance service with one handler changed: another run name, another call
+    target, or one command more."""
+    svc = df.Service("Conformance")
+    original = conformance_service.svc.handlers
+    svc.handlers.update(original)
+
+    async def renamed_sequence(ctx: df.Context, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await ctx.run_async(f"stage-{i}", conformance_service.step, i)
+        return total
+
+    async def other_target(ctx: df.Context, s: str) -> str:
+        timer = ctx.after(timedelta(seconds=30))
+        call_ = ctx.service("Conformance", "echo_v2").request_future(s)
+        first = await ctx.select(timer, call_).select()
+        return "sleep won" if first is timer else f"call won with {await call_}"
+
+    async def extra_command(ctx: df.Context, s: str) -> str:
+        await ctx.sleep(timedelta(milliseconds=1))
+        return await conformance_service.completion_order.fn(ctx, s)
+
+    replacements = {
+        "sequence-5": ("sequence", renamed_sequence),
+        "race-call": ("race_call", other_target),
+        "completion-order": ("completion_order", extra_command),
+    }
+    hname, fn = replacements[name]
+    h = original[hname]
+    svc.handlers[hname] = df.Handler(
+        service_name=h.service_name,
+        name=h.name,
+        fn=fn,
+        is_async=True,
+        takes_input=True,
+        input_serde=h.input_serde,
+        output_serde=h.output_serde,
+    )
+    return df.asgi_app(svc)
+
+
+@pytest.mark.parametrize("name", ["sequence-5", "race-call", "completion-order"])
+def test_a_handler_that_differs_is_a_journal_mismatch(name: str) -> None:
+    meta = load(name)
+    conformance_service.executions.clear()
+    resp = replay(meta, meta["attempts"][-1], _mutated_app(name), [7])
+    fs = frames(resp.body)
+    err = error_of(fs)
+    assert err is not None, [hex(f.ty) for f in fs]
+    code, message, index = err
+    assert code == 570
+    assert index is not None and "command index" in message
+    assert fs[-1].ty == ERROR
+    assert conformance_service.executions == []
