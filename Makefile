@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test bench lint rust-test py-test develop venv clean
+.PHONY: run test bench lint py-lint rust-test py-test develop venv clean
 
 include rust/ffi/ffi.mk
 
@@ -31,16 +31,27 @@ lint:
 rust-test:
 	$(CARGO) test --workspace --quiet
 
+# ruff, mypy --strict over the package and the examples, and the hand-written stub of the
+# extension checked against the compiled module.
+py-lint: develop
+	$(VENV)/bin/ruff check python tests examples benches
+	$(PY) -m mypy --strict python/durable_futures examples
+	$(PY) -m mypy.stubtest durable_futures._core
+
 py-test: develop
 	$(PY) -m pytest -q
 
-test: lint rust-test ffi-test py-test
+test: lint rust-test ffi-test py-lint py-test
 
 # Replays every recorded conformance journal through the core and prints the results.
 run:
 	$(CARGO) run --release --quiet -p durable-futures-core --example replay_vectors -- tests/conformance/vectors
 
-bench:
+# Side-by-side benchmarks: the core and the C ABI (criterion), the Python facade against
+# restate-sdk (pytest-benchmark, peers from requirements-bench.txt).
+bench: develop
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+	$(PY) -m pytest benches -s -q -o testpaths=benches
 	$(CARGO) bench -p durable-futures-core
 	$(CARGO) bench -p durable-futures-ffi
 

@@ -13,9 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import durable_futures as df
+import pytest
 
 from . import conformance_service
 from .asgi_client import call

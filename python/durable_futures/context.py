@@ -170,14 +170,24 @@ class Context:
 
     # ---- runs ----------------------------------------------------------------------------------
 
+    @overload
     def run_async(
         self,
         name: str,
-        fn: Callable[P, Awaitable[T]] | Callable[P, T],
+        fn: Callable[P, Awaitable[T]],
         /,
         *args: P.args,
         **kwargs: P.kwargs,
-    ) -> RunFuture[T]:
+    ) -> RunFuture[T]: ...
+
+    @overload
+    def run_async(
+        self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunFuture[T]: ...
+
+    def run_async(
+        self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> RunFuture[Any]:
         """Starts a side effect now and returns its future.
 
         ``fn`` may be a coroutine function (run as a task) or a plain function (run on a
@@ -187,23 +197,62 @@ class Context:
         journaled as the run's failure; any other exception is retried.
         """
         options = kwargs.pop("options", None)
-        retry = options._core() if isinstance(options, RunOptions) else _NO_RETRY_OPTIONS
+        return self._start(name, options if isinstance(options, RunOptions) else None, fn, args, kwargs)
+
+    @overload
+    def run_async_with(
+        self,
+        options: RunOptions,
+        name: str,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> RunFuture[T]: ...
+
+    @overload
+    def run_async_with(
+        self, options: RunOptions, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunFuture[T]: ...
+
+    def run_async_with(
+        self, options: RunOptions, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> RunFuture[Any]:
+        """``run_async`` with retry options, typed end to end (``ctx.run_async(..., options=)``
+        works too, but type checkers see ``options`` as an argument of ``fn``)."""
+        return self._start(name, options, fn, args, kwargs)
+
+    def _start(
+        self,
+        name: str,
+        options: RunOptions | None,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> RunFuture[Any]:
+        retry = options._core() if options is not None else _NO_RETRY_OPTIONS
         serde = _return_serde(fn)
         inv = self._inv
         with inv.lock:
             handle, replayed = inv.vm.sys_run(name)
         if not replayed:
-            inv.start_run(handle, fn, args, dict(kwargs), serde.serialize, retry)
+            inv.start_run(handle, fn, args, kwargs, serde.serialize, retry)
         return RunFuture(inv, handle, serde.deserialize)
 
+    @overload
     async def run(
         self,
         name: str,
-        fn: Callable[P, Awaitable[T]] | Callable[P, T],
+        fn: Callable[P, Awaitable[T]],
         /,
         *args: P.args,
         **kwargs: P.kwargs,
-    ) -> T:
+    ) -> T: ...
+
+    @overload
+    async def run(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``await ctx.run_async(...)``."""
         return await self.run_async(name, fn, *args, **kwargs)
 

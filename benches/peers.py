@@ -1,0 +1,43 @@
+"""The same Conformance handlers written with restate-sdk (the peer we compare against).
+
+Only the handlers the replay benchmarks use; the logic mirrors tests/conformance_service.py.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import restate
+
+svc = restate.Service("Conformance")
+
+
+def square(i: int) -> int:
+    return i * i
+
+
+def step(i: int) -> int:
+    return i
+
+
+@svc.handler()
+async def fanout(ctx: restate.Context, n: int) -> int:
+    futures = [ctx.run_typed(f"task-{i}", square, restate.RunOptions(), i) for i in range(n)]
+    total = 0
+    for f in futures:
+        total += await f
+    await ctx.sleep(timedelta(milliseconds=10))
+    return total
+
+
+@svc.handler()
+async def sequence(ctx: restate.Context, n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await ctx.run_typed(f"step-{i}", step, restate.RunOptions(), i)
+    return total
+
+
+def app() -> Any:
+    return restate.app(services=[svc])
