@@ -131,7 +131,7 @@ class _App:
     async def _discover(self, scope: Scope, send: Send) -> None:
         accept = _header(scope, b"accept")
         version = None
-        if accept is None:
+        if accept is None or "*/*" in accept:
             version = 2
         else:
             for v in _MANIFEST_VERSIONS:
