@@ -8,6 +8,16 @@ PY := $(VENV)/bin/python
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
+# The Python suite starts restate-server, which asks the internet for newer releases at
+# startup (no setting turns that off). The suite therefore runs in a private network
+# namespace that has only loopback: nothing a test starts can reach beyond this machine.
+NETNS := $(shell unshare --net true 2>/dev/null && echo yes)
+ifeq ($(NETNS),yes)
+ISOLATED := unshare --net -- sh -c 'ip link set lo up && exec "$$@"' --
+else
+ISOLATED :=
+endif
+
 .PHONY: run test bench lint py-lint rust-test py-test develop venv clean
 
 include rust/ffi/ffi.mk
@@ -18,6 +28,11 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# restate-server, pinned in package.json, for the end-to-end tests.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Builds the extension module and installs the package into .venv (editable).
 develop: venv
@@ -38,8 +53,9 @@ py-lint: develop
 	$(PY) -m mypy --strict python/durable_futures examples
 	$(PY) -m mypy.stubtest durable_futures._core
 
-py-test: develop
-	$(PY) -m pytest -q
+py-test: develop node_modules/.installed
+	@[ -n "$(ISOLATED)" ] || echo "note: no network namespace available; running the suite unisolated"
+	$(ISOLATED) $(PY) -m pytest -q
 
 test: lint rust-test ffi-test py-lint py-test
 
