@@ -65,9 +65,9 @@ run:
 
 # Side-by-side benchmarks: the core and the C ABI (criterion), the Python facade against
 # restate-sdk (pytest-benchmark, peers from requirements-bench.txt).
-bench: develop
+bench: develop node_modules/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
-	$(PY) -m pytest benches -s -q -o testpaths=benches
+	$(ISOLATED) $(PY) -m pytest benches -s -q -o testpaths=benches
 	$(CARGO) bench -p durable-futures-core
 	$(CARGO) bench -p durable-futures-ffi
 

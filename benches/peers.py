@@ -41,3 +41,19 @@ async def sequence(ctx: restate.Context, n: int) -> int:
 
 def app() -> Any:
     return restate.app(services=[svc])
+
+
+fanout_svc = restate.Service("FanOutTheirs")
+
+
+@fanout_svc.handler()
+async def fan(ctx: restate.Context, n: int) -> int:
+    futures = [ctx.run_typed(f"task-{i}", square, restate.RunOptions(), i) for i in range(n)]
+    total = 0
+    for f in futures:
+        total += await f
+    return total
+
+
+def fanout_app() -> Any:
+    return restate.app(services=[fanout_svc])
