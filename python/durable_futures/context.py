@@ -275,13 +275,34 @@ class Context:
     @overload
     def service(self, target: Handler[I, O], /) -> ServiceClient[I, O]: ...
 
+    # `@svc.handler()` returns a Handler typed as the function it wraps, so type checkers see
+    # handler functions: async or sync, with or without an input.
+    @overload
+    def service(self, target: Callable[[Any, I], Awaitable[O]], /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def service(self, target: Callable[[Any, I], O], /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def service(self, target: Callable[[Any], Awaitable[O]], /) -> ServiceClient[None, O]: ...
+
+    @overload
+    def service(self, target: Callable[[Any], O], /) -> ServiceClient[None, O]: ...
+
     @overload
     def service(self, target: str, handler: str, /) -> ServiceClient[Any, Any]: ...
 
     def service(self, target: Any, handler: str | None = None, /) -> ServiceClient[Any, Any]:
         """A client for a handler: ``ctx.service("Svc", "handler")`` or, typed,
-        ``ctx.service(handler_fn)``."""
+        ``ctx.service(handler_fn)`` for a function registered with ``@svc.handler()``."""
         if handler is None:
+            from .service import Handler
+
+            if not isinstance(target, Handler):
+                raise TypeError(
+                    "ctx.service(fn) takes a handler registered with @svc.handler(), "
+                    f"not {target!r}; or call ctx.service('Service', 'handler')"
+                )
             h = target
             return ServiceClient(self, h.service_name, h.name, None, h.input_serde, h.output_serde)
         return ServiceClient(self, target, handler)
@@ -292,8 +313,18 @@ class Context:
 
     # ---- awakeables ------------------------------------------------------------------------------
 
-    def awakeable(self, type_: type[T] | Any = Any) -> tuple[str, AwakeableFuture[T]]:
-        """An id to hand to someone outside, and the future they complete."""
+    @overload
+    def awakeable(self) -> tuple[str, AwakeableFuture[Any]]: ...
+
+    @overload
+    def awakeable(self, type_: type[T]) -> tuple[str, AwakeableFuture[T]]: ...
+
+    @overload
+    def awakeable(self, type_: Any) -> tuple[str, AwakeableFuture[Any]]: ...
+
+    def awakeable(self, type_: Any = Any) -> tuple[str, AwakeableFuture[Any]]:
+        """An id to hand to someone outside, and the future they complete, whose value is
+        decoded as ``type_``."""
         inv = self._inv
         with inv.lock:
             awk_id, h = inv.vm.sys_awakeable()
@@ -342,7 +373,17 @@ class Context:
 class ObjectContext(Context):
     """A virtual object's context: durable state under the object's key."""
 
-    def get(self, key: str, type_: type[T] | Any = Any) -> DurableFuture[T | None]:
+    @overload
+    def get(self, key: str) -> DurableFuture[Any]: ...
+
+    @overload
+    def get(self, key: str, type_: type[T]) -> DurableFuture[T | None]: ...
+
+    @overload
+    def get(self, key: str, type_: Any) -> DurableFuture[Any]: ...
+
+    def get(self, key: str, type_: Any = Any) -> DurableFuture[Any]:
+        """The value under ``key`` decoded as ``type_``, or ``None`` if there is none."""
         inv = self._inv
         with inv.lock:
             h = inv.vm.sys_state_get(key)

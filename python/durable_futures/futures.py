@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._invocation import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Invocation
-from .errors import TerminalError
+from .errors import BadRequestError, TerminalError
 from .serde import Serde
 
 if TYPE_CHECKING:
@@ -117,17 +117,21 @@ class _InvocationIdFuture(DurableFuture[str]):
 class ResponseFuture(DurableFuture[T]):
     """The response of a call from ``request_future``."""
 
-    __slots__ = ("_id_handle",)
+    __slots__ = ("_id_handle", "_id_future")
 
     def __init__(
         self, inv: Invocation, handle: int, id_handle: int, decode: Callable[[bytes], Any]
     ) -> None:
         super().__init__(inv, handle, decode)
         self._id_handle = id_handle
+        self._id_future: DurableFuture[str] | None = None
 
     def invocation_id(self) -> DurableFuture[str]:
-        """The callee's invocation id (awaitable)."""
-        return _InvocationIdFuture(self._inv, self._id_handle, bytes.decode)
+        """The callee's invocation id (awaitable). One future per call: its value can be
+        taken from the core only once."""
+        if self._id_future is None:
+            self._id_future = _InvocationIdFuture(self._inv, self._id_handle, bytes.decode)
+        return self._id_future
 
 
 def _check_futures(inv: Invocation, futures: Sequence[Any], what: str) -> list[DurableFuture[Any]]:
@@ -181,6 +185,11 @@ class Selector:
 
     def select_blocking(self) -> DurableFuture[Any] | None:
         """``select()`` for sync handlers."""
+        if self._inv.on_loop():
+            raise RuntimeError(
+                "select_blocking() would block the event loop; "
+                "use `await selector.select()` in async handlers"
+            )
         handle = self._inv.select_blocking(self._handle)
         return None if handle is None else self._by_handle[handle]
 
@@ -226,6 +235,8 @@ class CombinatorFuture(DurableFuture[T]):
 
     def __init__(self, inv: Invocation, kind: int, futures: Sequence[Any], what: str) -> None:
         children = _check_futures(inv, futures, what)
+        if kind == FIRST_SUCCEEDED and not children:
+            raise BadRequestError(f"{what} over no futures has no value to return")
         with inv.lock:
             handle = inv.vm.combinator(kind, [f._handle for f in children])
         super().__init__(inv, handle, bytes.decode)
@@ -256,6 +267,10 @@ class CombinatorFuture(DurableFuture[T]):
         return result
 
     def result(self) -> T:
+        if self._inv.on_loop():
+            raise RuntimeError(
+                "result() would block the event loop; use `await fut` in async handlers"
+            )
         self._inv.await_blocking(self._handle)
         result = self._resolve()
         if isinstance(result, _CombinatorResult):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -80,7 +81,7 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
     if tp is Any or tp is None or tp is object:
         return data
     origin = typing.get_origin(tp)
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or origin is types.UnionType:
         args = typing.get_args(tp)
         if data is None and type(None) in args:
             return None

@@ -86,7 +86,9 @@ class _App:
             return
         path: str = scope.get("path", "")
         parts = path.rstrip("/").split("/")
-        if parts[-1] == "health":
+        # `/invoke/{service}/{handler}` first: a handler may be named `health` or `discover`.
+        invoke = len(parts) >= 4 and parts[-3] == "invoke"
+        if parts[-1] == "health" and not invoke:
             await _respond(send, 200, b'{"status":"ok"}', b"application/json")
             return
         if self.verifier is not None:
@@ -95,10 +97,10 @@ class _App:
                 await _drain(receive)
                 await _text(send, 401, problem)
                 return
-        if parts[-1] == "discover":
+        if parts[-1] == "discover" and not invoke:
             await self._discover(scope, send)
             return
-        if len(parts) >= 4 and parts[-3] == "invoke":
+        if invoke:
             service = self.services.get(parts[-2])
             handler = service.handlers.get(parts[-1]) if service else None
             if service is None or handler is None:
@@ -131,13 +133,13 @@ class _App:
     async def _discover(self, scope: Scope, send: Send) -> None:
         accept = _header(scope, b"accept")
         version = None
-        if accept is None or "*/*" in accept:
-            version = 2
-        else:
+        if accept is not None:
             for v in _MANIFEST_VERSIONS:
                 if _MANIFEST_CT.format(v) in accept:
                     version = v
                     break
+        if version is None and (accept is None or "*/*" in accept):
+            version = 2
         if version is None:
             await _text(send, 415, f"unsupported endpoint manifest version in accept: {accept}")
             return

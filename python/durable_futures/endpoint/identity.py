@@ -46,6 +46,10 @@ def parse_key(key: str) -> bytes:
     return raw
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 class IdentityVerifier:
     """Checks the runtime's signature on each request."""
 
@@ -77,6 +81,8 @@ class IdentityVerifier:
             signature = _b64url(sig_b64)
         except (ValueError, json.JSONDecodeError):
             return "malformed JWT"
+        if not isinstance(head, dict) or not isinstance(claims, dict):
+            return "malformed JWT: header and claims must be JSON objects"
         if head.get("alg") != "EdDSA":
             return f"unsupported JWT algorithm {head.get('alg')!r}"
         signed = f"{head_b64}.{claims_b64}".encode()
@@ -88,6 +94,8 @@ class IdentityVerifier:
                 return f"JWT lacks the {claim!r} claim"
         if claims["aud"] != path and not (isinstance(claims["aud"], list) and path in claims["aud"]):
             return f"JWT audience {claims['aud']!r} is not {path!r}"
+        if not all(_is_number(claims[c]) for c in ("exp", "iat", "nbf")):
+            return "malformed JWT: exp, iat and nbf must be numbers"
         if not (claims["nbf"] <= now < claims["exp"]):
             return "JWT expired or not yet valid"
         return None

@@ -38,7 +38,10 @@ static ERROR_FOR_CODE: GILOnceCell<PyObject> = GILOnceCell::new();
 fn to_py(e: Error) -> PyErr {
     Python::with_gil(|py| {
         let make = ERROR_FOR_CODE.get_or_try_init(py, || -> PyResult<PyObject> {
-            Ok(py.import("durable_futures.errors")?.getattr("error_for_code")?.unbind())
+            Ok(py
+                .import("durable_futures.errors")?
+                .getattr("error_for_code")?
+                .unbind())
         });
         match make.and_then(|f| f.call1(py, (e.code, e.message.clone()))) {
             Ok(exc) => PyErr::from_value(exc.into_bound(py)),
@@ -58,14 +61,21 @@ impl<T> IntoPy<T> for Result<T, Error> {
 }
 
 fn failure(code: u32, message: String) -> Failure {
-    Failure { code, message, metadata: Vec::new() }
+    Failure {
+        code,
+        message,
+        metadata: Vec::new(),
+    }
 }
 
 fn value_to_py(py: Python<'_>, v: Value) -> PyResult<PyObject> {
     let (kind, payload): (u8, PyObject) = match v {
         Value::Void => (VOID, py.None()),
         Value::Value(b) => (VALUE, PyBytes::new(py, &b).into_any().unbind()),
-        Value::Failure(f) => (FAILURE, (f.code, f.message).into_pyobject(py)?.into_any().unbind()),
+        Value::Failure(f) => (
+            FAILURE,
+            (f.code, f.message).into_pyobject(py)?.into_any().unbind(),
+        ),
         Value::InvocationId(id) => (INVOCATION_ID, id.into_pyobject(py)?.into_any().unbind()),
         Value::StateKeys(keys) => {
             let list = PyList::empty(py);
@@ -75,7 +85,11 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<PyObject> {
             (STATE_KEYS, list.into_any().unbind())
         }
     };
-    Ok(PyTuple::new(py, [kind.into_pyobject(py)?.into_any().unbind(), payload])?.into_any().unbind())
+    Ok(
+        PyTuple::new(py, [kind.into_pyobject(py)?.into_any().unbind(), payload])?
+            .into_any()
+            .unbind(),
+    )
 }
 
 fn await_code(o: AwaitOutcome) -> u8 {
@@ -127,7 +141,9 @@ impl PyVm {
     fn new(content_type: &str, implicit_cancellation: bool) -> PyResult<PyVm> {
         let mut options = VmOptions::default();
         options.implicit_cancellation = implicit_cancellation;
-        Ok(PyVm { vm: Vm::new(content_type, options).py()? })
+        Ok(PyVm {
+            vm: Vm::new(content_type, options).py()?,
+        })
     }
 
     fn response_content_type(&self) -> &'static str {
@@ -143,7 +159,13 @@ impl PyVm {
     }
 
     #[pyo3(signature = (message, stacktrace="", code=500, retry_delay_ms=None))]
-    fn notify_error(&mut self, message: &str, stacktrace: &str, code: u16, retry_delay_ms: Option<u64>) {
+    fn notify_error(
+        &mut self,
+        message: &str,
+        stacktrace: &str,
+        code: u16,
+        retry_delay_ms: Option<u64>,
+    ) {
         let mut e = Error::new(code, message).with_stacktrace(stacktrace);
         e.next_retry_delay_ms = retry_delay_ms;
         self.vm.notify_error(e);
@@ -171,10 +193,22 @@ impl PyVm {
     fn sys_input<'py>(
         &mut self,
         py: Python<'py>,
-    ) -> PyResult<(String, String, Vec<(String, String)>, Bound<'py, PyBytes>, u64)> {
+    ) -> PyResult<(
+        String,
+        String,
+        Vec<(String, String)>,
+        Bound<'py, PyBytes>,
+        u64,
+    )> {
         let i = self.vm.sys_input().py()?;
         let headers = i.headers.into_iter().map(|h| (h.key, h.value)).collect();
-        Ok((i.invocation_id, i.key, headers, PyBytes::new(py, &i.input), i.random_seed))
+        Ok((
+            i.invocation_id,
+            i.key,
+            headers,
+            PyBytes::new(py, &i.input),
+            i.random_seed,
+        ))
     }
 
     /// `(handle, replayed)`.
@@ -185,12 +219,16 @@ impl PyVm {
 
     fn propose_run_success(&mut self, handle: u32, value: &[u8]) -> PyResult<()> {
         let exit = RunExit::Success(Bytes::copy_from_slice(value));
-        self.vm.propose_run_completion(Handle(handle), exit, &RetryPolicy::Infinite).py()
+        self.vm
+            .propose_run_completion(Handle(handle), exit, &RetryPolicy::Infinite)
+            .py()
     }
 
     fn propose_run_failure(&mut self, handle: u32, code: u32, message: String) -> PyResult<()> {
         let exit = RunExit::TerminalFailure(failure(code, message));
-        self.vm.propose_run_completion(Handle(handle), exit, &RetryPolicy::Infinite).py()
+        self.vm
+            .propose_run_completion(Handle(handle), exit, &RetryPolicy::Infinite)
+            .py()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -212,8 +250,16 @@ impl PyVm {
             error: Error::new(code, message).with_stacktrace(stacktrace),
             attempt_duration_ms,
         };
-        let p = policy(max_attempts, max_duration_ms, initial_interval_ms, max_interval_ms, factor);
-        self.vm.propose_run_completion(Handle(handle), exit, &p).py()
+        let p = policy(
+            max_attempts,
+            max_duration_ms,
+            initial_interval_ms,
+            max_interval_ms,
+            factor,
+        );
+        self.vm
+            .propose_run_completion(Handle(handle), exit, &p)
+            .py()
     }
 
     fn sys_sleep(&mut self, name: &str, wake_up_time_ms: u64) -> PyResult<u32> {
@@ -234,7 +280,10 @@ impl PyVm {
         name: &str,
     ) -> PyResult<(u32, u32)> {
         let t = target(service, handler, key, idempotency_key, headers);
-        let h = self.vm.sys_call(t, Bytes::copy_from_slice(parameter), name).py()?;
+        let h = self
+            .vm
+            .sys_call(t, Bytes::copy_from_slice(parameter), name)
+            .py()?;
         Ok((h.invocation_id.0, h.result.0))
     }
 
@@ -252,7 +301,10 @@ impl PyVm {
         name: &str,
     ) -> PyResult<u32> {
         let t = target(service, handler, key, idempotency_key, headers);
-        let h = self.vm.sys_send(t, Bytes::copy_from_slice(parameter), invoke_time_ms, name).py()?;
+        let h = self
+            .vm
+            .sys_send(t, Bytes::copy_from_slice(parameter), invoke_time_ms, name)
+            .py()?;
         Ok(h.0)
     }
 
@@ -268,7 +320,9 @@ impl PyVm {
     }
 
     fn sys_reject_awakeable(&mut self, id: &str, code: u32, message: String) -> PyResult<()> {
-        self.vm.sys_complete_awakeable(id, CommandResult::Failure(failure(code, message))).py()
+        self.vm
+            .sys_complete_awakeable(id, CommandResult::Failure(failure(code, message)))
+            .py()
     }
 
     fn signal_handle(&mut self, name: &str) -> PyResult<u32> {
@@ -288,7 +342,9 @@ impl PyVm {
     }
 
     fn sys_state_set(&mut self, key: &str, value: &[u8]) -> PyResult<()> {
-        self.vm.sys_state_set(key, Bytes::copy_from_slice(value)).py()
+        self.vm
+            .sys_state_set(key, Bytes::copy_from_slice(value))
+            .py()
     }
 
     fn sys_state_clear(&mut self, key: &str) -> PyResult<()> {
@@ -300,11 +356,15 @@ impl PyVm {
     }
 
     fn sys_write_output_success(&mut self, value: &[u8]) -> PyResult<()> {
-        self.vm.sys_write_output(CommandResult::Value(Bytes::copy_from_slice(value))).py()
+        self.vm
+            .sys_write_output(CommandResult::Value(Bytes::copy_from_slice(value)))
+            .py()
     }
 
     fn sys_write_output_failure(&mut self, code: u32, message: String) -> PyResult<()> {
-        self.vm.sys_write_output(CommandResult::Failure(failure(code, message))).py()
+        self.vm
+            .sys_write_output(CommandResult::Failure(failure(code, message)))
+            .py()
     }
 
     fn sys_end(&mut self) -> PyResult<()> {
@@ -319,7 +379,11 @@ impl PyVm {
             1 => Combinator::AllCompleted,
             2 => Combinator::FirstSucceededOrAllFailed,
             3 => Combinator::AllSucceededOrFirstFailed,
-            _ => return Err(PyValueError::new_err(format!("unknown combinator kind {kind}"))),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown combinator kind {kind}"
+                )))
+            }
         };
         let hs: Vec<Handle> = handles.into_iter().map(Handle).collect();
         Ok(self.vm.combinator(kind, &hs).py()?.0)
@@ -327,7 +391,9 @@ impl PyVm {
 
     /// `(succeeded, decided_by)` of a resolved combinator, `None` while pending.
     fn outcome(&self, handle: u32) -> Option<(bool, Option<u32>)> {
-        self.vm.outcome(Handle(handle)).map(|o| (o.succeeded, o.decided_by.map(|h| h.0)))
+        self.vm
+            .outcome(Handle(handle))
+            .map(|o| (o.succeeded, o.decided_by.map(|h| h.0)))
     }
 
     fn selector(&mut self, handles: Vec<u32>) -> PyResult<u32> {
@@ -396,7 +462,10 @@ fn target(
         handler,
         key,
         idempotency_key,
-        headers: headers.into_iter().map(|(key, value)| Header { key, value }).collect(),
+        headers: headers
+            .into_iter()
+            .map(|(key, value)| Header { key, value })
+            .collect(),
         ..Target::default()
     }
 }
