@@ -301,7 +301,7 @@ BAD_INPUT: dict[str, tuple[bytes, int, str]] = {
     "start_twice": (start(1) + start(1) + input_cmd(b'"x"'), 571, "got Start"),
     "fewer_entries_than_announced": (start(3) + input_cmd(b'"x"'), 571, "received 1 of 3 entries"),
     "no_entries": (start(0) + input_cmd(b'"x"'), 500, "known_entries is 0"),
-    "empty_body": (b"", 571, "ended before the journal was complete"),
+    "empty_body": (b"", 571, "ended before a StartMessage arrived"),
 }
 
 

@@ -1241,11 +1241,13 @@ def test_resolve_and_reject_awakeable_emit_completions() -> None:
     assert dict(fields(reject[3])) == {1: 451, 2: b"no thanks"}
 
 
-def test_a_malformed_awakeable_id_fails_the_attempt_with_400() -> None:
+def test_a_malformed_awakeable_id_is_a_terminal_400() -> None:
+    # Retrying cannot fix an id: the handler fails terminally instead of being retried.
     fs = invoke("complete_awakeables", Journal(js(["not-an-awakeable", AWAKEABLE_ID])).body())
-    err = error_of(fs)
-    assert err is not None and err[0] == 400 and "not-an-awakeable" in err[1]
-    assert fs[-1].ty == ERROR and not of_type(fs, COMPLETE_AWAKEABLE)
+    assert error_of(fs) is None
+    failure = output_failure(fs)
+    assert failure is not None and failure[0] == 400 and "not-an-awakeable" in failure[1]
+    assert fs[-1].ty == END and not of_type(fs, COMPLETE_AWAKEABLE)
 
 
 @svc.handler()

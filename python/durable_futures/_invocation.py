@@ -276,7 +276,9 @@ class Invocation:
                 self.vm.propose_run_success(handle, payload)
         except TerminalError as e:
             with self.lock:
-                self._ignore_closed(self.vm.propose_run_failure, handle, e.code, e.message)
+                self._ignore_closed(
+                    self.vm.propose_run_failure, handle, e.code, e.message, list(e.metadata.items())
+                )
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any other failure is retryable
@@ -331,7 +333,12 @@ class Invocation:
         except TerminalError as e:
             with self.lock:
                 if not self.vm.is_closed():
-                    self._ignore_closed(self.vm.sys_write_output_failure, e.code, e.message)
+                    self._ignore_closed(
+                        self.vm.sys_write_output_failure,
+                        e.code,
+                        e.message,
+                        list(e.metadata.items()),
+                    )
                     self._ignore_closed(self.vm.sys_end)
         except Suspended:
             pass

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import typing
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from .errors import BadRequestError, TerminalError
 from .futures import (
     ALL_COMPLETED,
     ALL_SUCCEEDED,
@@ -331,11 +333,14 @@ class Context:
         return awk_id, AwakeableFuture(inv, h, serde_for(type_).deserialize)
 
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
-        with self._inv.lock:
+        """Completes someone's awakeable with ``value``. A malformed id is a
+        ``TerminalError`` (400): retrying the attempt could not fix it."""
+        with self._inv.lock, _terminal_on_bad_request():
             self._inv.vm.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
 
     def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
-        with self._inv.lock:
+        """Fails someone's awakeable with a terminal error."""
+        with self._inv.lock, _terminal_on_bad_request():
             self._inv.vm.sys_reject_awakeable(awakeable_id, code, message)
 
     def cancel_invocation(self, invocation_id: str) -> None:
@@ -406,6 +411,14 @@ class ObjectContext(Context):
     def clear_all(self) -> None:
         with self._inv.lock:
             self._inv.vm.sys_state_clear_all()
+
+
+@contextlib.contextmanager
+def _terminal_on_bad_request() -> Iterator[None]:
+    try:
+        yield
+    except BadRequestError as e:
+        raise TerminalError(e.message, 400) from e
 
 
 _SERDE_CACHE: weakref.WeakKeyDictionary[Any, Serde[Any]] = weakref.WeakKeyDictionary()

@@ -61,8 +61,8 @@ class DurableFuture(Generic[T]):
         if kind == VALUE:
             self._value = self._decode(payload)
         elif kind == FAILURE:
-            code, message = payload
-            self._error = TerminalError(message, code)
+            code, message, metadata = payload
+            self._error = TerminalError(message, code, dict(metadata))
             raise self._error
         elif kind in (VOID, INVOCATION_ID, STATE_KEYS):
             self._value = payload

@@ -61,10 +61,14 @@ impl<T> IntoPy<T> for Result<T, Error> {
 }
 
 fn failure(code: u32, message: String) -> Failure {
+    failure_with(code, message, Vec::new())
+}
+
+fn failure_with(code: u32, message: String, metadata: Vec<(String, String)>) -> Failure {
     Failure {
         code,
         message,
-        metadata: Vec::new(),
+        metadata,
     }
 }
 
@@ -74,7 +78,10 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<PyObject> {
         Value::Value(b) => (VALUE, PyBytes::new(py, &b).into_any().unbind()),
         Value::Failure(f) => (
             FAILURE,
-            (f.code, f.message).into_pyobject(py)?.into_any().unbind(),
+            (f.code, f.message, f.metadata)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
         ),
         Value::InvocationId(id) => (INVOCATION_ID, id.into_pyobject(py)?.into_any().unbind()),
         Value::StateKeys(keys) => {
@@ -224,8 +231,15 @@ impl PyVm {
             .py()
     }
 
-    fn propose_run_failure(&mut self, handle: u32, code: u32, message: String) -> PyResult<()> {
-        let exit = RunExit::TerminalFailure(failure(code, message));
+    #[pyo3(signature = (handle, code, message, metadata=Vec::new()))]
+    fn propose_run_failure(
+        &mut self,
+        handle: u32,
+        code: u32,
+        message: String,
+        metadata: Vec<(String, String)>,
+    ) -> PyResult<()> {
+        let exit = RunExit::TerminalFailure(failure_with(code, message, metadata));
         self.vm
             .propose_run_completion(Handle(handle), exit, &RetryPolicy::Infinite)
             .py()
@@ -361,9 +375,17 @@ impl PyVm {
             .py()
     }
 
-    fn sys_write_output_failure(&mut self, code: u32, message: String) -> PyResult<()> {
+    #[pyo3(signature = (code, message, metadata=Vec::new()))]
+    fn sys_write_output_failure(
+        &mut self,
+        code: u32,
+        message: String,
+        metadata: Vec<(String, String)>,
+    ) -> PyResult<()> {
         self.vm
-            .sys_write_output(CommandResult::Failure(failure(code, message)))
+            .sys_write_output(CommandResult::Failure(failure_with(
+                code, message, metadata,
+            )))
             .py()
     }
 

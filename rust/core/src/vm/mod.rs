@@ -397,10 +397,11 @@ impl Vm {
         self.input_closed = true;
         if self.decoder.has_partial_frame() {
             self.fail(Error::protocol("the input stream ended inside a frame"));
-        } else if matches!(
-            self.state,
-            State::WaitingStart | State::WaitingReplayEntries
-        ) {
+        } else if self.state == State::WaitingStart {
+            self.fail(Error::protocol(
+                "the input stream ended before a StartMessage arrived",
+            ));
+        } else if self.state == State::WaitingReplayEntries {
             let msg = format!(
                 "the input stream ended before the journal was complete: received {} of {} entries",
                 self.received_entries, self.start.known_entries
@@ -1054,12 +1055,14 @@ impl Vm {
         let body = awakeable_id
             .strip_prefix(AWAKEABLE_PREFIX)
             .or_else(|| awakeable_id.strip_prefix(LEGACY_AWAKEABLE_PREFIX));
+        // Checked before anything is journaled, so the same id fails the same way on replay:
+        // the attempt goes on and the host decides (the Python facade raises a terminal error,
+        // since retrying cannot fix an id).
         if body.and_then(base64url_decode).is_none_or(|b| b.len() <= 4) {
-            let e = Error::new(
+            return Err(Error::new(
                 codes::BAD_REQUEST,
                 format!("'{awakeable_id}' is not an awakeable id (expected 'sign_1…')"),
-            );
-            return Err(self.fail(e));
+            ));
         }
         self.check_result(&result)?;
         self.journal_command(Command::CompleteAwakeable {
