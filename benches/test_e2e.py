@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import durable_futures as df
 import pytest
 
+import durable_futures as df
 from tests.restate_harness import AsgiServer, RestateClient, RestateServer, ensure_restate_server
 
 from . import peers

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import durable_futures as df
 import pytest
 
+import durable_futures as df
 from tests import conformance_service
 
 from . import peers

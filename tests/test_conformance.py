@@ -13,8 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import durable_futures as df
 import pytest
+
+import durable_futures as df
 
 from . import conformance_service
 from .asgi_client import call

@@ -25,8 +25,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import durable_futures as df
 import pytest
+
+import durable_futures as df
 
 from .restate_harness import AsgiServer, RestateClient, RestateServer, wait_until
 

@@ -11,8 +11,9 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import durable_futures as df
 import pytest
+
+import durable_futures as df
 
 from .asgi_client import Response, call
 from .frames import Frame, encode, error_of, frames, output_value

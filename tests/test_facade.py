@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional, TypedDict
 
-import durable_futures as df
 import pytest
+
+import durable_futures as df
 
 from .asgi_client import call
 from .frames import Frame, encode, error_of, fields, frames, output_value

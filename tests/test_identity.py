@@ -11,10 +11,11 @@ import json
 import time
 from typing import Any
 
-import durable_futures as df
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+import durable_futures as df
 
 from .asgi_client import Response, call
 from .frames import END, frames, output_value
