@@ -36,7 +36,7 @@ pub use protocol::{
 };
 pub use retry::{OnMaxAttempts, RetryDecision, RetryPolicy};
 pub use vm::{
-    AwaitOutcome, AwaitingOnPolicy, Awakeable, CallHandles, Combinator, ErrorBehavior, Handle,
-    Input, Outcome, RunExit, RunHandle, SelectOutcome, State, Target, Value, Vm, VmOptions,
-    CANCEL_HANDLE,
+    parse_awakeable_id, AwaitOutcome, AwaitingOnPolicy, Awakeable, CallHandles, Combinator,
+    ErrorBehavior, Handle, Input, Outcome, RunExit, RunHandle, SelectOutcome, State, Target, Value,
+    Vm, VmOptions, CANCEL_HANDLE,
 };

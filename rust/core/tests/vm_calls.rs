@@ -719,3 +719,23 @@ fn call_notification_codes_are_swapped_on_the_wire() {
         .out;
     assert!(out.is_empty());
 }
+
+#[test]
+fn awakeable_ids_parse_back_to_invocation_and_signal() {
+    Transcript::v6()
+        .input(b"")
+        .run(|vm| {
+            let input = vm.sys_input().unwrap();
+            let a = vm.sys_awakeable().unwrap();
+            let b = vm.sys_awakeable().unwrap();
+            let (raw, signal) = durable_futures_core::parse_awakeable_id(&a.id).unwrap();
+            assert_eq!((raw.as_slice(), signal), (&input.raw_invocation_id[..], 17));
+            assert_eq!(
+                durable_futures_core::parse_awakeable_id(&b.id).unwrap().1,
+                18
+            );
+            assert!(durable_futures_core::parse_awakeable_id("sign_1").is_none());
+            assert!(durable_futures_core::parse_awakeable_id("prom_1AAAAAAA").is_none());
+        })
+        .expect(vec![]);
+}

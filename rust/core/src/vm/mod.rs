@@ -41,6 +41,19 @@ const FIRST_AWAKEABLE_SIGNAL_ID: u32 = 17;
 const AWAKEABLE_PREFIX: &str = "sign_1";
 const LEGACY_AWAKEABLE_PREFIX: &str = "prom_1";
 
+/// Splits an awakeable id (`sign_1…`) into the raw invocation id it belongs to and its
+/// signal index. Hosts that play the runtime's role (the embedded engine) use it to route
+/// a completion to its invocation. `None` if `id` is not an awakeable id.
+pub fn parse_awakeable_id(id: &str) -> Option<(Vec<u8>, u32)> {
+    let mut raw = base64url_decode(id.strip_prefix(AWAKEABLE_PREFIX)?)?;
+    if raw.len() <= 4 {
+        return None;
+    }
+    let tail = raw.split_off(raw.len() - 4);
+    let signal = u32::from_be_bytes(tail.try_into().ok()?);
+    Some((raw, signal))
+}
+
 /// What the V7 `ErrorMessage.behavior` says for journal mismatches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
