@@ -1,0 +1,1215 @@
+//! The engine: plays restate-server's role for handlers running in this process.
+//!
+//! It keeps every invocation's journal as protocol frames, starts attempts with
+//! `StartMessage` + journal (the same bytes a server would send), reads the frames the
+//! handler's VM writes, and turns them into journal entries and effects: timers, child
+//! invocations, awakeable and signal deliveries, run completions, results. Everything an
+//! attempt may observe is committed first: [`Engine::commit`] writes the pending batch in one
+//! transaction (fsync by default) and only then releases the notifications to live attempts
+//! and results to waiters. A crash at any point loses only what nobody has seen.
+//!
+//! The engine is synchronous and single-threaded; the host (the Python `LocalEngine`) calls
+//! it from one thread at a time, runs the attempts, and passes the clock in.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+
+use bytes::Bytes;
+use durable_futures_core::parse_awakeable_id;
+use durable_futures_core::protocol::{
+    encode_frame, Command, CommandResult, Decoder, Failure, Message, MessageType, Notification,
+    NotificationId, NotificationResult, SignalRef, StartMessage, Version,
+};
+
+use crate::model::{
+    Batch, Caller, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
+};
+use crate::store::{Store, StoreError};
+
+/// Retry backoff for failed attempts.
+#[derive(Debug, Clone)]
+pub struct RetryOptions {
+    /// First delay (ms).
+    pub initial_ms: u64,
+    /// Growth factor per failed attempt.
+    pub factor: f64,
+    /// Upper bound of the delay (ms).
+    pub max_ms: u64,
+    /// Give up after this many failed attempts (the invocation fails with the last error);
+    /// `None` retries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            initial_ms: 50,
+            factor: 2.0,
+            max_ms: 10_000,
+            max_attempts: None,
+        }
+    }
+}
+
+impl RetryOptions {
+    fn delay(&self, attempt: u32) -> u64 {
+        let d = self.initial_ms as f64 * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
+        d.min(self.max_ms as f64) as u64
+    }
+}
+
+/// What the host must start: one attempt of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The invocation.
+    pub id: InvocationId,
+    /// Identifies this attempt in [`Engine::on_output`] and [`Engine::attempt_failed`].
+    pub token: u64,
+    /// Target service.
+    pub service: String,
+    /// Target handler.
+    pub handler: String,
+    /// The request body: `StartMessage` + the journal, as a server sends it.
+    pub request: Vec<u8>,
+    /// Content type of the stream.
+    pub content_type: &'static str,
+}
+
+/// Something the host must do after a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Feed these frames to the live attempt `token` of `id`.
+    Deliver {
+        /// Invocation.
+        id: InvocationId,
+        /// Attempt.
+        token: u64,
+        /// Notification frames, in journal order.
+        frames: Vec<u8>,
+    },
+    /// The invocation completed.
+    Completed {
+        /// Invocation.
+        id: InvocationId,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+}
+
+/// An invocation to submit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Submission<'a> {
+    /// Target service.
+    pub service: &'a str,
+    /// Target handler.
+    pub handler: &'a str,
+    /// Virtual object key ("" for services).
+    pub key: &'a str,
+    /// Input payload.
+    pub input: &'a [u8],
+    /// Idempotency key.
+    pub idempotency_key: Option<&'a str>,
+    /// Delays the first attempt until this time (ms since the epoch); 0 = now.
+    pub invoke_at: u64,
+}
+
+/// Result of [`Engine::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// The invocation.
+    pub id: InvocationId,
+    /// `true` when the idempotency key matched an earlier invocation.
+    pub existing: bool,
+}
+
+/// Why the engine refused a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed (disk full, damaged file, ...).
+    Store(StoreError),
+    /// No such invocation.
+    UnknownInvocation(String),
+    /// Not an awakeable id, or its invocation is unknown.
+    BadAwakeable(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Store(e) => write!(f, "{e}"),
+            EngineError::UnknownInvocation(id) => write!(f, "no invocation {id}"),
+            EngineError::BadAwakeable(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Store(e)
+    }
+}
+
+/// In-memory view of an invocation that is not completed.
+#[derive(Debug)]
+struct Live {
+    row: InvocationRow,
+    /// Entries in the journal, committed or pending.
+    journal_len: u32,
+    /// The running attempt, if any.
+    attempt: Option<Running>,
+    /// The output of the last `Output` command, until `End` confirms it.
+    output: Option<Outcome>,
+    /// In the ready queue already.
+    queued: bool,
+}
+
+#[derive(Debug)]
+struct Running {
+    token: u64,
+    decoder: Decoder,
+    /// Notifications journaled for this attempt and not yet released to it.
+    undelivered: u32,
+}
+
+/// The embedded durable-execution engine.
+pub struct Engine {
+    store: Store,
+    retry: RetryOptions,
+    live: HashMap<InvocationId, Live>,
+    ready: VecDeque<InvocationId>,
+    /// Invocations whose next attempt waits for a time: (due, id).
+    delayed: BinaryHeap<Reverse<(u64, InvocationId)>>,
+    timers: BinaryHeap<Reverse<(u64, InvocationId, u32)>>,
+    /// Objects with an invocation in progress: (service, key) → holder.
+    locks: HashMap<(String, String), InvocationId>,
+    /// Invocations waiting for an object's lock, per object, in submission order.
+    lock_queue: HashMap<(String, String), VecDeque<InvocationId>>,
+    pending: Batch,
+    /// Frames appended since the last commit, for live attempts: id → frames.
+    to_deliver: HashMap<InvocationId, Vec<u8>>,
+    completed: Vec<(InvocationId, Outcome)>,
+    /// Updated rows to write at the next commit.
+    dirty: BTreeSet<InvocationId>,
+    /// Callers that attached to an in-flight invocation through an idempotency key.
+    extra_callers: HashMap<InvocationId, Vec<Caller>>,
+    next_token: u64,
+    id_seed: u64,
+    id_counter: u64,
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(&mut out, msg, 0);
+    out
+}
+
+fn notification(ty: MessageType, id: NotificationId, result: NotificationResult) -> Vec<u8> {
+    frame(&Message::Notification(ty, Notification { id, result }))
+}
+
+fn result_of(r: &CommandResult) -> NotificationResult {
+    match r {
+        CommandResult::Value(v) => NotificationResult::Value(v.clone()),
+        CommandResult::Failure(f) => NotificationResult::Failure(f.clone()),
+    }
+}
+
+fn outcome_result(o: &Outcome) -> NotificationResult {
+    match o {
+        Outcome::Success(v) => NotificationResult::Value(Bytes::copy_from_slice(v)),
+        Outcome::Failure { code, message } => NotificationResult::Failure(Failure {
+            code: *code,
+            message: message.clone(),
+            metadata: Vec::new(),
+        }),
+    }
+}
+
+impl Engine {
+    /// Opens the engine on a store, loading every unfinished invocation and timer: after a
+    /// restart, each resumes by replay and timers due while down fire at once.
+    pub fn open(store: Store, retry: RetryOptions) -> Result<Engine, EngineError> {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut engine = Engine {
+            store,
+            retry,
+            live: HashMap::new(),
+            ready: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            locks: HashMap::new(),
+            lock_queue: HashMap::new(),
+            pending: Batch::default(),
+            to_deliver: HashMap::new(),
+            completed: Vec::new(),
+            dirty: BTreeSet::new(),
+            extra_callers: HashMap::new(),
+            next_token: 1,
+            id_seed: seed,
+            id_counter: 0,
+        };
+        for row in engine.store.unfinished()? {
+            let len = engine.store.journal_len(&row.id)?;
+            let id = row.id;
+            let due = row.next_retry_at;
+            let suspended = row.status == Status::Suspended;
+            engine.live.insert(
+                id,
+                Live {
+                    row,
+                    journal_len: len,
+                    attempt: None,
+                    output: None,
+                    queued: false,
+                },
+            );
+            if !suspended {
+                engine.schedule(id, due);
+            } else if let Some(lock) = engine.object_of(&id) {
+                // A suspended exclusive invocation still holds its object.
+                engine.locks.entry(lock).or_insert(id);
+            }
+        }
+        for t in engine.store.timers()? {
+            engine
+                .timers
+                .push(Reverse((t.wake_at, t.invocation, t.completion_id)));
+        }
+        Ok(engine)
+    }
+
+    fn new_id(&mut self) -> InvocationId {
+        self.id_counter += 1;
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        a.write_u64(self.id_seed);
+        a.write_u64(self.id_counter);
+        let hi = a.finish();
+        a.write_u64(0x9e37_79b9_7f4a_7c15);
+        let lo = a.finish();
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&hi.to_be_bytes());
+        out[8..].copy_from_slice(&lo.to_be_bytes());
+        InvocationId(out)
+    }
+
+    fn object_of(&self, id: &InvocationId) -> Option<(String, String)> {
+        let row = &self.live.get(id)?.row;
+        (!row.key.is_empty()).then(|| (row.service.clone(), row.key.clone()))
+    }
+
+    /// Puts an invocation in line for an attempt at `due` (ms; 0 = now).
+    fn schedule(&mut self, id: InvocationId, due: u64) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        if live.queued || live.attempt.is_some() {
+            return;
+        }
+        live.queued = true;
+        if due == 0 {
+            self.ready.push_back(id);
+        } else {
+            self.delayed.push(Reverse((due, id)));
+        }
+    }
+
+    fn mark_dirty(&mut self, id: InvocationId) {
+        self.dirty.insert(id);
+    }
+
+    fn append(&mut self, id: InvocationId, entry: Vec<u8>) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        let idx = live.journal_len;
+        live.journal_len += 1;
+        if live.row.attempt != 0 {
+            live.row.attempt = 0; // failures count since the last stored entry
+            self.dirty.insert(id);
+        }
+        if let Some(a) = live.attempt.as_mut() {
+            if entry_is_notification(&entry) {
+                a.undelivered += 1;
+                self.to_deliver
+                    .entry(id)
+                    .or_default()
+                    .extend_from_slice(&entry);
+            }
+        }
+        self.pending.journal.push((id, idx, entry));
+    }
+
+    /// A notification for `id`: journaled, and delivered or waking the invocation.
+    fn notify(&mut self, id: InvocationId, entry: Vec<u8>) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        let suspended = live.row.status == Status::Suspended;
+        self.append(id, entry);
+        if suspended {
+            if let Some(live) = self.live.get_mut(&id) {
+                live.row.status = Status::Ready;
+                live.row.next_retry_at = 0;
+            }
+            self.mark_dirty(id);
+            self.schedule(id, 0);
+        }
+    }
+
+    // ---- submission --------------------------------------------------------------------------
+
+    /// Submits an invocation. With an idempotency key, a repeated submission returns the
+    /// first invocation.
+    pub fn submit(&mut self, request: &Submission<'_>, now: u64) -> Result<Submitted, EngineError> {
+        self.submit_with_caller(
+            request.service,
+            request.handler,
+            request.key,
+            request.input,
+            request.idempotency_key,
+            request.invoke_at,
+            now,
+            None,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit_with_caller(
+        &mut self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        input: &[u8],
+        idempotency_key: Option<&str>,
+        invoke_at: u64,
+        now: u64,
+        caller: Option<Caller>,
+    ) -> Result<Submitted, EngineError> {
+        if let Some(k) = idempotency_key {
+            let found = self
+                .pending
+                .idempotency
+                .iter()
+                .find(|(s, h, ok, ik, _)| s == service && h == handler && ok == key && ik == k)
+                .map(|e| e.4);
+            let found = match found {
+                Some(id) => Some(id),
+                None => self.store.idempotent(service, handler, key, k)?,
+            };
+            if let Some(id) = found {
+                return Ok(Submitted { id, existing: true });
+            }
+        }
+        let id = self.new_id();
+        let row = InvocationRow {
+            id,
+            service: service.to_owned(),
+            handler: handler.to_owned(),
+            key: key.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            status: Status::Ready,
+            attempt: 0,
+            next_retry_at: if invoke_at > now { invoke_at } else { 0 },
+            caller,
+            created_at: now,
+            outcome: None,
+        };
+        let input_cmd = Command::Input {
+            headers: Vec::new(),
+            value: Bytes::copy_from_slice(input),
+            name: String::new(),
+        };
+        self.pending.new_invocations.push(row.clone());
+        self.pending
+            .journal
+            .push((id, 0, frame(&Message::Command(input_cmd))));
+        if let Some(k) = idempotency_key {
+            self.pending.idempotency.push((
+                service.to_owned(),
+                handler.to_owned(),
+                key.to_owned(),
+                k.to_owned(),
+                id,
+            ));
+        }
+        let due = row.next_retry_at;
+        self.live.insert(
+            id,
+            Live {
+                row,
+                journal_len: 1,
+                attempt: None,
+                output: None,
+                queued: false,
+            },
+        );
+        self.schedule(id, due);
+        Ok(Submitted {
+            id,
+            existing: false,
+        })
+    }
+
+    // ---- attempts ------------------------------------------------------------------------------
+
+    /// The next attempt to run, if any is due at `now`. Commits pending writes first: an
+    /// attempt only ever sees journal entries that are on disk.
+    pub fn next_attempt(&mut self, now: u64) -> Result<Option<Attempt>, EngineError> {
+        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            self.ready.push_back(id);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(live) = self.live.get_mut(&id) else {
+                continue;
+            };
+            live.queued = false;
+            if live.attempt.is_some() || live.row.status == Status::Completed {
+                continue;
+            }
+            if let Some(obj) = self.object_of(&id) {
+                match self.locks.get(&obj) {
+                    Some(holder) if *holder != id => {
+                        let q = self.lock_queue.entry(obj).or_default();
+                        if !q.contains(&id) {
+                            q.push_back(id);
+                        }
+                        continue;
+                    }
+                    _ => {
+                        self.locks.insert(obj, id);
+                    }
+                }
+            }
+            if !self.pending.is_empty() || !self.dirty.is_empty() {
+                // Rare here (the host commits before asking), but never start on unsaved data.
+                self.ready.push_front(id);
+                if let Some(l) = self.live.get_mut(&id) {
+                    l.queued = true;
+                }
+                return Ok(None);
+            }
+            return self.start_attempt(id).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn start_attempt(&mut self, id: InvocationId) -> Result<Attempt, EngineError> {
+        let journal = self.store.journal(&id)?;
+        let live = self.live.get_mut(&id).expect("live invocation");
+        let state_map = if live.row.key.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .state(&live.row.service, &live.row.key)?
+                .into_iter()
+                .map(|(k, v)| (Bytes::from(k.into_bytes()), Bytes::from(v)))
+                .collect()
+        };
+        let live = self.live.get_mut(&id).expect("live invocation");
+        let token = self.next_token;
+        self.next_token += 1;
+        let seed = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+        let start = StartMessage {
+            id: Bytes::copy_from_slice(&id.0),
+            debug_id: id.to_text(),
+            known_entries: journal.len() as u32,
+            state_map,
+            partial_state: false,
+            key: live.row.key.clone(),
+            retry_count_since_last_stored_entry: live.row.attempt,
+            duration_since_last_stored_entry: 0,
+            random_seed: seed,
+            ..StartMessage::default()
+        };
+        let mut request = frame(&Message::Start(start));
+        for entry in &journal {
+            request.extend_from_slice(entry);
+        }
+        live.journal_len = journal.len() as u32;
+        live.output = None;
+        live.attempt = Some(Running {
+            token,
+            decoder: Decoder::default(),
+            undelivered: 0,
+        });
+        Ok(Attempt {
+            id,
+            token,
+            service: live.row.service.clone(),
+            handler: live.row.handler.clone(),
+            request,
+            content_type: Version::V6.content_type(),
+        })
+    }
+
+    fn running(&mut self, id: &InvocationId, token: u64) -> Option<&mut Live> {
+        self.live
+            .get_mut(id)
+            .filter(|l| l.attempt.as_ref().is_some_and(|a| a.token == token))
+    }
+
+    /// Frames written by the handler's VM during attempt `token` of `id`.
+    pub fn on_output(&mut self, id: InvocationId, token: u64, data: &[u8], now: u64) {
+        let Some(live) = self.running(&id, token) else {
+            return;
+        };
+        let attempt = live.attempt.as_mut().expect("running");
+        attempt.decoder.push(data);
+        let mut messages = Vec::new();
+        loop {
+            match attempt.decoder.next_frame() {
+                Ok(Some(f)) => match f.decode() {
+                    Ok(m) => messages.push(m),
+                    Err(e) => {
+                        messages.clear();
+                        self.attempt_failed(
+                            id,
+                            token,
+                            &format!("bad frame from the handler: {e}"),
+                            now,
+                        );
+                        return;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.attempt_failed(
+                        id,
+                        token,
+                        &format!("bad frame from the handler: {e}"),
+                        now,
+                    );
+                    return;
+                }
+            }
+        }
+        for m in messages {
+            if self.running(&id, token).is_none() {
+                return;
+            }
+            self.on_message(id, token, m, now);
+        }
+    }
+
+    fn on_message(&mut self, id: InvocationId, token: u64, msg: Message, now: u64) {
+        match msg {
+            Message::Command(cmd) => self.on_command(id, cmd, now),
+            Message::ProposeRunCompletion {
+                result_completion_id,
+                result,
+            } => {
+                let entry = notification(
+                    MessageType::RunCompletionNotification,
+                    NotificationId::Completion(result_completion_id),
+                    result_of(&result),
+                );
+                self.append(id, entry);
+            }
+            Message::End => self.on_end(id),
+            Message::SuspensionV6 { .. } | Message::SuspensionV7(_) => self.on_suspension(id),
+            Message::Error(e) => {
+                let reason = format!("[{}] {}", e.code, e.message);
+                self.attempt_failed_with_delay(id, token, &reason, e.next_retry_delay, now)
+            }
+            Message::AwaitingOn { .. } | Message::Custom(..) => {}
+            other => self.attempt_failed(
+                id,
+                token,
+                &format!("unexpected {:?} from the handler", other.message_type()),
+                now,
+            ),
+        }
+    }
+
+    fn on_command(&mut self, id: InvocationId, cmd: Command, now: u64) {
+        let (service, key) = {
+            let row = &self.live[&id].row;
+            (row.service.clone(), row.key.clone())
+        };
+        let effect = cmd.clone();
+        self.append(id, frame(&Message::Command(cmd)));
+        match effect {
+            Command::Sleep {
+                wake_up_time,
+                result_completion_id,
+                ..
+            } => {
+                let t = TimerRow {
+                    invocation: id,
+                    completion_id: result_completion_id,
+                    wake_at: wake_up_time,
+                };
+                self.pending.timers_added.push(t);
+                self.timers
+                    .push(Reverse((wake_up_time, id, result_completion_id)));
+            }
+            Command::Call {
+                service_name,
+                handler_name,
+                parameter,
+                key: callee_key,
+                idempotency_key,
+                invocation_id_notification_idx,
+                result_completion_id,
+                ..
+            } => {
+                let caller = Caller {
+                    invocation: id,
+                    result_completion_id,
+                };
+                self.child(
+                    id,
+                    &service_name,
+                    &handler_name,
+                    &callee_key,
+                    &parameter,
+                    idempotency_key.as_deref(),
+                    0,
+                    now,
+                    invocation_id_notification_idx,
+                    Some(caller),
+                );
+            }
+            Command::OneWayCall {
+                service_name,
+                handler_name,
+                parameter,
+                invoke_time,
+                key: callee_key,
+                idempotency_key,
+                invocation_id_notification_idx,
+                ..
+            } => self.child(
+                id,
+                &service_name,
+                &handler_name,
+                &callee_key,
+                &parameter,
+                idempotency_key.as_deref(),
+                invoke_time,
+                now,
+                invocation_id_notification_idx,
+                None,
+            ),
+            Command::CompleteAwakeable {
+                awakeable_id,
+                result,
+                ..
+            } => {
+                let _ = self.complete_awakeable(&awakeable_id, result_of(&result));
+            }
+            Command::SendSignal {
+                target_invocation_id,
+                signal,
+                result,
+                ..
+            } => {
+                if let Some(target) = InvocationId::parse(&target_invocation_id) {
+                    let sid = match signal {
+                        SignalRef::Idx(i) => NotificationId::Signal(i),
+                        SignalRef::Name(n) => NotificationId::SignalName(n),
+                    };
+                    let r = result.as_ref().map_or(NotificationResult::Void, result_of);
+                    self.notify(
+                        target,
+                        notification(MessageType::SignalNotification, sid, r),
+                    );
+                }
+            }
+            Command::Output { result, .. } => {
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.output = Some(match result {
+                        Some(CommandResult::Value(v)) => Outcome::Success(v.to_vec()),
+                        Some(CommandResult::Failure(f)) => Outcome::Failure {
+                            code: f.code,
+                            message: f.message,
+                        },
+                        None => Outcome::Success(Vec::new()),
+                    });
+                }
+            }
+            Command::SetState {
+                key: name, value, ..
+            } => self.pending.state.push(StateOp::Set {
+                service,
+                key,
+                name: String::from_utf8_lossy(&name).into_owned(),
+                value: value.to_vec(),
+            }),
+            Command::ClearState { key: name, .. } => self.pending.state.push(StateOp::Clear {
+                service,
+                key,
+                name: String::from_utf8_lossy(&name).into_owned(),
+            }),
+            Command::ClearAllState { .. } => {
+                self.pending.state.push(StateOp::ClearAll { service, key })
+            }
+            Command::GetLazyState {
+                result_completion_id,
+                ..
+            }
+            | Command::GetLazyStateKeys {
+                result_completion_id,
+                ..
+            }
+            | Command::GetPromise {
+                result_completion_id,
+                ..
+            }
+            | Command::PeekPromise {
+                result_completion_id,
+                ..
+            }
+            | Command::CompletePromise {
+                result_completion_id,
+                ..
+            }
+            | Command::AttachInvocation {
+                result_completion_id,
+                ..
+            }
+            | Command::GetInvocationOutput {
+                result_completion_id,
+                ..
+            } => {
+                // The engine always sends complete eager state; promises and attach are not
+                // offered yet: answer with a terminal failure instead of hanging.
+                let entry = notification(
+                    completion_type(&effect),
+                    NotificationId::Completion(result_completion_id),
+                    NotificationResult::Failure(Failure {
+                        code: 501,
+                        message: format!(
+                            "{:?} is not supported by the embedded engine",
+                            effect.message_type()
+                        ),
+                        metadata: Vec::new(),
+                    }),
+                );
+                self.append(id, entry);
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &mut self,
+        parent: InvocationId,
+        service: &str,
+        handler: &str,
+        key: &str,
+        input: &[u8],
+        idempotency_key: Option<&str>,
+        invoke_at: u64,
+        now: u64,
+        id_completion: u32,
+        caller: Option<Caller>,
+    ) {
+        let sub = match self.submit_with_caller(
+            service,
+            handler,
+            key,
+            input,
+            idempotency_key,
+            invoke_at,
+            now,
+            caller,
+        ) {
+            Ok(s) => s,
+            Err(_) => return, // store read failed: the parent attempt's commit will fail too
+        };
+        if let (true, Some(c)) = (sub.existing, caller) {
+            if self.live.contains_key(&sub.id) {
+                self.extra_callers.entry(sub.id).or_default().push(c);
+            } else if let Some(o) = self
+                .store
+                .invocation(&sub.id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.outcome)
+            {
+                self.notify(
+                    c.invocation,
+                    notification(
+                        MessageType::CallCompletionNotification,
+                        NotificationId::Completion(c.result_completion_id),
+                        outcome_result(&o),
+                    ),
+                );
+            }
+        }
+        self.append(
+            parent,
+            notification(
+                MessageType::CallInvocationIdCompletionNotification,
+                NotificationId::Completion(id_completion),
+                NotificationResult::InvocationId(sub.id.to_text()),
+            ),
+        );
+    }
+
+    fn complete_awakeable(
+        &mut self,
+        awakeable_id: &str,
+        result: NotificationResult,
+    ) -> Result<(), EngineError> {
+        let (raw, signal) = parse_awakeable_id(awakeable_id).ok_or_else(|| {
+            EngineError::BadAwakeable(format!("'{awakeable_id}' is not an awakeable id"))
+        })?;
+        let raw: [u8; 16] = raw.try_into().map_err(|_| {
+            EngineError::BadAwakeable(format!(
+                "'{awakeable_id}' belongs to no invocation of this engine"
+            ))
+        })?;
+        let target = InvocationId(raw);
+        if !self.live.contains_key(&target) {
+            return Err(EngineError::BadAwakeable(format!(
+                "awakeable '{awakeable_id}' belongs to {} which is not running",
+                target.to_text()
+            )));
+        }
+        self.notify(
+            target,
+            notification(
+                MessageType::SignalNotification,
+                NotificationId::Signal(signal),
+                result,
+            ),
+        );
+        Ok(())
+    }
+
+    fn on_end(&mut self, id: InvocationId) {
+        let Some(mut live) = self.live.remove(&id) else {
+            return;
+        };
+        let outcome = live.output.take().unwrap_or(Outcome::Success(Vec::new()));
+        live.row.status = Status::Completed;
+        live.row.outcome = Some(outcome.clone());
+        live.row.attempt = 0;
+        self.pending.updated_invocations.push(live.row.clone());
+        self.dirty.remove(&id);
+        let mut callers: Vec<Caller> = live.row.caller.into_iter().collect();
+        callers.extend(self.extra_callers.remove(&id).unwrap_or_default());
+        for c in callers {
+            self.notify(
+                c.invocation,
+                notification(
+                    MessageType::CallCompletionNotification,
+                    NotificationId::Completion(c.result_completion_id),
+                    outcome_result(&outcome),
+                ),
+            );
+        }
+        self.release_lock(&live.row);
+        self.completed.push((id, outcome));
+    }
+
+    fn release_lock(&mut self, row: &InvocationRow) {
+        if row.key.is_empty() {
+            return;
+        }
+        let obj = (row.service.clone(), row.key.clone());
+        if self.locks.get(&obj) == Some(&row.id) {
+            self.locks.remove(&obj);
+            if let Some(next) = self.lock_queue.get_mut(&obj).and_then(VecDeque::pop_front) {
+                self.schedule(next, 0);
+            }
+        }
+    }
+
+    fn on_suspension(&mut self, id: InvocationId) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        // A notification journaled that the attempt never saw wakes it at once.
+        let missed = live.attempt.take().is_some_and(|a| a.undelivered > 0);
+        self.to_deliver.remove(&id);
+        if missed {
+            live.row.status = Status::Ready;
+            self.mark_dirty(id);
+            self.schedule(id, 0);
+        } else {
+            live.row.status = Status::Suspended;
+            self.mark_dirty(id);
+        }
+    }
+
+    /// The attempt failed (the handler raised, the VM reported an error, or the host lost
+    /// it): the invocation is retried from its journal after a backoff.
+    pub fn attempt_failed(&mut self, id: InvocationId, token: u64, reason: &str, now: u64) {
+        self.attempt_failed_with_delay(id, token, reason, None, now);
+    }
+
+    fn attempt_failed_with_delay(
+        &mut self,
+        id: InvocationId,
+        token: u64,
+        reason: &str,
+        delay: Option<u64>,
+        now: u64,
+    ) {
+        if self.running(&id, token).is_none() {
+            return;
+        }
+        let live = self.live.get_mut(&id).expect("running");
+        live.attempt = None;
+        self.to_deliver.remove(&id);
+        live.row.attempt += 1;
+        let attempt = live.row.attempt;
+        if self.retry.max_attempts.is_some_and(|m| attempt >= m) {
+            live.output = Some(Outcome::Failure {
+                code: 500,
+                message: format!("gave up after {attempt} failed attempts; last: {reason}"),
+            });
+            self.on_end(id);
+            return;
+        }
+        let due = now + delay.unwrap_or_else(|| self.retry.delay(attempt));
+        let live = self.live.get_mut(&id).expect("live");
+        live.row.status = Status::Ready;
+        live.row.next_retry_at = due;
+        self.mark_dirty(id);
+        self.schedule(id, due);
+    }
+
+    // ---- timers, awakeables, cancellation --------------------------------------------------------
+
+    /// Fires every timer due at `now`. Returns how many fired.
+    pub fn fire_timers(&mut self, now: u64) -> usize {
+        let mut fired = 0;
+        while let Some(Reverse((wake, id, completion))) = self.timers.peek().copied() {
+            if wake > now {
+                break;
+            }
+            self.timers.pop();
+            self.pending.timers_removed.push((id, completion));
+            self.notify(
+                id,
+                notification(
+                    MessageType::SleepCompletionNotification,
+                    NotificationId::Completion(completion),
+                    NotificationResult::Void,
+                ),
+            );
+            fired += 1;
+        }
+        fired
+    }
+
+    /// The earliest time something is due (a timer or a delayed attempt).
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let t = self.timers.peek().map(|Reverse((w, ..))| *w);
+        let d = self.delayed.peek().map(|Reverse((w, _))| *w);
+        match (t, d) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether an attempt could start right now.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Resolves an awakeable from outside (ingress, API).
+    pub fn resolve_awakeable(
+        &mut self,
+        awakeable_id: &str,
+        value: &[u8],
+    ) -> Result<(), EngineError> {
+        self.complete_awakeable(
+            awakeable_id,
+            NotificationResult::Value(Bytes::copy_from_slice(value)),
+        )
+    }
+
+    /// Rejects an awakeable from outside.
+    pub fn reject_awakeable(
+        &mut self,
+        awakeable_id: &str,
+        code: u32,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        self.complete_awakeable(
+            awakeable_id,
+            NotificationResult::Failure(Failure {
+                code,
+                message: message.to_owned(),
+                metadata: Vec::new(),
+            }),
+        )
+    }
+
+    /// Cancels an invocation: it sees a terminal error 409 at its next await.
+    pub fn cancel(&mut self, id: InvocationId) -> Result<(), EngineError> {
+        if !self.live.contains_key(&id) {
+            return Err(EngineError::UnknownInvocation(id.to_text()));
+        }
+        self.notify(
+            id,
+            notification(
+                MessageType::SignalNotification,
+                NotificationId::Signal(1),
+                NotificationResult::Void,
+            ),
+        );
+        Ok(())
+    }
+
+    // ---- commit ----------------------------------------------------------------------------------
+
+    /// Writes everything pending in one transaction, then returns what may now be observed:
+    /// notifications for live attempts and completed invocations. On a store error nothing
+    /// is released; the attempts concerned are failed and resume from the stored journal.
+    pub fn commit(&mut self, now: u64) -> Result<Vec<Effect>, EngineError> {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(live) = self.live.get(&id) {
+                self.pending.updated_invocations.push(live.row.clone());
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(self.release());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if let Err(e) = self.store.commit(&batch) {
+            self.recover_after_failed_commit(&batch, now);
+            return Err(e.into());
+        }
+        Ok(self.release())
+    }
+
+    fn release(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (id, frames) in std::mem::take(&mut self.to_deliver) {
+            if let Some(live) = self.live.get_mut(&id) {
+                if let Some(a) = live.attempt.as_mut() {
+                    a.undelivered = a.undelivered.saturating_sub(count_frames(&frames));
+                    effects.push(Effect::Deliver {
+                        id,
+                        token: a.token,
+                        frames,
+                    });
+                }
+            }
+        }
+        for (id, outcome) in std::mem::take(&mut self.completed) {
+            effects.push(Effect::Completed { id, outcome });
+        }
+        effects
+    }
+
+    /// The batch was not written: forget it and reload the invocations it touched from the
+    /// store, so they resume from what is durable.
+    fn recover_after_failed_commit(&mut self, batch: &Batch, now: u64) {
+        self.to_deliver.clear();
+        self.completed.clear();
+        let mut touched: HashSet<InvocationId> = batch.journal.iter().map(|(id, ..)| *id).collect();
+        touched.extend(batch.updated_invocations.iter().map(|r| r.id));
+        for r in &batch.new_invocations {
+            self.live.remove(&r.id);
+            touched.remove(&r.id);
+        }
+        self.timers.retain(|Reverse((_, id, c))| {
+            !batch
+                .timers_added
+                .iter()
+                .any(|t| t.invocation == *id && t.completion_id == *c)
+        });
+        for (id, c) in &batch.timers_removed {
+            if let Some(t) = batch
+                .timers_added
+                .iter()
+                .find(|t| t.invocation == *id && t.completion_id == *c)
+            {
+                self.timers.push(Reverse((t.wake_at, *id, *c)));
+            }
+        }
+        for id in touched {
+            let stored = self.store.invocation(&id).ok().flatten();
+            let len = self.store.journal_len(&id).unwrap_or(0);
+            match stored {
+                Some(row) if row.status != Status::Completed => {
+                    let live = Live {
+                        row,
+                        journal_len: len,
+                        attempt: None,
+                        output: None,
+                        queued: false,
+                    };
+                    self.live.insert(id, live);
+                    self.schedule(id, now + self.retry.initial_ms);
+                }
+                _ => {
+                    self.live.remove(&id);
+                }
+            }
+        }
+    }
+
+    // ---- reading -----------------------------------------------------------------------------------
+
+    /// The outcome of a completed invocation (from the store).
+    pub fn outcome(&self, id: &InvocationId) -> Result<Option<Outcome>, EngineError> {
+        Ok(self.store.invocation(id)?.and_then(|r| r.outcome))
+    }
+
+    /// An invocation's stored row.
+    pub fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRow>, EngineError> {
+        Ok(self.store.invocation(id)?)
+    }
+
+    /// An invocation's stored journal (frames).
+    pub fn journal(&self, id: &InvocationId) -> Result<Vec<Vec<u8>>, EngineError> {
+        Ok(self.store.journal(id)?)
+    }
+
+    /// The newest invocations.
+    pub fn list(&self, limit: usize) -> Result<Vec<InvocationRow>, EngineError> {
+        Ok(self.store.list(limit)?)
+    }
+
+    /// Invocations not completed (in memory).
+    pub fn unfinished(&self) -> usize {
+        self.live.len()
+    }
+}
+
+fn entry_is_notification(entry: &[u8]) -> bool {
+    // Notification codes are 0x8000..=0xFBFF (the first header byte is the code's high byte).
+    entry.len() >= 2 && (0x80..0xFC).contains(&entry[0])
+}
+
+fn count_frames(frames: &[u8]) -> u32 {
+    let mut n = 0;
+    let mut i = 0;
+    while i + 8 <= frames.len() {
+        let len = u32::from_be_bytes(frames[i + 4..i + 8].try_into().expect("4 bytes")) as usize;
+        i += 8 + len;
+        n += 1;
+    }
+    n
+}
+
+fn completion_type(cmd: &Command) -> MessageType {
+    match cmd {
+        Command::GetLazyState { .. } => MessageType::GetLazyStateCompletionNotification,
+        Command::GetLazyStateKeys { .. } => MessageType::GetLazyStateKeysCompletionNotification,
+        Command::GetPromise { .. } => MessageType::GetPromiseCompletionNotification,
+        Command::PeekPromise { .. } => MessageType::PeekPromiseCompletionNotification,
+        Command::CompletePromise { .. } => MessageType::CompletePromiseCompletionNotification,
+        Command::AttachInvocation { .. } => MessageType::AttachInvocationCompletionNotification,
+        _ => MessageType::GetInvocationOutputCompletionNotification,
+    }
+}

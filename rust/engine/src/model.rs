@@ -1,0 +1,194 @@
+//! What the engine stores: invocations, their journals, timers, state and idempotency keys.
+//!
+//! The store (`store.rs`) persists these; the engine (`engine.rs`) decides what changes.
+//! Journal entries are service-protocol frames exactly as the protocol defines them
+//! (8-byte header + payload), so a journal can be replayed by the VM offline.
+
+/// An invocation id: 16 random bytes, printed as `inv_` + lowercase hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InvocationId(pub [u8; 16]);
+
+impl InvocationId {
+    /// The printable form, `inv_<32 hex digits>`.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(36);
+        s.push_str("inv_");
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Parses the printable form.
+    pub fn parse(s: &str) -> Option<InvocationId> {
+        let hex = s.strip_prefix("inv_")?;
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+            let h = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(h, 16).ok()?;
+        }
+        Some(InvocationId(out))
+    }
+}
+
+/// Where an invocation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Waiting to run (new, or woken by a notification, or retrying at `next_retry_at`).
+    Ready,
+    /// Waiting for a notification (timer, call, awakeable); not in memory.
+    Suspended,
+    /// Finished with a result (success or terminal failure).
+    Completed,
+}
+
+impl Status {
+    /// Stable code stored in the database.
+    pub fn code(self) -> i64 {
+        match self {
+            Status::Ready => 0,
+            Status::Suspended => 1,
+            Status::Completed => 2,
+        }
+    }
+
+    /// From the stored code.
+    pub fn from_code(c: i64) -> Option<Status> {
+        match c {
+            0 => Some(Status::Ready),
+            1 => Some(Status::Suspended),
+            2 => Some(Status::Completed),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of a completed invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler returned this value.
+    Success(Vec<u8>),
+    /// The handler failed terminally.
+    Failure {
+        /// Failure code.
+        code: u32,
+        /// Failure message.
+        message: String,
+    },
+}
+
+/// Who waits for an invocation's result inside the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The calling invocation.
+    pub invocation: InvocationId,
+    /// The completion id of the call result in the caller's journal.
+    pub result_completion_id: u32,
+}
+
+/// One invocation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationRow {
+    /// Id.
+    pub id: InvocationId,
+    /// Target service.
+    pub service: String,
+    /// Target handler.
+    pub handler: String,
+    /// Virtual object key ("" for services).
+    pub key: String,
+    /// Idempotency key given at submission, if any.
+    pub idempotency_key: Option<String>,
+    /// Status.
+    pub status: Status,
+    /// Failed attempts so far (0 before the first failure).
+    pub attempt: u32,
+    /// When the next attempt may start (ms since the epoch); 0 = now.
+    pub next_retry_at: u64,
+    /// The caller waiting for the result, if this is a call.
+    pub caller: Option<Caller>,
+    /// Created (ms since the epoch).
+    pub created_at: u64,
+    /// The outcome once completed.
+    pub outcome: Option<Outcome>,
+}
+
+/// A durable timer: completes `completion_id` of `invocation` at `wake_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerRow {
+    /// Owner.
+    pub invocation: InvocationId,
+    /// The sleep's completion id.
+    pub completion_id: u32,
+    /// Due time (ms since the epoch).
+    pub wake_at: u64,
+}
+
+/// A change to virtual-object state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateOp {
+    /// Set `name` to `value`.
+    Set {
+        /// The virtual object's service.
+        service: String,
+        /// The object's key.
+        key: String,
+        /// The state entry's name.
+        name: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Remove `name`.
+    Clear {
+        /// The virtual object's service.
+        service: String,
+        /// The object's key.
+        key: String,
+        /// The state entry's name.
+        name: String,
+    },
+    /// Remove every entry of the object.
+    ClearAll {
+        /// The virtual object's service.
+        service: String,
+        /// The object's key.
+        key: String,
+    },
+}
+
+/// Everything one group commit writes, in one transaction.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// New invocations (with their input as journal entry 0 in `journal`).
+    pub new_invocations: Vec<InvocationRow>,
+    /// Status/attempt/retry/outcome updates of existing invocations (whole rows).
+    pub updated_invocations: Vec<InvocationRow>,
+    /// Journal entries appended: (invocation, index, frame bytes). Indexes are dense per
+    /// invocation and never rewritten.
+    pub journal: Vec<(InvocationId, u32, Vec<u8>)>,
+    /// Timers added.
+    pub timers_added: Vec<TimerRow>,
+    /// Timers removed (fired): (invocation, completion id).
+    pub timers_removed: Vec<(InvocationId, u32)>,
+    /// State changes, in order.
+    pub state: Vec<StateOp>,
+    /// Idempotency keys registered: (service, handler, key, idempotency key) → invocation.
+    pub idempotency: Vec<(String, String, String, String, InvocationId)>,
+}
+
+impl Batch {
+    /// Whether nothing is to be written.
+    pub fn is_empty(&self) -> bool {
+        self.new_invocations.is_empty()
+            && self.updated_invocations.is_empty()
+            && self.journal.is_empty()
+            && self.timers_added.is_empty()
+            && self.timers_removed.is_empty()
+            && self.state.is_empty()
+            && self.idempotency.is_empty()
+    }
+}

@@ -1,0 +1,1209 @@
+//! The SQLite store: invocations, journals, timers, virtual-object state and idempotency keys.
+//!
+//! One [`Store`] owns one SQLite connection in WAL mode. Everything the engine changes goes
+//! through [`Store::commit`], which writes a whole [`Batch`] (one group commit) in a single
+//! `BEGIN IMMEDIATE` … `COMMIT` transaction: either all of it is on disk or none of it is.
+//! With [`Durability::Fsync`] the commit returns only after the WAL has been fsynced, so the
+//! engine may hand a completion to a handler or a client as soon as `commit` returns.
+//!
+//! The file is marked with an `application_id` (so a foreign SQLite database is refused
+//! instead of being altered) and carries its schema version in `user_version`; migrations
+//! run on open, and a database written by a newer version of durable-futures is refused.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+
+use crate::model::{
+    Batch, Caller, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
+};
+
+/// `PRAGMA application_id` of every durable-futures database: the ASCII bytes `DFut`.
+pub const APPLICATION_ID: i32 = 0x4446_7574;
+
+/// Schema migrations: `MIGRATIONS[i]` upgrades a database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE invocations (
+        id BLOB PRIMARY KEY,
+        service TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        idempotency_key TEXT NULL,
+        status INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        next_retry_at INTEGER NOT NULL,
+        caller_id BLOB NULL,
+        caller_completion INTEGER NULL,
+        created_at INTEGER NOT NULL,
+        outcome_kind INTEGER NULL,
+        outcome_value BLOB NULL,
+        failure_code INTEGER NULL,
+        failure_message TEXT NULL
+    );
+    CREATE INDEX invocations_status ON invocations(status);
+    CREATE TABLE journal (
+        invocation BLOB NOT NULL,
+        idx INTEGER NOT NULL,
+        frame BLOB NOT NULL,
+        PRIMARY KEY (invocation, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE timers (
+        invocation BLOB NOT NULL,
+        completion_id INTEGER NOT NULL,
+        wake_at INTEGER NOT NULL,
+        PRIMARY KEY (invocation, completion_id)
+    );
+    CREATE INDEX timers_wake_at ON timers(wake_at);
+    CREATE TABLE state (
+        service TEXT NOT NULL,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (service, key, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency (
+        service TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        invocation BLOB NOT NULL,
+        PRIMARY KEY (service, handler, key, idempotency_key)
+    ) WITHOUT ROWID;",
+];
+
+/// The newest schema version this code knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a statement waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Columns of `invocations`, in the order [`bind_invocation`] binds and [`read_invocation`]
+/// reads them.
+const INVOCATION_COLUMNS: &str = "id, service, handler, key, idempotency_key, status, attempt, \
+     next_retry_at, caller_id, caller_completion, created_at, outcome_kind, outcome_value, \
+     failure_code, failure_message";
+
+const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, service, handler, key, \
+     idempotency_key, status, attempt, next_retry_at, caller_id, caller_completion, created_at, \
+     outcome_kind, outcome_value, failure_code, failure_message) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+const UPSERT_INVOCATION: &str = "INSERT INTO invocations (id, service, handler, key, \
+     idempotency_key, status, attempt, next_retry_at, caller_id, caller_completion, created_at, \
+     outcome_kind, outcome_value, failure_code, failure_message) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT (id) DO UPDATE SET service = excluded.service, handler = excluded.handler, \
+     key = excluded.key, idempotency_key = excluded.idempotency_key, status = excluded.status, \
+     attempt = excluded.attempt, next_retry_at = excluded.next_retry_at, \
+     caller_id = excluded.caller_id, caller_completion = excluded.caller_completion, \
+     created_at = excluded.created_at, outcome_kind = excluded.outcome_kind, \
+     outcome_value = excluded.outcome_value, failure_code = excluded.failure_code, \
+     failure_message = excluded.failure_message";
+
+/// How hard a commit works to be on disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `PRAGMA synchronous=FULL` in WAL mode: every commit fsyncs the WAL before returning,
+    /// so a completion is on disk before anyone sees it. The default.
+    #[default]
+    Fsync,
+    /// `PRAGMA synchronous=OFF`: writes are handed to the operating system and not fsynced.
+    /// Survives a crash of the process but not of the machine. For tests.
+    Os,
+}
+
+/// What went wrong in the store. Every message names the database file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is a SQLite database of some other application (or one that is not empty and
+    /// lacks the durable-futures `application_id`). It was not modified.
+    Foreign(PathBuf, String),
+    /// The file is not a SQLite database at all, or is damaged.
+    Corrupt(PathBuf, String),
+    /// The database was written by a newer version of durable-futures.
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found in the file.
+        found: u32,
+        /// The newest schema version this code supports.
+        supported: u32,
+    },
+    /// A write failed because the disk (or the database's size limit) is full. The
+    /// transaction was rolled back: nothing of the batch was written, and the store stays
+    /// usable.
+    Full(PathBuf, String),
+    /// Any other SQLite error.
+    Sqlite(PathBuf, rusqlite::Error),
+}
+
+impl StoreError {
+    /// The database file the error is about (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreError::Foreign(p, _)
+            | StoreError::Corrupt(p, _)
+            | StoreError::Full(p, _)
+            | StoreError::Sqlite(p, _) => p,
+            StoreError::NewerSchema { path, .. } => path,
+        }
+    }
+
+    /// Classifies a SQLite error: disk full and damaged files get their own variants.
+    fn from_sqlite(path: &Path, err: rusqlite::Error) -> StoreError {
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full(path.to_path_buf(), err.to_string()),
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt(path.to_path_buf(), err.to_string())
+            }
+            _ => StoreError::Sqlite(path.to_path_buf(), err),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Foreign(path, detail) => write!(
+                f,
+                "{} is not a durable-futures database ({detail}); it was left untouched: \
+                 choose another file for the database, or move this one away",
+                path.display()
+            ),
+            StoreError::Corrupt(path, detail) => write!(
+                f,
+                "{} is not a database or is damaged: {detail}; restore it from a backup, or \
+                 move it away to start with an empty database",
+                path.display()
+            ),
+            StoreError::NewerSchema {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has schema version {found}, but this version of durable-futures knows \
+                 versions up to {supported}: it was written by a newer durable-futures; \
+                 upgrade durable-futures to open it",
+                path.display()
+            ),
+            StoreError::Full(path, detail) => write!(
+                f,
+                "cannot write to {}: the disk is full ({detail}); the commit was rolled back \
+                 and nothing of it was saved: free disk space and retry",
+                path.display()
+            ),
+            StoreError::Sqlite(path, err) => {
+                write!(f, "database {}: SQLite error: {err}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(_, err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// The durable store of the embedded engine: one SQLite connection.
+///
+/// Reads (`invocation`, `journal`, …) see everything committed so far. All writes go through
+/// [`Store::commit`].
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// A missing or empty file becomes a fresh database. A SQLite database of another
+    /// application is refused with [`StoreError::Foreign`] without being modified; a file that
+    /// is not a SQLite database with [`StoreError::Corrupt`]; a database of a newer
+    /// durable-futures with [`StoreError::NewerSchema`]. Older schemas are migrated.
+    pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::from_sqlite(path, e))?;
+        Store::init(conn, path.to_path_buf(), durability)
+    }
+
+    /// Opens a fresh in-memory database (nothing survives the `Store`). For tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::from_sqlite(&path, e))?;
+        Store::init(conn, path, Durability::Os)
+    }
+
+    /// The database file (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(conn: Connection, path: PathBuf, durability: Durability) -> Result<Store, StoreError> {
+        let sql = |e| StoreError::from_sqlite(&path, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        conn.set_prepared_statement_cache_capacity(64);
+
+        // Identify the file before changing anything in it (setting WAL mode writes the
+        // header): a foreign database must be left exactly as it was.
+        let (app_id, version, objects) =
+            identify(&conn).map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                    StoreError::Corrupt(path.clone(), e.to_string())
+                }
+                _ => StoreError::Sqlite(path.clone(), e),
+            })?;
+        check_identity(&path, app_id, version, objects)?;
+
+        // WAL mode persists in the file; in-memory databases answer "memory" and stay so.
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql)?;
+        let synchronous = match durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "OFF",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(sql)?;
+
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`] in one transaction (re-checking the version
+    /// under the write lock, in case another process initialised the file meanwhile).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |e| StoreError::from_sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let (app_id, version, objects) = identify(&tx).map_err(sql)?;
+        check_identity(&path, app_id, version, objects)?;
+        if version == SCHEMA_VERSION && app_id == APPLICATION_ID {
+            return Ok(()); // dropping `tx` rolls back the (empty) transaction
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(sql)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sql)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Writes everything in `batch` in one transaction, in this order: new invocations,
+    /// updated invocations (whole-row upserts), journal appends, timers added, timers
+    /// removed, state changes in order, idempotency keys. An empty batch writes nothing.
+    ///
+    /// With [`Durability::Fsync`] the batch is on disk when this returns. On any error
+    /// nothing of the batch is written (the transaction is rolled back) and the store stays
+    /// usable. A new invocation whose id exists, a journal index that exists, or an
+    /// idempotency key that is registered already fail the whole batch
+    /// ([`StoreError::Sqlite`], a constraint violation): they are engine bugs.
+    pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if !self.conn.is_autocommit() {
+            // A previous failure left a transaction open (its ROLLBACK failed too).
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let result = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| self.apply(batch))
+            .and_then(|()| self.conn.execute_batch("COMMIT"));
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                // SQLITE_FULL may or may not have rolled back already; finish the job.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(StoreError::from_sqlite(&self.path, err))
+            }
+        }
+    }
+
+    fn apply(&self, batch: &Batch) -> rusqlite::Result<()> {
+        let c = &self.conn;
+        if !batch.new_invocations.is_empty() {
+            let mut stmt = c.prepare_cached(INSERT_INVOCATION)?;
+            for row in &batch.new_invocations {
+                bind_invocation(&mut stmt, row)?;
+            }
+        }
+        if !batch.updated_invocations.is_empty() {
+            let mut stmt = c.prepare_cached(UPSERT_INVOCATION)?;
+            for row in &batch.updated_invocations {
+                bind_invocation(&mut stmt, row)?;
+            }
+        }
+        if !batch.journal.is_empty() {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO journal (invocation, idx, frame) VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, idx, frame) in &batch.journal {
+                stmt.execute(params![id.0, idx, frame])?;
+            }
+        }
+        if !batch.timers_added.is_empty() {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO timers (invocation, completion_id, wake_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (invocation, completion_id) DO UPDATE SET wake_at = excluded.wake_at",
+            )?;
+            for t in &batch.timers_added {
+                stmt.execute(params![
+                    t.invocation.0,
+                    t.completion_id,
+                    to_sql_u64(t.wake_at)
+                ])?;
+            }
+        }
+        if !batch.timers_removed.is_empty() {
+            let mut stmt = c.prepare_cached(
+                "DELETE FROM timers WHERE invocation = ?1 AND completion_id = ?2",
+            )?;
+            for (id, completion_id) in &batch.timers_removed {
+                stmt.execute(params![id.0, completion_id])?;
+            }
+        }
+        for op in &batch.state {
+            match op {
+                StateOp::Set {
+                    service,
+                    key,
+                    name,
+                    value,
+                } => {
+                    c.prepare_cached(
+                        "INSERT INTO state (service, key, name, value) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (service, key, name) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![service, key, name, value])?;
+                }
+                StateOp::Clear { service, key, name } => {
+                    c.prepare_cached(
+                        "DELETE FROM state WHERE service = ?1 AND key = ?2 AND name = ?3",
+                    )?
+                    .execute(params![service, key, name])?;
+                }
+                StateOp::ClearAll { service, key } => {
+                    c.prepare_cached("DELETE FROM state WHERE service = ?1 AND key = ?2")?
+                        .execute(params![service, key])?;
+                }
+            }
+        }
+        if !batch.idempotency.is_empty() {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO idempotency (service, handler, key, idempotency_key, invocation) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (service, handler, key, idempotency_key, id) in &batch.idempotency {
+                stmt.execute(params![service, handler, key, idempotency_key, id.0])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The invocation `id`, if it exists.
+    pub fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRow>, StoreError> {
+        let raw = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row(params![id.0], read_raw).optional())
+            .map_err(|e| self.err(e))?;
+        raw.map(|r| self.convert(r)).transpose()
+    }
+
+    /// Every invocation not completed yet (ready or suspended), oldest first.
+    pub fn unfinished(&self) -> Result<Vec<InvocationRow>, StoreError> {
+        // `status < 2 OR status > 2` rather than `status != 2` lets SQLite use the index.
+        self.query_invocations(
+            &format!(
+                "SELECT {INVOCATION_COLUMNS} FROM invocations \
+                 WHERE status < ?1 OR status > ?1 ORDER BY created_at, rowid"
+            ),
+            params![Status::Completed.code()],
+        )
+    }
+
+    /// The `limit` most recently created invocations, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<InvocationRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_invocations(
+            &format!(
+                "SELECT {INVOCATION_COLUMNS} FROM invocations \
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?1"
+            ),
+            params![limit],
+        )
+    }
+
+    /// The journal of `id`: its frames in index order (empty if there is none).
+    pub fn journal(&self, id: &InvocationId) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT frame FROM journal WHERE invocation = ?1 ORDER BY idx")
+            .and_then(|mut stmt| {
+                stmt.query_map(params![id.0], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<Vec<u8>>>>()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many journal entries `id` has.
+    pub fn journal_len(&self, id: &InvocationId) -> Result<u32, StoreError> {
+        self.conn
+            .prepare_cached("SELECT count(*) FROM journal WHERE invocation = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![id.0], |row| row.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every pending timer, earliest first.
+    pub fn timers(&self) -> Result<Vec<TimerRow>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT invocation, completion_id, wake_at FROM timers \
+                 ORDER BY wake_at, invocation, completion_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(TimerRow {
+                        invocation: InvocationId(row.get(0)?),
+                        completion_id: row.get(1)?,
+                        wake_at: from_sql_u64(row.get(2)?),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The state of the virtual object `service`/`key`: (name, value) pairs ordered by name.
+    pub fn state(&self, service: &str, key: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, value FROM state WHERE service = ?1 AND key = ?2 ORDER BY name",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![service, key], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The invocation registered under this idempotency key, if any.
+    pub fn idempotent(
+        &self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<InvocationId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT invocation FROM idempotency \
+                 WHERE service = ?1 AND handler = ?2 AND key = ?3 AND idempotency_key = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![service, handler, key, idempotency_key], |row| {
+                    Ok(InvocationId(row.get(0)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn query_invocations(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<InvocationRow>, StoreError> {
+        let raws = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params, read_raw)?
+                    .collect::<rusqlite::Result<Vec<RawInvocation>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        raws.into_iter().map(|r| self.convert(r)).collect()
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::from_sqlite(&self.path, e)
+    }
+
+    fn convert(&self, raw: RawInvocation) -> Result<InvocationRow, StoreError> {
+        read_invocation(raw).map_err(|detail| StoreError::Corrupt(self.path.clone(), detail))
+    }
+}
+
+/// Reads (application_id, user_version, number of schema objects) without writing anything.
+fn identify(conn: &Connection) -> rusqlite::Result<(i32, u32, i64)> {
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok((app_id, version, objects))
+}
+
+/// Decides from [`identify`]'s answer whether the file is ours (or fresh) and not too new.
+fn check_identity(path: &Path, app_id: i32, version: u32, objects: i64) -> Result<(), StoreError> {
+    if app_id == 0 && version == 0 && objects == 0 {
+        return Ok(()); // a fresh (possibly zero-byte) database
+    }
+    if app_id != APPLICATION_ID {
+        let detail = if app_id == 0 {
+            format!(
+                "it is a SQLite database with {objects} tables and indexes of another application"
+            )
+        } else {
+            format!(
+                "it is a SQLite database of another application (application_id {app_id:#010x})"
+            )
+        };
+        return Err(StoreError::Foreign(path.to_path_buf(), detail));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Milliseconds are stored as SQLite integers (i64); larger values saturate.
+fn to_sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn bind_invocation(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    r: &InvocationRow,
+) -> rusqlite::Result<usize> {
+    // outcome_kind (0 success, 1 failure), outcome_value, failure_code, failure_message
+    let (kind, value, code, message) = match &r.outcome {
+        None => (None, None, None, None),
+        Some(Outcome::Success(v)) => (Some(0i64), Some(v.as_slice()), None, None),
+        Some(Outcome::Failure { code, message }) => {
+            (Some(1), None, Some(*code), Some(message.as_str()))
+        }
+    };
+    stmt.execute(params![
+        r.id.0,
+        r.service,
+        r.handler,
+        r.key,
+        r.idempotency_key,
+        r.status.code(),
+        r.attempt,
+        to_sql_u64(r.next_retry_at),
+        r.caller.map(|c| c.invocation.0),
+        r.caller.map(|c| c.result_completion_id),
+        to_sql_u64(r.created_at),
+        kind,
+        value,
+        code,
+        message,
+    ])
+}
+
+/// An `invocations` row as SQLite returns it, before validation.
+struct RawInvocation {
+    id: [u8; 16],
+    service: String,
+    handler: String,
+    key: String,
+    idempotency_key: Option<String>,
+    status: i64,
+    attempt: u32,
+    next_retry_at: i64,
+    caller_id: Option<[u8; 16]>,
+    caller_completion: Option<u32>,
+    created_at: i64,
+    outcome_kind: Option<i64>,
+    outcome_value: Option<Vec<u8>>,
+    failure_code: Option<u32>,
+    failure_message: Option<String>,
+}
+
+fn read_raw(row: &Row<'_>) -> rusqlite::Result<RawInvocation> {
+    Ok(RawInvocation {
+        id: row.get(0)?,
+        service: row.get(1)?,
+        handler: row.get(2)?,
+        key: row.get(3)?,
+        idempotency_key: row.get(4)?,
+        status: row.get(5)?,
+        attempt: row.get(6)?,
+        next_retry_at: row.get(7)?,
+        caller_id: row.get(8)?,
+        caller_completion: row.get(9)?,
+        created_at: row.get(10)?,
+        outcome_kind: row.get(11)?,
+        outcome_value: row.get(12)?,
+        failure_code: row.get(13)?,
+        failure_message: row.get(14)?,
+    })
+}
+
+/// Validates a raw row; the error names the invocation and what is wrong with it.
+fn read_invocation(r: RawInvocation) -> Result<InvocationRow, String> {
+    let id = InvocationId(r.id);
+    let status = Status::from_code(r.status).ok_or_else(|| {
+        format!(
+            "invocation {} has unknown status {}",
+            id.to_text(),
+            r.status
+        )
+    })?;
+    let caller = match (r.caller_id, r.caller_completion) {
+        (None, None) => None,
+        (Some(invocation), Some(result_completion_id)) => Some(Caller {
+            invocation: InvocationId(invocation),
+            result_completion_id,
+        }),
+        _ => {
+            return Err(format!(
+                "invocation {} has a caller id without a completion id or the reverse",
+                id.to_text()
+            ))
+        }
+    };
+    let outcome = match r.outcome_kind {
+        None => None,
+        Some(0) => Some(Outcome::Success(r.outcome_value.unwrap_or_default())),
+        Some(1) => Some(Outcome::Failure {
+            code: r.failure_code.ok_or_else(|| {
+                format!("invocation {} has a failure without a code", id.to_text())
+            })?,
+            message: r.failure_message.unwrap_or_default(),
+        }),
+        Some(k) => {
+            return Err(format!(
+                "invocation {} has unknown outcome kind {k}",
+                id.to_text()
+            ))
+        }
+    };
+    Ok(InvocationRow {
+        id,
+        service: r.service,
+        handler: r.handler,
+        key: r.key,
+        idempotency_key: r.idempotency_key,
+        status,
+        attempt: r.attempt,
+        next_retry_at: from_sql_u64(r.next_retry_at),
+        caller,
+        created_at: from_sql_u64(r.created_at),
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> InvocationId {
+        InvocationId([n; 16])
+    }
+
+    fn row(n: u8, created_at: u64) -> InvocationRow {
+        InvocationRow {
+            id: id(n),
+            service: "Greeter".into(),
+            handler: "greet".into(),
+            key: String::new(),
+            idempotency_key: None,
+            status: Status::Ready,
+            attempt: 0,
+            next_retry_at: 0,
+            caller: None,
+            created_at,
+            outcome: None,
+        }
+    }
+
+    /// A batch that uses every field of [`Batch`].
+    fn full_batch() -> Batch {
+        let mut called = row(2, 1_700_000_000_002);
+        called.service = "Cart".into();
+        called.handler = "add".into();
+        called.key = "user-7".into();
+        called.idempotency_key = Some("req-1".into());
+        called.status = Status::Suspended;
+        called.attempt = 3;
+        called.next_retry_at = 1_700_000_009_000;
+        called.caller = Some(Caller {
+            invocation: id(1),
+            result_completion_id: 4,
+        });
+        let mut failed = row(3, 1_700_000_000_003);
+        failed.status = Status::Completed;
+        failed.outcome = Some(Outcome::Failure {
+            code: 500,
+            message: "boom ✗".into(),
+        });
+        Batch {
+            new_invocations: vec![row(1, 1_700_000_000_001), called, failed],
+            updated_invocations: vec![],
+            journal: vec![
+                (id(1), 0, b"\x00\x00\x00\x00\x00\x00\x00\x02hi".to_vec()),
+                (id(1), 1, vec![0xff; 300]),
+                (id(2), 0, Vec::new()),
+            ],
+            timers_added: vec![
+                TimerRow {
+                    invocation: id(1),
+                    completion_id: 2,
+                    wake_at: 1_700_000_005_000,
+                },
+                TimerRow {
+                    invocation: id(2),
+                    completion_id: 1,
+                    wake_at: 1_700_000_001_000,
+                },
+                TimerRow {
+                    invocation: id(2),
+                    completion_id: 9,
+                    wake_at: 1_700_000_002_000,
+                },
+            ],
+            timers_removed: vec![(id(2), 9), (id(9), 9)],
+            state: vec![
+                StateOp::Set {
+                    service: "Cart".into(),
+                    key: "user-7".into(),
+                    name: "items".into(),
+                    value: b"[1]".to_vec(),
+                },
+                StateOp::Set {
+                    service: "Cart".into(),
+                    key: "user-7".into(),
+                    name: "count".into(),
+                    value: b"1".to_vec(),
+                },
+                StateOp::Set {
+                    service: "Cart".into(),
+                    key: "user-7".into(),
+                    name: "items".into(),
+                    value: b"[1,2]".to_vec(),
+                },
+                StateOp::Set {
+                    service: "Cart".into(),
+                    key: "user-7".into(),
+                    name: "tmp".into(),
+                    value: b"x".to_vec(),
+                },
+                StateOp::Clear {
+                    service: "Cart".into(),
+                    key: "user-7".into(),
+                    name: "tmp".into(),
+                },
+                StateOp::Set {
+                    service: "Cart".into(),
+                    key: "user-8".into(),
+                    name: "items".into(),
+                    value: b"[]".to_vec(),
+                },
+                StateOp::ClearAll {
+                    service: "Cart".into(),
+                    key: "user-8".into(),
+                },
+            ],
+            idempotency: vec![(
+                "Cart".into(),
+                "add".into(),
+                "user-7".into(),
+                "req-1".into(),
+                id(2),
+            )],
+        }
+    }
+
+    /// Checks that `store` holds exactly what [`full_batch`] wrote.
+    fn assert_full_batch(store: &Store) {
+        let b = full_batch();
+        for r in &b.new_invocations {
+            assert_eq!(store.invocation(&r.id).unwrap().as_ref(), Some(r));
+        }
+        assert_eq!(store.invocation(&id(42)).unwrap(), None);
+        assert_eq!(
+            store.journal(&id(1)).unwrap(),
+            vec![
+                b"\x00\x00\x00\x00\x00\x00\x00\x02hi".to_vec(),
+                vec![0xff; 300]
+            ]
+        );
+        assert_eq!(store.journal(&id(2)).unwrap(), vec![Vec::<u8>::new()]);
+        assert_eq!(store.journal_len(&id(1)).unwrap(), 2);
+        assert_eq!(store.journal_len(&id(3)).unwrap(), 0);
+        assert_eq!(
+            store.timers().unwrap(),
+            vec![b.timers_added[1], b.timers_added[0]],
+            "ordered by wake_at, the removed one gone"
+        );
+        assert_eq!(
+            store.state("Cart", "user-7").unwrap(),
+            vec![
+                ("count".into(), b"1".to_vec()),
+                ("items".into(), b"[1,2]".to_vec())
+            ]
+        );
+        assert!(store.state("Cart", "user-8").unwrap().is_empty());
+        assert_eq!(
+            store.idempotent("Cart", "add", "user-7", "req-1").unwrap(),
+            Some(id(2))
+        );
+        assert_eq!(
+            store.idempotent("Cart", "add", "user-7", "req-2").unwrap(),
+            None
+        );
+        assert_eq!(
+            store.idempotent("Cart", "add", "user-8", "req-1").unwrap(),
+            None
+        );
+        let unfinished: Vec<_> = store.unfinished().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(unfinished, vec![id(1), id(2)]);
+        let listed: Vec<_> = store.list(10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![id(3), id(2), id(1)]);
+    }
+
+    fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("engine.db")
+    }
+
+    #[test]
+    fn round_trip_of_every_batch_field() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.commit(&full_batch()).unwrap();
+        assert_full_batch(&store);
+
+        // Whole-row updates: completion with a success, and an upsert of an unknown id.
+        let mut done = store.invocation(&id(1)).unwrap().unwrap();
+        done.status = Status::Completed;
+        done.attempt = 1;
+        done.outcome = Some(Outcome::Success(b"\"hello\"".to_vec()));
+        let mut resumed = store.invocation(&id(2)).unwrap().unwrap();
+        resumed.status = Status::Ready;
+        resumed.caller = None;
+        resumed.idempotency_key = None;
+        let fresh = row(4, 1_700_000_000_004);
+        store
+            .commit(&Batch {
+                updated_invocations: vec![done.clone(), resumed.clone(), fresh.clone()],
+                journal: vec![(id(1), 2, b"out".to_vec())],
+                timers_removed: vec![(id(2), 1)],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.invocation(&id(1)).unwrap(), Some(done));
+        assert_eq!(store.invocation(&id(2)).unwrap(), Some(resumed));
+        assert_eq!(store.invocation(&id(4)).unwrap(), Some(fresh));
+        assert_eq!(store.journal_len(&id(1)).unwrap(), 3);
+        assert_eq!(store.journal(&id(1)).unwrap()[2], b"out");
+        assert_eq!(store.timers().unwrap().len(), 1);
+        let unfinished: Vec<_> = store.unfinished().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(unfinished, vec![id(2), id(4)]);
+        let listed: Vec<_> = store.list(2).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![id(4), id(3)]);
+        assert!(store.list(0).unwrap().is_empty());
+
+        // Timer re-added: same key, new due time.
+        let t = TimerRow {
+            invocation: id(1),
+            completion_id: 2,
+            wake_at: 5,
+        };
+        store
+            .commit(&Batch {
+                timers_added: vec![t],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.timers().unwrap(), vec![t]);
+
+        // An empty batch is a no-op.
+        store.commit(&Batch::default()).unwrap();
+    }
+
+    #[test]
+    fn reopen_after_commit_sees_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        {
+            let mut store = Store::open(&path, Durability::Fsync).unwrap();
+            store.commit(&full_batch()).unwrap();
+        }
+        let store = Store::open(&path, Durability::Fsync).unwrap();
+        assert_full_batch(&store);
+        drop(store);
+        // Opened a third time, with the other durability, nothing is migrated or lost.
+        let store = Store::open(&path, Durability::Os).unwrap();
+        assert_full_batch(&store);
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn empty_file_is_a_fresh_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        std::fs::File::create(&path).unwrap();
+        let mut store = Store::open(&path, Durability::Os).unwrap();
+        assert!(store.unfinished().unwrap().is_empty());
+        store.commit(&full_batch()).unwrap();
+        let app_id: i32 = store
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(app_id, APPLICATION_ID);
+        let version: u32 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn foreign_sqlite_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path, Durability::Os).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Foreign(ref p, _) if p == &path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("is not a durable-futures database"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was modified"
+        );
+
+        // Another application's id, even without tables.
+        let other = dir.path().join("other.db");
+        {
+            let conn = Connection::open(&other).unwrap();
+            conn.pragma_update(None, "application_id", 0x1234_i32)
+                .unwrap();
+        }
+        let err = Store::open(&other, Durability::Os).unwrap_err();
+        assert!(matches!(err, StoreError::Foreign(..)), "{err:?}");
+        assert!(err.to_string().contains("0x00001234"), "{err}");
+    }
+
+    #[test]
+    fn random_bytes_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        // Deterministic pseudo-random bytes (xorshift), 8 KiB.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let bytes: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::open(&path, Durability::Os).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(ref p, _) if p == &path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("is not a database or is damaged"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        // A text file too.
+        std::fs::write(&path, "hello, this is not a database\n").unwrap();
+        let err = Store::open(&path, Durability::Os).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        drop(Store::open(&path, Durability::Os).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(&path, Durability::Os).unwrap_err();
+        match &err {
+            StoreError::NewerSchema {
+                path: p,
+                found,
+                supported,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(*found, 99);
+                assert_eq!(*supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+        assert!(err.to_string().contains("upgrade durable-futures"), "{err}");
+    }
+
+    #[test]
+    fn disk_full_rolls_back_and_store_stays_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let mut store = Store::open(&path, Durability::Os).unwrap();
+        store.commit(&full_batch()).unwrap();
+        let pages: i64 = store
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages + 2)
+            .unwrap();
+
+        // ~1 MiB of journal: far more than two pages.
+        let big = Batch {
+            new_invocations: vec![row(5, 1_700_000_000_005)],
+            journal: (0..256).map(|i| (id(5), i, vec![7u8; 4096])).collect(),
+            state: vec![StateOp::ClearAll {
+                service: "Cart".into(),
+                key: "user-7".into(),
+            }],
+            ..Batch::default()
+        };
+        let err = store.commit(&big).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Full(ref p, _) if p == &path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("the disk is full"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+
+        // Nothing of the failed batch is visible; what was committed before is intact.
+        assert!(store.conn.is_autocommit());
+        assert_eq!(store.invocation(&id(5)).unwrap(), None);
+        assert_eq!(store.journal_len(&id(5)).unwrap(), 0);
+        assert_full_batch(&store);
+
+        // Still usable: a small commit fits, and once there is room the big one succeeds.
+        store
+            .commit(&Batch {
+                journal: vec![(id(1), 2, b"small".to_vec())],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.journal_len(&id(1)).unwrap(), 3);
+        store
+            .conn
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        store.commit(&big).unwrap();
+        assert_eq!(store.journal_len(&id(5)).unwrap(), 256);
+        drop(store);
+        let store = Store::open(&path, Durability::Os).unwrap();
+        assert_eq!(store.journal_len(&id(5)).unwrap(), 256);
+        assert_eq!(store.journal_len(&id(1)).unwrap(), 3);
+    }
+
+    #[test]
+    fn ten_thousand_journal_appends_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let mut store = Store::open(&path, Durability::Fsync).unwrap();
+        let frames = |n: u32| -> Vec<(InvocationId, u32, Vec<u8>)> {
+            (0..n)
+                .map(|i| (id(1 + (i % 4) as u8), i / 4, i.to_le_bytes().to_vec()))
+                .collect()
+        };
+
+        // Atomic: the last of 10,000 appends collides with the first, so none is written.
+        let mut bad = Batch {
+            journal: frames(10_000),
+            ..Batch::default()
+        };
+        bad.journal[9_999] = (id(1), 0, b"duplicate".to_vec());
+        let err = store.commit(&bad).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite(..)), "{err:?}");
+        for n in 1..=4 {
+            assert_eq!(store.journal_len(&id(n)).unwrap(), 0);
+        }
+
+        let batch = Batch {
+            journal: frames(10_000),
+            ..Batch::default()
+        };
+        store.commit(&batch).unwrap();
+        let total: u32 = (1..=4).map(|n| store.journal_len(&id(n)).unwrap()).sum();
+        assert_eq!(total, 10_000);
+        let journal = store.journal(&id(2)).unwrap();
+        assert_eq!(journal.len(), 2_500);
+        for (k, frame) in journal.iter().enumerate() {
+            assert_eq!(frame, &(k as u32 * 4 + 1).to_le_bytes(), "entry {k}");
+        }
+    }
+
+    #[test]
+    fn invalid_rows_are_reported_as_damage() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .commit(&Batch {
+                new_invocations: vec![row(1, 1)],
+                ..Batch::default()
+            })
+            .unwrap();
+        store
+            .conn
+            .execute("UPDATE invocations SET status = 7", [])
+            .unwrap();
+        let err = store.invocation(&id(1)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
+        assert!(err.to_string().contains("unknown status 7"), "{err}");
+    }
+
+    #[test]
+    fn missing_directory_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/dir/engine.db");
+        let err = Store::open(&path, Durability::Os).unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+}

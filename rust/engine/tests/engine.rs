@@ -1,0 +1,559 @@
+//! The engine driven by a synchronous host: each attempt feeds the engine's request to the
+//! real core VM, closes input (request/response style), runs the handler until it ends or
+//! suspends, and hands the VM's output back. Runs execute inline.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use durable_futures_core::{
+    AwaitOutcome, CommandResult, Handle, RetryPolicy, RunExit, SelectOutcome, Target, Value, Vm,
+    VmOptions,
+};
+use durable_futures_engine::engine::{Effect, Engine, RetryOptions, Submission};
+use durable_futures_engine::model::{InvocationId, Outcome};
+use durable_futures_engine::store::{Durability, Store};
+
+#[derive(Debug)]
+enum Stop {
+    Suspended,
+    Failed(String),
+}
+
+type R<T> = Result<T, Stop>;
+
+struct Ctx<'a> {
+    vm: &'a mut Vm,
+    runs: &'a RefCell<HashMap<String, usize>>,
+}
+
+impl Ctx<'_> {
+    fn wait(&mut self, h: Handle) -> R<Value> {
+        match self
+            .vm
+            .do_await(h)
+            .map_err(|e| Stop::Failed(e.to_string()))?
+        {
+            AwaitOutcome::Ready => Ok(self.vm.take_notification(h).unwrap().unwrap()),
+            AwaitOutcome::Suspended => Err(Stop::Suspended),
+            other => Err(Stop::Failed(format!("{other:?}"))),
+        }
+    }
+
+    fn run(&mut self, name: &str, value: &[u8]) -> R<Value> {
+        let rh = self
+            .vm
+            .sys_run(name)
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        if !rh.replayed {
+            *self.runs.borrow_mut().entry(name.to_owned()).or_default() += 1;
+            let exit = RunExit::Success(Bytes::copy_from_slice(value));
+            self.vm
+                .propose_run_completion(rh.handle, exit, &RetryPolicy::Infinite)
+                .unwrap();
+        }
+        self.wait(rh.handle)
+    }
+
+    fn sleep(&mut self, until: u64) -> R<()> {
+        let h = self
+            .vm
+            .sys_sleep("", until)
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        self.wait(h).map(|_| ())
+    }
+
+    fn call(&mut self, service: &str, handler: &str, arg: &[u8]) -> R<Value> {
+        let t = Target {
+            service: service.into(),
+            handler: handler.into(),
+            ..Target::default()
+        };
+        let h = self
+            .vm
+            .sys_call(t, Bytes::copy_from_slice(arg), "")
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        self.wait(h.result)
+    }
+
+    fn send(&mut self, service: &str, handler: &str, arg: &[u8]) -> R<()> {
+        let t = Target {
+            service: service.into(),
+            handler: handler.into(),
+            ..Target::default()
+        };
+        self.vm
+            .sys_send(t, Bytes::copy_from_slice(arg), None, "")
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        Ok(())
+    }
+}
+
+type HandlerFn = Box<dyn Fn(&mut Ctx<'_>, &[u8]) -> R<Vec<u8>>>;
+
+struct Host {
+    engine: Engine,
+    now: u64,
+    handlers: HashMap<String, HandlerFn>,
+    runs: RefCell<HashMap<String, usize>>,
+    attempts: usize,
+    /// Handler names that must fail (retryably) this many more times.
+    fail_next: HashMap<String, usize>,
+    completed: HashMap<InvocationId, Outcome>,
+}
+
+fn value_bytes(v: Value) -> Vec<u8> {
+    match v {
+        Value::Value(b) => b.to_vec(),
+        Value::Void => Vec::new(),
+        Value::Failure(f) => format!("failure {} {}", f.code, f.message).into_bytes(),
+        other => format!("{other:?}").into_bytes(),
+    }
+}
+
+impl Host {
+    fn new(store: Store) -> Host {
+        let retry = RetryOptions {
+            initial_ms: 10,
+            factor: 2.0,
+            max_ms: 100,
+            max_attempts: None,
+        };
+        Host {
+            engine: Engine::open(store, retry).unwrap(),
+            now: 1_000_000,
+            handlers: HashMap::new(),
+            runs: RefCell::new(HashMap::new()),
+            attempts: 0,
+            fail_next: HashMap::new(),
+            completed: HashMap::new(),
+        }
+    }
+
+    fn handler(&mut self, name: &str, f: impl Fn(&mut Ctx<'_>, &[u8]) -> R<Vec<u8>> + 'static) {
+        self.handlers.insert(name.to_owned(), Box::new(f));
+    }
+
+    fn commit(&mut self) {
+        for e in self.engine.commit(self.now).unwrap() {
+            if let Effect::Completed { id, outcome } = e {
+                self.completed.insert(id, outcome);
+            }
+        }
+    }
+
+    /// Runs attempts and fires timers (advancing virtual time) until nothing is left to do.
+    fn run_until_idle(&mut self) {
+        for _ in 0..10_000 {
+            self.commit();
+            self.engine.fire_timers(self.now);
+            self.commit();
+            match self.engine.next_attempt(self.now).unwrap() {
+                Some(a) => self.attempt(a),
+                None => match self.engine.next_wakeup() {
+                    Some(t) if t > self.now => self.now = t,
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+        panic!("did not settle");
+    }
+
+    fn attempt(&mut self, a: durable_futures_engine::engine::Attempt) {
+        self.attempts += 1;
+        let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
+        vm.notify_input(&a.request);
+        vm.notify_input_closed();
+        let input = vm.sys_input().unwrap();
+        if let Some(n) = self.fail_next.get_mut(&a.handler).filter(|n| **n > 0) {
+            *n -= 1;
+            vm.notify_error(durable_futures_core::Error::new(500, "flaky"));
+        } else {
+            let f = &self.handlers[&a.handler];
+            let result = f(
+                &mut Ctx {
+                    vm: &mut vm,
+                    runs: &self.runs,
+                },
+                &input.input,
+            );
+            match result {
+                Ok(out) => {
+                    vm.sys_write_output(CommandResult::Value(Bytes::from(out)))
+                        .unwrap();
+                    vm.sys_end().unwrap();
+                }
+                Err(Stop::Suspended) => {}
+                Err(Stop::Failed(m)) => panic!("handler failed: {m}"),
+            }
+        }
+        let out = vm.take_output();
+        self.engine.on_output(a.id, a.token, &out, self.now);
+    }
+
+    fn outcome(&self, id: InvocationId) -> Outcome {
+        self.completed
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} did not complete", id.to_text()))
+    }
+}
+
+fn memory() -> Store {
+    Store::open_in_memory().unwrap()
+}
+
+fn submit(h: &mut Host, service: &str, handler: &str, input: &[u8]) -> InvocationId {
+    let now = h.now;
+    h.engine
+        .submit(
+            &Submission {
+                service,
+                handler,
+                key: "",
+                input,
+                idempotency_key: None,
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap()
+        .id
+}
+
+#[test]
+fn echo_completes() {
+    let mut h = Host::new(memory());
+    h.handler("echo", |_, input| Ok(input.to_vec()));
+    let id = submit(&mut h, "S", "echo", b"\"hi\"");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"hi\"".to_vec()));
+    assert_eq!(h.engine.unfinished(), 0);
+}
+
+#[test]
+fn timer_suspends_then_fires() {
+    let mut h = Host::new(memory());
+    h.handler("nap", |ctx, _| {
+        ctx.sleep(1_005_000)?;
+        Ok(b"\"rested\"".to_vec())
+    });
+    let id = submit(&mut h, "S", "nap", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
+    assert!(h.now >= 1_005_000, "virtual time advanced to the timer");
+}
+
+#[test]
+fn runs_execute_once_and_replay() {
+    let mut h = Host::new(memory());
+    h.handler("steps", |ctx, _| {
+        let mut total = 0;
+        for i in 0..5u8 {
+            let v = value_bytes(ctx.run(&format!("step-{i}"), &[b'0' + i])?);
+            total += (v[0] - b'0') as u32;
+        }
+        Ok(total.to_string().into_bytes())
+    });
+    let id = submit(&mut h, "S", "steps", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"10".to_vec()));
+    for i in 0..5 {
+        assert_eq!(
+            h.runs.borrow()[&format!("step-{i}")],
+            1,
+            "step-{i} ran once"
+        );
+    }
+    let journal = h.engine.journal(&id).unwrap();
+    assert_eq!(
+        journal.len(),
+        1 + 5 * 2 + 1,
+        "input, 5 runs + completions, output"
+    );
+}
+
+#[test]
+fn calls_between_handlers() {
+    let mut h = Host::new(memory());
+    h.handler("double", |_, input| {
+        let n: u32 = std::str::from_utf8(input).unwrap().parse().unwrap();
+        Ok((n * 2).to_string().into_bytes())
+    });
+    h.handler("caller", |ctx, _| {
+        let a = value_bytes(ctx.call("S", "double", b"21")?);
+        Ok(a)
+    });
+    let id = submit(&mut h, "S", "caller", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"42".to_vec()));
+}
+
+#[test]
+fn awakeable_resolved_by_another_handler() {
+    let mut h = Host::new(memory());
+    h.handler("resolver", |ctx, input| {
+        let id: String = std::str::from_utf8(input)
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+        ctx.vm
+            .sys_complete_awakeable(&id, CommandResult::Value(Bytes::from_static(b"\"yes\"")))
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        Ok(Vec::new())
+    });
+    h.handler("waiter", |ctx, _| {
+        let a = ctx
+            .vm
+            .sys_awakeable()
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        ctx.send("S", "resolver", format!("\"{}\"", a.id).as_bytes())?;
+        Ok(value_bytes(ctx.wait(a.handle)?))
+    });
+    let id = submit(&mut h, "S", "waiter", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"yes\"".to_vec()));
+}
+
+#[test]
+fn awakeable_resolved_from_outside() {
+    let mut h = Host::new(memory());
+    let captured = Rc::new(RefCell::new(String::new()));
+    let c = captured.clone();
+    h.handler("waiter", move |ctx, _| {
+        let a = ctx
+            .vm
+            .sys_awakeable()
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        *c.borrow_mut() = a.id.clone();
+        Ok(value_bytes(ctx.wait(a.handle)?))
+    });
+    let id = submit(&mut h, "S", "waiter", b"null");
+    h.run_until_idle();
+    assert!(!h.completed.contains_key(&id), "suspended on the awakeable");
+    let awk = captured.borrow().clone();
+    h.engine.resolve_awakeable(&awk, b"7").unwrap();
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"7".to_vec()));
+    assert!(h.engine.resolve_awakeable("sign_1nope", b"1").is_err());
+}
+
+#[test]
+fn failed_attempts_are_retried_with_backoff() {
+    let mut h = Host::new(memory());
+    h.handler("flaky", |ctx, _| Ok(value_bytes(ctx.run("side", b"1")?)));
+    h.fail_next.insert("flaky".into(), 3);
+    let start = h.now;
+    let id = submit(&mut h, "S", "flaky", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"1".to_vec()));
+    assert_eq!(h.attempts, 3 + 2, "3 failures, then run + replay");
+    assert!(
+        h.now - start >= 10 + 20 + 40,
+        "exponential backoff in virtual time"
+    );
+}
+
+#[test]
+fn max_attempts_fail_the_invocation() {
+    let retry = RetryOptions {
+        initial_ms: 1,
+        factor: 1.0,
+        max_ms: 1,
+        max_attempts: Some(2),
+    };
+    let mut h = Host::new(memory());
+    h.engine = Engine::open(memory(), retry).unwrap();
+    h.handler("doomed", |_, _| Ok(Vec::new()));
+    h.fail_next.insert("doomed".into(), 10);
+    let id = submit(&mut h, "S", "doomed", b"null");
+    h.run_until_idle();
+    match h.outcome(id) {
+        Outcome::Failure { code, message } => {
+            assert_eq!(code, 500);
+            assert!(message.contains("gave up after 2"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn idempotency_key_returns_the_first_invocation() {
+    let mut h = Host::new(memory());
+    h.handler("echo", |_, input| Ok(input.to_vec()));
+    let now = h.now;
+    let a = h
+        .engine
+        .submit(
+            &Submission {
+                service: "S",
+                handler: "echo",
+                key: "",
+                input: b"1",
+                idempotency_key: Some("k"),
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap();
+    let b = h
+        .engine
+        .submit(
+            &Submission {
+                service: "S",
+                handler: "echo",
+                key: "",
+                input: b"2",
+                idempotency_key: Some("k"),
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(!a.existing && b.existing && a.id == b.id);
+    h.run_until_idle();
+    let c = h
+        .engine
+        .submit(
+            &Submission {
+                service: "S",
+                handler: "echo",
+                key: "",
+                input: b"3",
+                idempotency_key: Some("k"),
+                invoke_at: 0,
+            },
+            h.now,
+        )
+        .unwrap();
+    assert_eq!(c.id, a.id);
+    assert_eq!(h.outcome(a.id), Outcome::Success(b"1".to_vec()));
+}
+
+#[test]
+fn one_invocation_per_object_key_at_a_time() {
+    let mut h = Host::new(memory());
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    h.handler("add", move |ctx, input| {
+        o.borrow_mut()
+            .push(format!("start {}", String::from_utf8_lossy(input)));
+        ctx.sleep(1_000_100)?;
+        o.borrow_mut()
+            .push(format!("end {}", String::from_utf8_lossy(input)));
+        Ok(Vec::new())
+    });
+    let now = h.now;
+    h.engine
+        .submit(
+            &Submission {
+                service: "Obj",
+                handler: "add",
+                key: "k1",
+                input: b"1",
+                idempotency_key: None,
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap();
+    h.engine
+        .submit(
+            &Submission {
+                service: "Obj",
+                handler: "add",
+                key: "k1",
+                input: b"2",
+                idempotency_key: None,
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap();
+    h.run_until_idle();
+    let log = order.borrow().clone();
+    let first_end = log.iter().position(|l| l == "end 1").unwrap();
+    let second_start = log.iter().position(|l| l == "start 2").unwrap();
+    assert!(first_end < second_start, "serialized per key: {log:?}");
+}
+
+#[test]
+fn a_restart_resumes_every_unfinished_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let register = |h: &mut Host| {
+        h.handler("long", |ctx, _| {
+            let a = value_bytes(ctx.run("a", b"1")?);
+            ctx.sleep(1_010_000)?;
+            let b = value_bytes(ctx.run("b", b"2")?);
+            Ok([a, b].concat())
+        });
+    };
+    let id;
+    let runs_before;
+    {
+        let mut h = Host::new(Store::open(&path, Durability::Fsync).unwrap());
+        register(&mut h);
+        id = submit(&mut h, "S", "long", b"null");
+        // Run until the handler sleeps (the timer is not due yet), then "crash".
+        for _ in 0..10 {
+            h.commit();
+            match h.engine.next_attempt(h.now).unwrap() {
+                Some(a) => h.attempt(a),
+                None => break,
+            }
+        }
+        h.commit();
+        runs_before = h.runs.borrow().clone();
+        assert_eq!(runs_before.get("a"), Some(&1));
+        assert!(!h.completed.contains_key(&id));
+    }
+    let mut h = Host::new(Store::open(&path, Durability::Fsync).unwrap());
+    register(&mut h);
+    h.now = 2_000_000; // the timer came due while the process was down
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"12".to_vec()));
+    assert_eq!(
+        h.runs.borrow().get("a"),
+        None,
+        "run 'a' was journaled: not executed again"
+    );
+    assert_eq!(h.runs.borrow().get("b"), Some(&1));
+    assert_eq!(h.engine.journal(&id).unwrap().len(), 1 + 2 + 2 + 2 + 1);
+}
+
+#[test]
+fn selector_over_runs_and_timer_through_the_engine() {
+    let mut h = Host::new(memory());
+    h.handler("race", |ctx, _| {
+        let timer = ctx
+            .vm
+            .sys_sleep("", 9_999_999_999)
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let rh = ctx
+            .vm
+            .sys_run("quick")
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        if !rh.replayed {
+            ctx.vm
+                .propose_run_completion(
+                    rh.handle,
+                    RunExit::Success(Bytes::from_static(b"\"run\"")),
+                    &RetryPolicy::Infinite,
+                )
+                .unwrap();
+        }
+        let sel = ctx.vm.selector(&[timer, rh.handle]).unwrap();
+        match ctx.vm.select_next(sel).unwrap() {
+            SelectOutcome::Selected(h) if h == rh.handle => Ok(b"\"run won\"".to_vec()),
+            SelectOutcome::Selected(_) => Ok(b"\"timer won\"".to_vec()),
+            SelectOutcome::Suspended => Err(Stop::Suspended),
+            other => Err(Stop::Failed(format!("{other:?}"))),
+        }
+    });
+    let id = submit(&mut h, "S", "race", b"null");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"run won\"".to_vec()));
+}
