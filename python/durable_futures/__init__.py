@@ -24,6 +24,7 @@ from .futures import (
     Selector,
     TimerFuture,
 )
+from .local import LocalEngine
 from .serde import BytesSerde, JsonSerde, Serde
 from .service import Handler, Service, VirtualObject
 
@@ -38,6 +39,7 @@ __all__ = [
     "Handler",
     "JournalMismatchError",
     "JsonSerde",
+    "LocalEngine",
     "ObjectContext",
     "ProtocolError",
     "ResponseFuture",

@@ -28,9 +28,11 @@ __all__ = [
     "InternalError",
     "JournalMismatchError",
     "ProtocolError",
+    "StorageError",
     "SuspendedError",
     "TerminalError",
     "UnsupportedFeatureError",
+    "UnknownInvocationError",
     "UnsupportedProtocolError",
     "error_for_code",
 ]
@@ -132,6 +134,19 @@ class ClosedError(DurableError):
     code = CLOSED
 
 
+class UnknownInvocationError(DurableError, LookupError):
+    """No invocation with that id (404)."""
+
+    code = 404
+
+
+class StorageError(DurableError):
+    """The embedded engine could not read or write its database (full disk, damaged or
+    foreign file). Nothing that was acknowledged is lost."""
+
+    code = 507
+
+
 class SuspendedError(DurableError):
     """The attempt suspended (599); the driver unwinds the handler with it."""
 
@@ -147,6 +162,8 @@ _BY_CODE: dict[int, type[DurableError]] = {
     UNSUPPORTED_FEATURE: UnsupportedFeatureError,
     CLOSED: ClosedError,
     SUSPENDED: SuspendedError,
+    404: UnknownInvocationError,
+    507: StorageError,
 }
 
 

@@ -78,6 +78,7 @@ pub struct Attempt {
 
 /// Something the host must do after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Effect {
     /// Feed these frames to the live attempt `token` of `id`.
     Deliver {
@@ -943,6 +944,25 @@ impl Engine {
         } else {
             live.row.status = Status::Suspended;
             self.mark_dirty(id);
+        }
+    }
+
+    /// The host could not hand released notifications to attempt `token` (its VM had already
+    /// stopped reading). The invocation runs again instead of waiting for them.
+    pub fn not_delivered(&mut self, id: InvocationId, token: u64) {
+        if let Some(live) = self.running(&id, token) {
+            if let Some(a) = live.attempt.as_mut() {
+                a.undelivered += 1;
+            }
+            return;
+        }
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        if live.attempt.is_none() && live.row.status == Status::Suspended {
+            live.row.status = Status::Ready;
+            self.mark_dirty(id);
+            self.schedule(id, 0);
         }
     }
 

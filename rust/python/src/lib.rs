@@ -498,5 +498,287 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", VERSION)?;
     m.add("PROTOCOL_VERSIONS", (5u32, 7u32))?;
     m.add_class::<PyVm>()?;
+    m.add_class::<engine_bindings::PyEngine>()?;
     Ok(())
+}
+
+// ---- the embedded engine -----------------------------------------------------------------------
+
+mod engine_bindings {
+    use durable_futures_engine::engine::{Effect, Engine, EngineError, RetryOptions, Submission};
+    use durable_futures_engine::model::{InvocationId, Outcome, Status};
+    use durable_futures_engine::store::{Durability, Store, StoreError};
+    use pyo3::prelude::*;
+    use pyo3::types::PyBytes;
+
+    use super::to_py;
+
+    fn engine_err(e: EngineError) -> PyErr {
+        let (code, message) = match &e {
+            EngineError::Store(StoreError::Full(..)) => (507, e.to_string()),
+            EngineError::Store(_) => (507, e.to_string()),
+            EngineError::UnknownInvocation(_) => (404, e.to_string()),
+            EngineError::BadAwakeable(_) => (400, e.to_string()),
+            _ => (500, e.to_string()),
+        };
+        to_py(durable_futures_core::Error::new(code, message))
+    }
+
+    fn parse_id(id: &str) -> PyResult<InvocationId> {
+        InvocationId::parse(id).ok_or_else(|| {
+            to_py(durable_futures_core::Error::new(
+                404,
+                format!("'{id}' is not an invocation id"),
+            ))
+        })
+    }
+
+    fn outcome_py(py: Python<'_>, o: Outcome) -> PyResult<PyObject> {
+        Ok(match o {
+            Outcome::Success(v) => (true, PyBytes::new(py, &v))
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+            Outcome::Failure { code, message } => (false, (code, message))
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+        })
+    }
+
+    /// The embedded engine (see `durable_futures_engine::engine::Engine`). Used from one
+    /// thread, the event loop's.
+    #[pyclass(module = "durable_futures._core", name = "Engine", unsendable)]
+    pub struct PyEngine {
+        engine: Engine,
+    }
+
+    #[pymethods]
+    impl PyEngine {
+        #[new]
+        #[pyo3(signature = (path=None, durability="fsync", retry_initial_ms=50, retry_factor=2.0, retry_max_ms=10_000, retry_max_attempts=None))]
+        fn new(
+            path: Option<std::path::PathBuf>,
+            durability: &str,
+            retry_initial_ms: u64,
+            retry_factor: f64,
+            retry_max_ms: u64,
+            retry_max_attempts: Option<u32>,
+        ) -> PyResult<PyEngine> {
+            let durability = match durability {
+                "fsync" => Durability::Fsync,
+                "os" => Durability::Os,
+                other => {
+                    return Err(to_py(durable_futures_core::Error::new(
+                        400,
+                        format!("durability must be 'fsync' or 'os', not {other:?}"),
+                    )))
+                }
+            };
+            let store = match &path {
+                Some(p) => Store::open(p, durability),
+                None => Store::open_in_memory(),
+            }
+            .map_err(|e| engine_err(EngineError::Store(e)))?;
+            let retry = RetryOptions {
+                initial_ms: retry_initial_ms,
+                factor: retry_factor,
+                max_ms: retry_max_ms,
+                max_attempts: retry_max_attempts,
+            };
+            Ok(PyEngine {
+                engine: Engine::open(store, retry).map_err(engine_err)?,
+            })
+        }
+
+        /// `(invocation_id, existing)`.
+        #[allow(clippy::too_many_arguments)]
+        #[pyo3(signature = (service, handler, key, input, idempotency_key, invoke_at, now))]
+        fn submit(
+            &mut self,
+            service: &str,
+            handler: &str,
+            key: &str,
+            input: &[u8],
+            idempotency_key: Option<&str>,
+            invoke_at: u64,
+            now: u64,
+        ) -> PyResult<(String, bool)> {
+            let req = Submission {
+                service,
+                handler,
+                key,
+                input,
+                idempotency_key,
+                invoke_at,
+            };
+            let s = self.engine.submit(&req, now).map_err(engine_err)?;
+            Ok((s.id.to_text(), s.existing))
+        }
+
+        /// `(invocation_id, token, service, handler, request, content_type)` or `None`.
+        #[allow(clippy::type_complexity)]
+        fn next_attempt<'py>(
+            &mut self,
+            py: Python<'py>,
+            now: u64,
+        ) -> PyResult<
+            Option<(
+                String,
+                u64,
+                String,
+                String,
+                Bound<'py, PyBytes>,
+                &'static str,
+            )>,
+        > {
+            Ok(self.engine.next_attempt(now).map_err(engine_err)?.map(|a| {
+                (
+                    a.id.to_text(),
+                    a.token,
+                    a.service,
+                    a.handler,
+                    PyBytes::new(py, &a.request),
+                    a.content_type,
+                )
+            }))
+        }
+
+        fn on_output(&mut self, id: &str, token: u64, data: &[u8], now: u64) -> PyResult<()> {
+            self.engine.on_output(parse_id(id)?, token, data, now);
+            Ok(())
+        }
+
+        fn not_delivered(&mut self, id: &str, token: u64) -> PyResult<()> {
+            self.engine.not_delivered(parse_id(id)?, token);
+            Ok(())
+        }
+
+        fn attempt_failed(&mut self, id: &str, token: u64, reason: &str, now: u64) -> PyResult<()> {
+            self.engine
+                .attempt_failed(parse_id(id)?, token, reason, now);
+            Ok(())
+        }
+
+        /// Group commit. Effects: `("deliver", id, token, frames)` or
+        /// `("completed", id, (ok, payload))`.
+        fn commit(&mut self, py: Python<'_>, now: u64) -> PyResult<Vec<PyObject>> {
+            let effects = self.engine.commit(now).map_err(engine_err)?;
+            let mut out = Vec::with_capacity(effects.len());
+            for e in effects {
+                out.push(match e {
+                    Effect::Deliver { id, token, frames } => {
+                        ("deliver", id.to_text(), token, PyBytes::new(py, &frames))
+                            .into_pyobject(py)?
+                            .into_any()
+                            .unbind()
+                    }
+                    Effect::Completed { id, outcome } => {
+                        ("completed", id.to_text(), outcome_py(py, outcome)?)
+                            .into_pyobject(py)?
+                            .into_any()
+                            .unbind()
+                    }
+                    _ => continue,
+                });
+            }
+            Ok(out)
+        }
+
+        fn fire_timers(&mut self, now: u64) -> usize {
+            self.engine.fire_timers(now)
+        }
+
+        fn next_wakeup(&self) -> Option<u64> {
+            self.engine.next_wakeup()
+        }
+
+        fn has_ready(&self) -> bool {
+            self.engine.has_ready()
+        }
+
+        fn unfinished(&self) -> usize {
+            self.engine.unfinished()
+        }
+
+        fn resolve_awakeable(&mut self, id: &str, value: &[u8]) -> PyResult<()> {
+            self.engine.resolve_awakeable(id, value).map_err(engine_err)
+        }
+
+        fn reject_awakeable(&mut self, id: &str, code: u32, message: &str) -> PyResult<()> {
+            self.engine
+                .reject_awakeable(id, code, message)
+                .map_err(engine_err)
+        }
+
+        fn cancel(&mut self, id: &str) -> PyResult<()> {
+            self.engine.cancel(parse_id(id)?).map_err(engine_err)
+        }
+
+        /// `None` while running, else `(ok, payload)`.
+        fn outcome(&self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
+            match self.engine.outcome(&parse_id(id)?).map_err(engine_err)? {
+                Some(o) => Ok(Some(outcome_py(py, o)?)),
+                None => Ok(None),
+            }
+        }
+
+        /// `(id, service, handler, key, status, attempt, created_at)` of stored invocations,
+        /// newest first.
+        #[allow(clippy::type_complexity)]
+        fn list_invocations(
+            &self,
+            limit: usize,
+        ) -> PyResult<Vec<(String, String, String, String, &'static str, u32, u64)>> {
+            Ok(self
+                .engine
+                .list(limit)
+                .map_err(engine_err)?
+                .into_iter()
+                .map(|r| {
+                    let status = match r.status {
+                        Status::Ready => "ready",
+                        Status::Suspended => "suspended",
+                        _ => "completed",
+                    };
+                    (
+                        r.id.to_text(),
+                        r.service,
+                        r.handler,
+                        r.key,
+                        status,
+                        r.attempt,
+                        r.created_at,
+                    )
+                })
+                .collect())
+        }
+
+        /// `(service, handler, key, status)` of one invocation, `None` if unknown.
+        fn invocation(&self, id: &str) -> PyResult<Option<(String, String, String, &'static str)>> {
+            Ok(self
+                .engine
+                .invocation(&parse_id(id)?)
+                .map_err(engine_err)?
+                .map(|r| {
+                    let status = match r.status {
+                        Status::Ready => "ready",
+                        Status::Suspended => "suspended",
+                        _ => "completed",
+                    };
+                    (r.service, r.handler, r.key, status)
+                }))
+        }
+
+        /// The stored journal: protocol frames, in order.
+        fn journal<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+            Ok(self
+                .engine
+                .journal(&parse_id(id)?)
+                .map_err(engine_err)?
+                .iter()
+                .map(|f| PyBytes::new(py, f))
+                .collect())
+        }
+    }
 }

@@ -1,0 +1,387 @@
+"""``LocalEngine``: runs services durably in this process on SQLite.
+
+The Rust engine (``durable_futures._core.Engine``) keeps the journals, timers and state and
+decides what runs; this module runs the attempts on the event loop with the same
+``Invocation`` driver the Restate endpoint uses. An attempt stays open (like a bidi stream)
+and receives notifications as soon as they are committed; an attempt that has waited for
+``inactivity_timeout`` without news has its input closed, suspends, and leaves memory until
+its next notification. Every notification and result is on disk before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .. import _core
+from .._invocation import Invocation
+from ..context import Context, ObjectContext
+from ..errors import BadRequestError, DurableError, TerminalError, UnknownInvocationError
+from ..serde import JsonSerde, Serde
+from ..service import Handler, Service
+
+__all__ = ["LocalEngine"]
+
+_JSON: JsonSerde[Any] = JsonSerde()
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Attempt:
+    token: int
+    inv: Invocation
+    vm: _core.Vm
+    last_activity: float
+    input_closed: bool = False
+
+
+class LocalEngine:
+    """Runs ``services`` durably in this process.
+
+    ``path`` is the SQLite file (``None``: in memory, not durable). ``durability`` is
+    ``"fsync"`` (a completion is on disk before a handler or client sees it) or ``"os"``
+    (handed to the OS; for tests). Failed attempts are retried with exponential backoff
+    (``retry_initial``, ``retry_factor``, ``retry_max``; ``max_attempts`` = give up).
+    """
+
+    def __init__(
+        self,
+        *services: Service,
+        path: str | os.PathLike[str] | None = None,
+        durability: str = "fsync",
+        retry_initial: timedelta = timedelta(milliseconds=50),
+        retry_factor: float = 2.0,
+        retry_max: timedelta = timedelta(seconds=10),
+        max_attempts: int | None = None,
+        inactivity_timeout: timedelta = timedelta(seconds=60),
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.services: dict[str, Service] = {}
+        for s in services:
+            if s.name in self.services:
+                raise ValueError(f"two services are named {s.name!r}")
+            self.services[s.name] = s
+        self._path = None if path is None else os.fspath(path)
+        self._durability = durability
+        self._retry = (
+            int(retry_initial.total_seconds() * 1000),
+            retry_factor,
+            int(retry_max.total_seconds() * 1000),
+            max_attempts,
+        )
+        self._inactivity = inactivity_timeout.total_seconds()
+        self._clock = clock or _wall_clock_ms
+        self._core: _core.Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._attempts: dict[str, _Attempt] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
+        self._closing = False
+        self.last_error: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LocalEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Opens the database and starts running invocations (unfinished ones resume)."""
+        if self._core is not None:
+            return
+        initial, factor, max_ms, max_attempts = self._retry
+        self._core = _core.Engine(self._path, self._durability, initial, factor, max_ms, max_attempts)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._driver = asyncio.create_task(self._drive(), name="durable-futures-engine")
+
+    async def close(self) -> None:
+        """Stops: running attempts are abandoned (they resume from the journal next time)."""
+        if self._driver is None:
+            return
+        self._closing = True
+        assert self._wake is not None
+        self._wake.set()
+        await self._driver
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            try:
+                await t
+            except BaseException:  # noqa: BLE001 - abandoned attempts end however they end
+                pass
+        for futures in self._waiters.values():
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+        self._driver = None
+        self._core = None
+
+    # ---- client API ------------------------------------------------------------------------------
+
+    def _target(self, target: Any, handler: str | None) -> tuple[str, str, Serde[Any], Serde[Any]]:
+        if isinstance(target, Handler):
+            return target.service_name, target.name, target.input_serde, target.output_serde
+        if handler is None:
+            if not isinstance(target, str) or "/" not in target:
+                raise TypeError("target is a handler, or 'Service/handler', or (service, handler)")
+            service, handler = target.split("/", 1)
+        else:
+            service = target
+        svc = self.services.get(service)
+        h = svc.handlers.get(handler) if svc else None
+        if h is None:
+            raise BadRequestError(f"no handler {service}/{handler} in this engine")
+        return service, handler, h.input_serde, h.output_serde
+
+    def _submit(
+        self,
+        target: Any,
+        handler: str | None,
+        arg: Any,
+        key: str | None,
+        idempotency_key: str | None,
+        delay: timedelta | None,
+        raw_input: bytes | None = None,
+    ) -> tuple[str, bool, Serde[Any]]:
+        core = self._require()
+        service, hname, in_serde, out_serde = self._target(target, handler)
+        svc = self.services[service]
+        if svc.ty == "VIRTUAL_OBJECT" and not key:
+            raise BadRequestError(f"{service} is a virtual object: a key is required")
+        payload = raw_input if raw_input is not None else in_serde.serialize(arg)
+        now = self._clock()
+        at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
+        inv_id, existing = core.submit(service, hname, key or "", payload, idempotency_key, at, now)
+        assert self._wake is not None
+        self._wake.set()
+        return inv_id, existing, out_serde
+
+    async def invoke(
+        self,
+        target: Any,
+        arg: Any = None,
+        *,
+        handler: str | None = None,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Invokes and waits for the result. A repeated call with the same idempotency key
+        returns the first invocation's result (waiting for it if needed)."""
+        inv_id, _, out_serde = self._submit(target, handler, arg, key, idempotency_key, None)
+        return await self._result(inv_id, out_serde, known=True)
+
+    async def invoke_raw(
+        self, service: str, handler: str, payload: bytes, *, key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool, bytes | tuple[int, str]]:
+        """Invokes with raw input bytes; ``(invocation_id, ok, output bytes | (code, message))``.
+        For the HTTP ingress."""
+        inv_id, _, _ = self._submit(service, handler, None, key, idempotency_key, None, payload)
+        ok, value = await self._outcome(inv_id, known=True)
+        return inv_id, ok, value
+
+    def send(
+        self,
+        target: Any,
+        arg: Any = None,
+        *,
+        handler: str | None = None,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> str:
+        """Submits without waiting; returns the invocation id."""
+        inv_id, _, _ = self._submit(target, handler, arg, key, idempotency_key, delay)
+        return inv_id
+
+    async def result(self, invocation_id: str) -> Any:
+        """Waits for an invocation's result (JSON-decoded)."""
+        return await self._result(invocation_id, _JSON)
+
+    async def _result(self, invocation_id: str, serde: Serde[Any], known: bool = False) -> Any:
+        ok, value = await self._outcome(invocation_id, known)
+        if ok:
+            assert isinstance(value, bytes)
+            return serde.deserialize(value) if value else None
+        assert isinstance(value, tuple)
+        code, message = value
+        raise TerminalError(message, code)
+
+    async def _outcome(self, invocation_id: str, known: bool = False) -> tuple[bool, Any]:
+        core = self._require()
+        done = core.outcome(invocation_id)
+        if done is not None:
+            return done
+        if not known and core.invocation(invocation_id) is None:
+            raise UnknownInvocationError(f"no invocation {invocation_id}")
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._waiters.setdefault(invocation_id, []).append(fut)
+        return await fut  # type: ignore[no-any-return]
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
+        self._require().resolve_awakeable(awakeable_id, _JSON.serialize(value))
+        self._poke()
+
+    def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
+        self._require().reject_awakeable(awakeable_id, code, message)
+        self._poke()
+
+    def cancel(self, invocation_id: str) -> None:
+        """Cancels an invocation: its handler sees ``TerminalError`` 409 at its next await."""
+        self._require().cancel(invocation_id)
+        self._poke()
+
+    def journal(self, invocation_id: str) -> list[bytes]:
+        """The stored journal of an invocation: protocol frames in order."""
+        return self._require().journal(invocation_id)
+
+    def invocations(self, limit: int = 50) -> Sequence[tuple[str, str, str, str, str, int, int]]:
+        """``(id, service, handler, key, status, failed_attempts, created_at_ms)``, newest first."""
+        return self._require().list_invocations(limit)
+
+    def _require(self) -> _core.Engine:
+        if self._core is None:
+            raise RuntimeError("the engine is not started: use 'async with LocalEngine(...)'")
+        return self._core
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # ---- the driver ----------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        core = self._require()
+        assert self._wake is not None
+        while not self._closing:
+            self._wake.clear()
+            now = self._clock()
+            core.fire_timers(now)
+            try:
+                effects = core.commit(now)
+            except DurableError as e:  # storage failure: nothing was released; attempts rerun
+                self.last_error = e
+                effects = []
+                await asyncio.sleep(0.05)
+            for effect in effects:
+                self._apply(effect)
+            while True:
+                attempt = core.next_attempt(now)
+                if attempt is None:
+                    break
+                self._start_attempt(*attempt)
+            self._close_idle()
+            wakeup = core.next_wakeup()
+            timeout = None if wakeup is None else max(0.0, (wakeup - self._clock()) / 1000)
+            if self._attempts and self._inactivity < float("inf"):
+                timeout = self._inactivity if timeout is None else min(timeout, self._inactivity)
+            if self._wake.is_set():
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def _apply(self, effect: tuple[Any, ...]) -> None:
+        if effect[0] == "deliver":
+            _, inv_id, token, frames = effect
+            live = self._attempts.get(inv_id)
+            if live is None or live.token != token or live.vm.is_closed():
+                self._require().not_delivered(inv_id, token)
+                return
+            live.last_activity = time.monotonic()
+            live.inv.feed(frames)
+        else:
+            _, inv_id, outcome = effect
+            for fut in self._waiters.pop(inv_id, []):
+                if not fut.done():
+                    fut.set_result(outcome)
+
+    def _close_idle(self) -> None:
+        limit = time.monotonic() - self._inactivity
+        for live in self._attempts.values():
+            if not live.input_closed and live.last_activity < limit:
+                live.input_closed = True
+                live.inv.feed_closed()
+
+    def _output(self, inv_id: str, token: int, data: bytes) -> None:
+        if threading.get_ident() != self._loop_thread:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._output, inv_id, token, data)
+            return
+        core = self._core
+        if core is None:
+            return
+        core.on_output(inv_id, token, data, self._clock())
+        live = self._attempts.get(inv_id)
+        if live is not None and live.token == token:
+            live.last_activity = time.monotonic()
+        self._poke()
+
+    def _start_attempt(
+        self, inv_id: str, token: int, service: str, handler: str, request: bytes, content_type: str
+    ) -> None:
+        assert self._loop is not None
+        vm = _core.Vm(content_type)
+        inv = Invocation(vm, self._loop, lambda data: self._output(inv_id, token, data))
+        self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
+        task = self._loop.create_task(self._run_attempt(inv_id, token, service, handler, request, inv, vm))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_attempt(
+        self,
+        inv_id: str,
+        token: int,
+        service: str,
+        handler: str,
+        request: bytes,
+        inv: Invocation,
+        vm: _core.Vm,
+    ) -> None:
+        core = self._require()
+        try:
+            inv.feed(request)
+            svc = self.services.get(service)
+            h = svc.handlers.get(handler) if svc else None
+            if h is None:
+                with inv.lock:
+                    vm.sys_input()
+                    vm.sys_write_output_failure(404, f"no handler {service}/{handler} in this engine")
+                    vm.sys_end()
+                inv.flush()
+            else:
+                ctx_type = ObjectContext if svc is not None and svc.ty == "VIRTUAL_OBJECT" else Context
+                await inv.run_handler(
+                    h.call, h.is_async, h.decode_input, h.output_serde.serialize, ctx_type
+                )
+                inv.flush()
+            if not vm.is_closed():
+                core.attempt_failed(inv_id, token, "the attempt ended without a result", self._clock())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - any escape fails the attempt; it is retried
+            if self._core is not None:
+                core.attempt_failed(inv_id, token, f"{type(e).__name__}: {e}", self._clock())
+        finally:
+            live = self._attempts.get(inv_id)
+            if live is not None and live.token == token:
+                del self._attempts[inv_id]
+            self._poke()
