@@ -217,6 +217,10 @@ class Invocation:
                 self._block_progress(self._pending())
         self._outcome(code)
 
+    def running_runs(self) -> list[asyncio.Future[Any]]:
+        """Run closures still executing."""
+        return list(self._tasks)
+
     def on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
 

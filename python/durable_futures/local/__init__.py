@@ -6,6 +6,6 @@ async with df.LocalEngine(svc, path="app.db") as engine:
 ```
 """
 
-from .engine import LocalEngine
+from .engine import LocalEngine, VirtualClock
 
-__all__ = ["LocalEngine"]
+__all__ = ["LocalEngine", "VirtualClock"]

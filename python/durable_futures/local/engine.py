@@ -35,6 +35,21 @@ def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+class VirtualClock:
+    """A clock for tests: time stands still while anything can run, and jumps straight to
+    the next timer when everything waits, so a handler sleeping for a day finishes at once.
+    """
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, duration: timedelta) -> None:
+        self.now_ms += int(duration.total_seconds() * 1000)
+
+
 @dataclass
 class _Attempt:
     token: int
@@ -51,6 +66,10 @@ class LocalEngine:
     ``"fsync"`` (a completion is on disk before a handler or client sees it) or ``"os"``
     (handed to the OS; for tests). Failed attempts are retried with exponential backoff
     (``retry_initial``, ``retry_factor``, ``retry_max``; ``max_attempts`` = give up).
+
+    For tests: ``clock=VirtualClock()`` skips timers; ``always_replay=True`` ends every
+    attempt at the first await that needs something new, so each step replays the whole
+    journal from scratch and non-determinism fails at once (combine with ``max_attempts``).
     """
 
     def __init__(
@@ -64,6 +83,7 @@ class LocalEngine:
         max_attempts: int | None = None,
         inactivity_timeout: timedelta = timedelta(seconds=60),
         clock: Callable[[], int] | None = None,
+        always_replay: bool = False,
     ) -> None:
         self.services: dict[str, Service] = {}
         for s in services:
@@ -80,6 +100,7 @@ class LocalEngine:
         )
         self._inactivity = inactivity_timeout.total_seconds()
         self._clock = clock or _wall_clock_ms
+        self._always_replay = always_replay
         self._core: _core.Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -294,10 +315,25 @@ class LocalEngine:
                 timeout = self._inactivity if timeout is None else min(timeout, self._inactivity)
             if self._wake.is_set():
                 continue
+            if isinstance(self._clock, VirtualClock) and wakeup is not None:
+                if await self._settled():
+                    self._clock.now_ms = max(self._clock.now_ms, wakeup)
+                    continue
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    async def _settled(self) -> bool:
+        """Virtual time: whether every attempt is waiting (nothing moved for a few loop turns)."""
+        assert self._wake is not None
+        for _ in range(20):
+            await asyncio.sleep(0)
+            if self._wake.is_set():
+                return False
+        if any(not t.done() for t in _running_runs(self._attempts)):
+            return False
+        return not self._wake.is_set()
 
     def _apply(self, effect: tuple[Any, ...]) -> None:
         if effect[0] == "deliver":
@@ -359,6 +395,8 @@ class LocalEngine:
         core = self._require()
         try:
             inv.feed(request)
+            if self._always_replay:
+                inv.feed_closed()
             svc = self.services.get(service)
             h = svc.handlers.get(handler) if svc else None
             if h is None:
@@ -385,3 +423,7 @@ class LocalEngine:
             if live is not None and live.token == token:
                 del self._attempts[inv_id]
             self._poke()
+
+
+def _running_runs(attempts: dict[str, _Attempt]) -> list[asyncio.Future[Any]]:
+    return [t for a in attempts.values() for t in a.inv.running_runs()]
