@@ -56,8 +56,12 @@ class Invocation:
         vm: _core.Vm,
         loop: asyncio.AbstractEventLoop,
         send_output: Callable[[bytes], None],
+        runs_in_flight: list[int] | None = None,
     ) -> None:
         self.vm = vm
+        # Shared counter of executing run closures (the embedded engine's group commit
+        # waits for them); one cell so many invocations can share it.
+        self._runs_in_flight = runs_in_flight if runs_in_flight is not None else [0]
         self.loop = loop
         self.lock = threading.RLock()
         self._cond = threading.Condition(self.lock)
@@ -254,7 +258,12 @@ class Invocation:
     ) -> None:
         task = self.loop.create_task(self._execute_run(handle, fn, args, kwargs, serialize, retry))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._runs_in_flight[0] += 1
+        task.add_done_callback(self._run_done)
+
+    def _run_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        self._runs_in_flight[0] -= 1
 
     async def _execute_run(
         self,

@@ -28,6 +28,9 @@ from ..service import Handler, Service
 
 __all__ = ["LocalEngine"]
 
+# How long writes that nobody can observe yet may wait to share an fsync with what follows.
+_GROUP_COMMIT_DELAY = 0.005
+
 _JSON: JsonSerde[Any] = JsonSerde()
 
 
@@ -109,6 +112,10 @@ class LocalEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._closing = False
+        self._pending_since: float | None = None
+        self._sleeper: asyncio.Future[None] | None = None
+        self._runs_in_flight = [0]
+        self._next_idle_check = 0.0
         self.last_error: BaseException | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -136,8 +143,7 @@ class LocalEngine:
         if self._driver is None:
             return
         self._closing = True
-        assert self._wake is not None
-        self._wake.set()
+        self._poke()
         await self._driver
         for t in list(self._tasks):
             t.cancel()
@@ -189,8 +195,7 @@ class LocalEngine:
         now = self._clock()
         at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
         inv_id, existing = core.submit(service, hname, key or "", payload, idempotency_key, at, now)
-        assert self._wake is not None
-        self._wake.set()
+        self._poke()
         return inv_id, existing, out_serde
 
     async def invoke(
@@ -285,6 +290,8 @@ class LocalEngine:
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
+        if self._sleeper is not None:
+            _wake_future(self._sleeper)
 
     # ---- the driver ----------------------------------------------------------------------------
 
@@ -295,12 +302,14 @@ class LocalEngine:
             self._wake.clear()
             now = self._clock()
             core.fire_timers(now)
-            try:
-                effects = core.commit(now)
-            except DurableError as e:  # storage failure: nothing was released; attempts rerun
-                self.last_error = e
-                effects = []
-                await asyncio.sleep(0.05)
+            effects: list[tuple[Any, ...]] = []
+            if self._should_commit(core):
+                try:
+                    effects = core.commit(now)
+                    self._pending_since = None
+                except DurableError as e:  # storage failure: nothing released; attempts rerun
+                    self.last_error = e
+                    await asyncio.sleep(0.05)
             for effect in effects:
                 self._apply(effect)
             while True:
@@ -311,6 +320,9 @@ class LocalEngine:
             self._close_idle()
             wakeup = core.next_wakeup()
             timeout = None if wakeup is None else max(0.0, (wakeup - self._clock()) / 1000)
+            if core.has_pending():
+                # Held-back commands are written within GROUP_COMMIT_DELAY at the latest.
+                timeout = _GROUP_COMMIT_DELAY if timeout is None else min(timeout, _GROUP_COMMIT_DELAY)
             if self._attempts and self._inactivity < float("inf"):
                 timeout = self._inactivity if timeout is None else min(timeout, self._inactivity)
             if self._wake.is_set():
@@ -319,10 +331,36 @@ class LocalEngine:
                 if await self._settled():
                     self._clock.now_ms = max(self._clock.now_ms, wakeup)
                     continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+            await self._sleep(timeout)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Waits for a poke or the timeout; cheaper than ``asyncio.wait_for`` (no task)."""
+        assert self._loop is not None and self._wake is not None
+        fut = self._loop.create_future()
+        self._sleeper = fut
+        timer = None if timeout is None else self._loop.call_later(timeout, _wake_future, fut)
+        try:
+            if not self._wake.is_set():
+                await fut
+        finally:
+            self._sleeper = None
+            if timer is not None:
+                timer.cancel()
+
+    def _should_commit(self, core: _core.Engine) -> bool:
+        """Group commit: write when something becomes observable (a notification, a result,
+        an attempt to start), when nothing is in flight that would add to the batch, or
+        when held-back writes have waited GROUP_COMMIT_DELAY. Commands alone are invisible
+        until a notification is released, so holding them lets a run's command and its
+        completion share one fsync."""
+        if not core.has_pending():
+            return False
+        if core.commit_is_urgent() or not self._runs_in_flight[0]:
+            return True
+        now = time.monotonic()
+        if self._pending_since is None:
+            self._pending_since = now
+        return now - self._pending_since >= _GROUP_COMMIT_DELAY
 
     async def _settled(self) -> bool:
         """Virtual time: whether every attempt is waiting (nothing moved for a few loop turns)."""
@@ -331,7 +369,7 @@ class LocalEngine:
             await asyncio.sleep(0)
             if self._wake.is_set():
                 return False
-        if any(not t.done() for t in _running_runs(self._attempts)):
+        if self._runs_in_flight[0]:
             return False
         return not self._wake.is_set()
 
@@ -351,7 +389,11 @@ class LocalEngine:
                     fut.set_result(outcome)
 
     def _close_idle(self) -> None:
-        limit = time.monotonic() - self._inactivity
+        now = time.monotonic()
+        if now < self._next_idle_check:
+            return
+        self._next_idle_check = now + min(1.0, self._inactivity / 4)
+        limit = now - self._inactivity
         for live in self._attempts.values():
             if not live.input_closed and live.last_activity < limit:
                 live.input_closed = True
@@ -369,14 +411,19 @@ class LocalEngine:
         live = self._attempts.get(inv_id)
         if live is not None and live.token == token:
             live.last_activity = time.monotonic()
-        self._poke()
+        # A command alone is not observable: while a run is in flight its completion will
+        # come and wake the driver; waking it now would only cost a loop turn.
+        if core.commit_is_urgent() or not self._runs_in_flight[0]:
+            self._poke()
 
     def _start_attempt(
         self, inv_id: str, token: int, service: str, handler: str, request: bytes, content_type: str
     ) -> None:
         assert self._loop is not None
         vm = _core.Vm(content_type)
-        inv = Invocation(vm, self._loop, lambda data: self._output(inv_id, token, data))
+        inv = Invocation(
+            vm, self._loop, lambda data: self._output(inv_id, token, data), self._runs_in_flight
+        )
         self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
         task = self._loop.create_task(self._run_attempt(inv_id, token, service, handler, request, inv, vm))
         self._tasks.add(task)
@@ -425,5 +472,7 @@ class LocalEngine:
             self._poke()
 
 
-def _running_runs(attempts: dict[str, _Attempt]) -> list[asyncio.Future[Any]]:
-    return [t for a in attempts.values() for t in a.inv.running_runs()]
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+

@@ -1043,6 +1043,18 @@ impl Engine {
         !self.ready.is_empty()
     }
 
+    /// Whether the next commit would release something someone waits for (notifications
+    /// for live attempts, results) or unblock an attempt. Commands alone are not observable
+    /// until then, so a host may hold them back to share one fsync with what follows.
+    pub fn commit_is_urgent(&self) -> bool {
+        !self.to_deliver.is_empty() || !self.completed.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Whether anything waits to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.dirty.is_empty()
+    }
+
     /// Resolves an awakeable from outside (ingress, API).
     pub fn resolve_awakeable(
         &mut self,

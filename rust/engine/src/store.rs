@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// Page size of databases this code creates, in bytes.
+pub const NEW_DB_PAGE_SIZE: i64 = 1024;
+
 /// The newest schema version this code knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -262,6 +265,14 @@ impl Store {
                 _ => StoreError::Sqlite(path.clone(), e),
             })?;
         check_identity(&path, app_id, version, objects)?;
+
+        if objects == 0 {
+            // A new file: small pages, since each commit writes whole pages and journal
+            // entries are small. 1 KiB pages bring a commit close to one raw fsync of the
+            // disk (4 KiB pages measured at ~77% of it here). Must precede WAL mode.
+            conn.pragma_update(None, "page_size", NEW_DB_PAGE_SIZE)
+                .map_err(sql)?;
+        }
 
         // WAL mode persists in the file; in-memory databases answer "memory" and stay so.
         let _mode: String = conn

@@ -697,6 +697,14 @@ mod engine_bindings {
             self.engine.has_ready()
         }
 
+        fn commit_is_urgent(&self) -> bool {
+            self.engine.commit_is_urgent()
+        }
+
+        fn has_pending(&self) -> bool {
+            self.engine.has_pending()
+        }
+
         fn unfinished(&self) -> usize {
             self.engine.unfinished()
         }
