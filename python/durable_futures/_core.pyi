@@ -105,6 +105,7 @@ class Engine:
         retry_factor: float = 2.0,
         retry_max_ms: int = 10000,
         retry_max_attempts: int | None = None,
+        max_db_bytes: int | None = None,
     ) -> Engine: ...
     def submit(
         self,

@@ -40,6 +40,10 @@ _RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
 _HANDLER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="df-handler")
 
 
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Suspended(BaseException):
     """Unwinds the handler when the attempt is over (suspended, or the VM closed).
 
@@ -59,6 +63,9 @@ class Invocation:
         runs_in_flight: list[int] | None = None,
     ) -> None:
         self.vm = vm
+        # Milliseconds since the epoch for timers and delayed sends: the wall clock, or the
+        # embedded engine's clock (a test's virtual clock).
+        self.now_ms: Callable[[], int] = _wall_clock_ms
         # Shared counter of executing run closures (the embedded engine's group commit
         # waits for them); one cell so many invocations can share it.
         self._runs_in_flight = runs_in_flight if runs_in_flight is not None else [0]

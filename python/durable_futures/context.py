@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 import typing
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -139,7 +138,7 @@ class ServiceClient(Generic[I, O]):
     ) -> SendHandle:
         """One-way call, optionally delayed. Nothing to await but the invocation id."""
         inv = self._ctx._inv
-        invoke_time = None if delay is None else int(time.time() * 1000) + (_ms(delay) or 0)
+        invoke_time = None if delay is None else inv.now_ms() + (_ms(delay) or 0)
         with inv.lock:
             h = inv.vm.sys_send(
                 self._service,
@@ -262,8 +261,8 @@ class Context:
 
     def after(self, duration: timedelta, name: str | None = None) -> TimerFuture:
         """A durable timer firing after ``duration``."""
-        wake = int(time.time() * 1000) + (_ms(duration) or 0)
         inv = self._inv
+        wake = inv.now_ms() + (_ms(duration) or 0)
         with inv.lock:
             h = inv.vm.sys_sleep(name or "", wake)
         return TimerFuture(inv, h, _JSON.deserialize)

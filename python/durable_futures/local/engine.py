@@ -22,7 +22,13 @@ from typing import Any
 from .. import _core
 from .._invocation import Invocation
 from ..context import Context, ObjectContext
-from ..errors import BadRequestError, DurableError, TerminalError, UnknownInvocationError
+from ..errors import (
+    BadRequestError,
+    DurableError,
+    StorageError,
+    TerminalError,
+    UnknownInvocationError,
+)
 from ..serde import JsonSerde, Serde
 from ..service import Handler, Service
 
@@ -70,6 +76,10 @@ class LocalEngine:
     (handed to the OS; for tests). Failed attempts are retried with exponential backoff
     (``retry_initial``, ``retry_factor``, ``retry_max``; ``max_attempts`` = give up).
 
+    ``max_db_bytes`` caps the database file (SQLite's ``max_page_count``): a write that
+    would grow it further fails like a full disk (``StorageError`` in ``last_error``; nothing
+    of it is saved, the invocations concerned retry from their journals).
+
     For tests: ``clock=VirtualClock()`` skips timers; ``always_replay=True`` ends every
     attempt at the first await that needs something new, so each step replays the whole
     journal from scratch and non-determinism fails at once (combine with ``max_attempts``).
@@ -87,6 +97,7 @@ class LocalEngine:
         inactivity_timeout: timedelta = timedelta(seconds=60),
         clock: Callable[[], int] | None = None,
         always_replay: bool = False,
+        max_db_bytes: int | None = None,
     ) -> None:
         self.services: dict[str, Service] = {}
         for s in services:
@@ -104,6 +115,7 @@ class LocalEngine:
         self._inactivity = inactivity_timeout.total_seconds()
         self._clock = clock or _wall_clock_ms
         self._always_replay = always_replay
+        self._max_db_bytes = max_db_bytes
         self._core: _core.Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -114,6 +126,9 @@ class LocalEngine:
         self._closing = False
         self._pending_since: float | None = None
         self._sleeper: asyncio.Future[None] | None = None
+        self._group_timer: asyncio.TimerHandle | None = None
+        # Submitted since the last commit: dropped if that commit fails.
+        self._uncommitted: set[str] = set()
         self._runs_in_flight = [0]
         self._next_idle_check = 0.0
         self.last_error: BaseException | None = None
@@ -132,10 +147,13 @@ class LocalEngine:
         if self._core is not None:
             return
         initial, factor, max_ms, max_attempts = self._retry
-        self._core = _core.Engine(self._path, self._durability, initial, factor, max_ms, max_attempts)
+        self._core = _core.Engine(
+            self._path, self._durability, initial, factor, max_ms, max_attempts, self._max_db_bytes
+        )
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
+        self._closing = False  # a closed engine can be started again
         self._driver = asyncio.create_task(self._drive(), name="durable-futures-engine")
 
     async def close(self) -> None:
@@ -145,6 +163,17 @@ class LocalEngine:
         self._closing = True
         self._poke()
         await self._driver
+        try:  # what was submitted (send() returned its id) is kept: write it
+            self._commit(self._clock())
+        except DurableError:
+            pass  # in last_error
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        # Unblock sync handlers waiting on worker threads (cancelling their task does not
+        # reach the thread; left blocked, it would hang interpreter exit).
+        for live in self._attempts.values():
+            live.inv.disconnect()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -156,6 +185,8 @@ class LocalEngine:
             for f in futures:
                 if not f.done():
                     f.cancel()
+        self._waiters.clear()
+        self._attempts.clear()
         self._driver = None
         self._core = None
 
@@ -195,6 +226,7 @@ class LocalEngine:
         now = self._clock()
         at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
         inv_id, existing = core.submit(service, hname, key or "", payload, idempotency_key, at, now)
+        self._uncommitted.add(inv_id)
         self._poke()
         return inv_id, existing, out_serde
 
@@ -232,7 +264,9 @@ class LocalEngine:
         idempotency_key: str | None = None,
         delay: timedelta | None = None,
     ) -> str:
-        """Submits without waiting; returns the invocation id."""
+        """Submits without waiting; returns the invocation id. The submission is saved by
+        the next group commit; should that fail (``last_error``), it is dropped and whoever
+        waits for it gets a ``StorageError``."""
         inv_id, _, _ = self._submit(target, handler, arg, key, idempotency_key, delay)
         return inv_id
 
@@ -255,7 +289,17 @@ class LocalEngine:
         if done is not None:
             return done
         if not known and core.invocation(invocation_id) is None:
-            raise UnknownInvocationError(f"no invocation {invocation_id}")
+            # A just-submitted invocation (send() then result()) reaches the store with the
+            # next commit: commit now rather than calling it unknown.
+            if core.has_pending():
+                for effect in self._commit(self._clock()):
+                    self._apply(effect)
+                self._poke()
+                done = core.outcome(invocation_id)
+                if done is not None:
+                    return done
+            if core.invocation(invocation_id) is None:
+                raise UnknownInvocationError(f"no invocation {invocation_id}")
         assert self._loop is not None
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._waiters.setdefault(invocation_id, []).append(fut)
@@ -305,10 +349,9 @@ class LocalEngine:
             effects: list[tuple[Any, ...]] = []
             if self._should_commit(core):
                 try:
-                    effects = core.commit(now)
+                    effects = self._commit(now)
                     self._pending_since = None
-                except DurableError as e:  # storage failure: nothing released; attempts rerun
-                    self.last_error = e
+                except DurableError:  # storage failure: nothing released; attempts rerun
                     await asyncio.sleep(0.05)
             for effect in effects:
                 self._apply(effect)
@@ -332,6 +375,37 @@ class LocalEngine:
                     self._clock.now_ms = max(self._clock.now_ms, wakeup)
                     continue
             await self._sleep(timeout)
+
+    def _commit(self, now: int) -> list[tuple[Any, ...]]:
+        """One group commit. On a storage error nothing of it was written: the error goes to
+        ``last_error`` and is raised, and callers waiting for submissions it dropped get it."""
+        core = self._require()
+        try:
+            effects = core.commit(now)
+        except DurableError as e:
+            self.last_error = e
+            self._fail_lost_submissions(e)
+            raise
+        self._uncommitted.clear()
+        return effects
+
+    def _fail_lost_submissions(self, error: DurableError) -> None:
+        """Client submissions of a failed commit are gone (the engine forgets them rather
+        than write them later): whoever waits for one gets a ``StorageError``."""
+        core = self._require()
+        uncommitted, self._uncommitted = self._uncommitted, set()
+        for inv_id in uncommitted:
+            try:
+                stored = core.invocation(inv_id) is not None
+            except DurableError:
+                stored = False
+            if stored:
+                continue
+            for fut in self._waiters.pop(inv_id, []):
+                if not fut.done():
+                    fut.set_exception(
+                        StorageError(f"invocation {inv_id} was not saved: {error.message}")
+                    )
 
     async def _sleep(self, timeout: float | None) -> None:
         """Waits for a poke or the timeout; cheaper than ``asyncio.wait_for`` (no task)."""
@@ -377,7 +451,9 @@ class LocalEngine:
         if effect[0] == "deliver":
             _, inv_id, token, frames = effect
             live = self._attempts.get(inv_id)
-            if live is None or live.token != token or live.vm.is_closed():
+            # An attempt whose input is closed (idle, or always_replay) must not read more:
+            # it suspends, and the engine starts a new attempt that replays these frames.
+            if live is None or live.token != token or live.vm.is_closed() or live.input_closed:
                 self._require().not_delivered(inv_id, token)
                 return
             live.last_activity = time.monotonic()
@@ -415,15 +491,30 @@ class LocalEngine:
         # come and wake the driver; waking it now would only cost a loop turn.
         if core.commit_is_urgent() or not self._runs_in_flight[0]:
             self._poke()
+        elif self._group_timer is None and self._loop is not None:
+            # But the driver may be asleep without a deadline, and the run counted in flight
+            # may be one that just finished (its count drops in a done-callback, after the
+            # handler already went on): write held-back commands within the delay anyway.
+            self._group_timer = self._loop.call_later(_GROUP_COMMIT_DELAY, self._group_deadline)
+
+    def _group_deadline(self) -> None:
+        self._group_timer = None
+        self._poke()
 
     def _start_attempt(
         self, inv_id: str, token: int, service: str, handler: str, request: bytes, content_type: str
     ) -> None:
         assert self._loop is not None
+        old = self._attempts.get(inv_id)
+        if old is not None:
+            # The engine gave up on that attempt (a failed commit reloaded the invocation
+            # from its journal): stop it rather than leave it waiting forever.
+            old.inv.disconnect()
         vm = _core.Vm(content_type)
         inv = Invocation(
             vm, self._loop, lambda data: self._output(inv_id, token, data), self._runs_in_flight
         )
+        inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
         task = self._loop.create_task(self._run_attempt(inv_id, token, service, handler, request, inv, vm))
         self._tasks.add(task)
@@ -443,14 +534,26 @@ class LocalEngine:
         try:
             inv.feed(request)
             if self._always_replay:
+                live = self._attempts.get(inv_id)
+                if live is not None and live.token == token:
+                    live.input_closed = True
                 inv.feed_closed()
             svc = self.services.get(service)
             h = svc.handlers.get(handler) if svc else None
             if h is None:
+                missing = f"no handler {service}/{handler} in this engine"
                 with inv.lock:
                     vm.sys_input()
-                    vm.sys_write_output_failure(404, f"no handler {service}/{handler} in this engine")
-                    vm.sys_end()
+                    try:
+                        vm.sys_write_output_failure(404, missing)
+                        vm.sys_end()
+                    except DurableError:
+                        # Not a fresh invocation: its journal has more than the input. Keep
+                        # it (retried with backoff) until the handler is registered again.
+                        raise LookupError(
+                            f"{missing}; the invocation has journal entries and is retried "
+                            "until the handler is registered again"
+                        ) from None
                 inv.flush()
             else:
                 ctx_type = ObjectContext if svc is not None and svc.ty == "VIRTUAL_OBJECT" else Context

@@ -1153,19 +1153,19 @@ impl Engine {
             self.live.remove(&r.id);
             touched.remove(&r.id);
         }
-        self.timers.retain(|Reverse((_, id, c))| {
-            !batch
+        // Timers added in the batch went with their Sleep commands (the replay adds them
+        // again). Timers that fired in it are still stored, but their completions were not:
+        // they must fire again (they were due, so at once).
+        let added = |id: &InvocationId, c: &u32| {
+            batch
                 .timers_added
                 .iter()
                 .any(|t| t.invocation == *id && t.completion_id == *c)
-        });
+        };
+        self.timers.retain(|Reverse((_, id, c))| !added(id, c));
         for (id, c) in &batch.timers_removed {
-            if let Some(t) = batch
-                .timers_added
-                .iter()
-                .find(|t| t.invocation == *id && t.completion_id == *c)
-            {
-                self.timers.push(Reverse((t.wake_at, *id, *c)));
+            if !added(id, c) {
+                self.timers.push(Reverse((now, *id, *c)));
             }
         }
         for id in touched {
@@ -1215,6 +1215,12 @@ impl Engine {
     /// Invocations not completed (in memory).
     pub fn unfinished(&self) -> usize {
         self.live.len()
+    }
+
+    /// Caps the database size (see [`Store::set_size_limit`]): commits that would grow it
+    /// beyond fail as on a full disk. `None` lifts the cap.
+    pub fn set_size_limit(&mut self, bytes: Option<u64>) -> Result<(), EngineError> {
+        Ok(self.store.set_size_limit(bytes)?)
     }
 }
 

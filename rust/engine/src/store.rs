@@ -250,6 +250,25 @@ impl Store {
         &self.path
     }
 
+    /// Caps the database at about `bytes` (SQLite's `max_page_count`, rounded down to whole
+    /// pages and never below the current size; it holds for this connection and is not
+    /// stored in the file). A commit that would grow the database beyond the cap fails with
+    /// [`StoreError::Full`] and is rolled back, exactly as on a full disk. `None` lifts the
+    /// cap. For tests of full-disk handling, and to bound a database's growth.
+    pub fn set_size_limit(&mut self, bytes: Option<u64>) -> Result<(), StoreError> {
+        let page_size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let pages = match bytes {
+            Some(b) => (b / page_size.max(1) as u64).clamp(1, i64::MAX as u64) as i64,
+            None => i64::from(u32::MAX - 1), // SQLite clamps this to its own maximum
+        };
+        self.conn
+            .pragma_update(None, "max_page_count", pages)
+            .map_err(|e| self.err(e))
+    }
+
     fn init(conn: Connection, path: PathBuf, durability: Durability) -> Result<Store, StoreError> {
         let sql = |e| StoreError::from_sqlite(&path, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;

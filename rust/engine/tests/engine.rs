@@ -557,3 +557,95 @@ fn selector_over_runs_and_timer_through_the_engine() {
     h.run_until_idle();
     assert_eq!(h.outcome(id), Outcome::Success(b"\"run won\"".to_vec()));
 }
+
+/// The journal entries of `id` of one message type (frame header: type in the top 16 bits).
+fn entries_of_type(h: &Host, id: InvocationId, ty: u16) -> usize {
+    h.engine
+        .journal(&id)
+        .unwrap()
+        .iter()
+        .filter(|f| u16::from_be_bytes([f[0], f[1]]) == ty)
+        .count()
+}
+
+const SLEEP_COMPLETION: u16 = 0x800C;
+
+/// Submits an invocation whose 1 MiB input cannot fit under the size limit, so the next
+/// commit fails as on a full disk.
+fn submit_too_big(h: &mut Host) {
+    let big = vec![b'7'; 1 << 20];
+    submit(h, "S", "big", &big);
+}
+
+fn nap_host(path: &std::path::Path) -> (Host, InvocationId) {
+    let mut h = Host::new(Store::open(path, Durability::Os).unwrap());
+    h.handler("nap", |ctx, _| {
+        ctx.sleep(1_500_000)?;
+        Ok(b"\"rested\"".to_vec())
+    });
+    h.handler("big", |_, input| Ok(input[..1].to_vec()));
+    let id = submit(&mut h, "S", "nap", b"null");
+    (h, id)
+}
+
+#[test]
+fn a_timer_that_fired_in_a_failed_commit_fires_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, id) = nap_host(&dir.path().join("engine.db"));
+    // Run until the handler sleeps; the timer is stored.
+    for _ in 0..10 {
+        h.commit();
+        match h.engine.next_attempt(h.now).unwrap() {
+            Some(a) => h.attempt(a),
+            None => break,
+        }
+    }
+    h.commit();
+    assert_eq!(h.engine.next_wakeup(), Some(1_500_000));
+
+    // The timer fires into a batch that cannot be written.
+    h.engine.set_size_limit(Some(0)).unwrap();
+    h.now = 2_000_000;
+    assert_eq!(h.engine.fire_timers(h.now), 1);
+    submit_too_big(&mut h);
+    let err = h.engine.commit(h.now).unwrap_err();
+    assert!(err.to_string().contains("disk is full"), "{err}");
+
+    // Once there is room again, the timer fires again and the invocation completes.
+    h.engine.set_size_limit(None).unwrap();
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
+    assert_eq!(entries_of_type(&h, id, SLEEP_COMPLETION), 1);
+}
+
+#[test]
+fn a_timer_added_in_a_failed_commit_is_forgotten_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, id) = nap_host(&dir.path().join("engine.db"));
+    h.commit();
+    // The attempt writes its Sleep command; the timer is due at once and fires into the same
+    // batch, which cannot be written: the Sleep command and its timer are not stored.
+    h.now = 2_000_000;
+    let a = h.engine.next_attempt(h.now).unwrap().unwrap();
+    h.attempt(a);
+    assert_eq!(h.engine.fire_timers(h.now), 1);
+    h.engine.set_size_limit(Some(0)).unwrap();
+    submit_too_big(&mut h);
+    assert!(h.engine.commit(h.now).is_err());
+
+    // The replay writes the Sleep command and its timer again: one completion, not two.
+    h.engine.set_size_limit(None).unwrap();
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
+    assert_eq!(entries_of_type(&h, id, SLEEP_COMPLETION), 1);
+    let types: Vec<u16> = h
+        .engine
+        .journal(&id)
+        .unwrap()
+        .iter()
+        .map(|f| u16::from_be_bytes([f[0], f[1]]))
+        .collect();
+    // Input, Sleep, its completion (after the command: no stale timer of the lost batch
+    // fired before the replay wrote the command again), Output.
+    assert_eq!(types, vec![0x0400, 0x040C, SLEEP_COMPLETION, 0x0401]);
+}

@@ -556,7 +556,7 @@ mod engine_bindings {
     #[pymethods]
     impl PyEngine {
         #[new]
-        #[pyo3(signature = (path=None, durability="fsync", retry_initial_ms=50, retry_factor=2.0, retry_max_ms=10_000, retry_max_attempts=None))]
+        #[pyo3(signature = (path=None, durability="fsync", retry_initial_ms=50, retry_factor=2.0, retry_max_ms=10_000, retry_max_attempts=None, max_db_bytes=None))]
         fn new(
             path: Option<std::path::PathBuf>,
             durability: &str,
@@ -564,6 +564,7 @@ mod engine_bindings {
             retry_factor: f64,
             retry_max_ms: u64,
             retry_max_attempts: Option<u32>,
+            max_db_bytes: Option<u64>,
         ) -> PyResult<PyEngine> {
             let durability = match durability {
                 "fsync" => Durability::Fsync,
@@ -575,11 +576,16 @@ mod engine_bindings {
                     )))
                 }
             };
-            let store = match &path {
+            let mut store = match &path {
                 Some(p) => Store::open(p, durability),
                 None => Store::open_in_memory(),
             }
             .map_err(|e| engine_err(EngineError::Store(e)))?;
+            if max_db_bytes.is_some() {
+                store
+                    .set_size_limit(max_db_bytes)
+                    .map_err(|e| engine_err(EngineError::Store(e)))?;
+            }
             let retry = RetryOptions {
                 initial_ms: retry_initial_ms,
                 factor: retry_factor,

@@ -1,0 +1,199 @@
+"""Testing helpers: the same handlers on an in-process engine per test, no server, no Docker.
+
+The engine is :class:`~durable_futures.LocalEngine` on a temporary SQLite file, set up for
+tests: a virtual clock (timers and retry backoffs are skipped: a handler sleeping for a
+day finishes at once), ``durability="os"`` (no fsync), and at most 5 attempts, so a
+handler that keeps failing fails the test with its error instead of retrying forever.
+With ``always_replay=True`` every new journal entry ends the attempt and the next one
+replays the whole journal from scratch: non-deterministic handler code fails at once with
+a journal mismatch.
+
+**With pytest** the plugin is registered automatically (entry point ``pytest11``). It adds
+two fixtures and a marker; no pytest-asyncio needed, tests can be plain ``def`` functions:
+
+* ``local_engine``: a factory, ``local_engine(*services, **options)``, giving an async
+  context manager that opens the engine on the test's database (``tmp_path/durable.db``).
+  Opening a second engine after closing the first resumes its invocations: that is how to
+  test a restart.
+* ``durable``: the same factory as ``durable.engine(...)``, plus ``durable.run(coro)``, which
+  runs a coroutine to its end in a fresh event loop (bounded by a timeout, 60 s by default).
+* ``@pytest.mark.durable(always_replay=True, ...)``: options for the test's engines; any
+  :class:`~durable_futures.LocalEngine` keyword works, as well as ``virtual_clock=False``.
+  ``@pytest.mark.parametrize("local_engine", [{...}, {...}], indirect=True)`` runs a test
+  once per set of options.
+
+.. code-block:: python
+
+    import pytest
+    import durable_futures as df
+    from myapp import greeter, greet
+
+    def test_greet(local_engine, durable):
+        async def scenario() -> None:
+            async with local_engine(greeter) as engine:
+                assert await engine.invoke(greet, "Ada") == "Hello Ada"
+
+        durable.run(scenario())
+
+    @pytest.mark.durable(always_replay=True)
+    def test_greet_is_deterministic(local_engine, durable):
+        async def scenario() -> None:
+            async with local_engine(greeter) as engine:
+                assert await engine.invoke(greet, "Ada") == "Hello Ada"
+
+        durable.run(scenario())
+
+**Without pytest**, :func:`engine_for` is the same engine as an async context manager
+(on a temporary file removed afterwards), and :func:`run` the runner:
+
+.. code-block:: python
+
+    from durable_futures.testing import engine_for, run
+
+    async def main() -> None:
+        async with engine_for(greeter, always_replay=True) as engine:
+            print(await engine.invoke(greet, "Ada"))
+
+    run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - engine_for() and run() work without pytest
+    pytest = None  # type: ignore[assignment]
+
+from .local import LocalEngine, VirtualClock
+from .service import Service
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_TIMEOUT", "DurableTest", "EngineFactory", "engine_for", "run"]
+
+T = TypeVar("T")
+
+#: Attempts of a failing handler before its invocation fails (``None``: retry forever).
+DEFAULT_MAX_ATTEMPTS = 5
+
+#: How long :func:`run` lets a test's coroutine run.
+DEFAULT_TIMEOUT = 60.0
+
+EngineFactory = Callable[..., contextlib.AbstractAsyncContextManager[LocalEngine]]
+
+
+@contextlib.asynccontextmanager
+async def engine_for(
+    *services: Service,
+    always_replay: bool = False,
+    virtual_clock: bool | VirtualClock = True,
+    path: str | os.PathLike[str] | None = None,
+    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+    **options: Any,
+) -> AsyncIterator[LocalEngine]:
+    """An engine for tests, running ``services``; use as ``async with``.
+
+    ``virtual_clock``: ``True`` for a fresh :class:`VirtualClock` starting at 2023-11-14
+    (or pass your own, to read or advance it), ``False`` for the wall clock. ``path``: the
+    database file (default: a temporary file, removed afterwards). ``options`` go to
+    :class:`LocalEngine` (``durability`` defaults to ``"os"``; a ``clock`` option wins over
+    ``virtual_clock``).
+    """
+    options.setdefault("durability", "os")
+    if "clock" not in options and virtual_clock is not False:
+        options["clock"] = virtual_clock if isinstance(virtual_clock, VirtualClock) else VirtualClock()
+    with contextlib.ExitStack() as stack:
+        if path is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="durable-futures-"))
+            path = Path(tmp) / "durable.db"
+        engine = LocalEngine(
+            *services,
+            path=path,
+            always_replay=always_replay,
+            max_attempts=max_attempts,
+            **options,
+        )
+        async with engine:
+            yield engine
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT) -> T:
+    """Runs ``coro`` to its end in a fresh event loop and returns its result: async test
+    code from a plain ``def`` test. Fails with ``TimeoutError`` after ``timeout`` seconds
+    (``None``: no limit)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class DurableTest:
+    """What the ``durable`` fixture gives a test: its engine options, its database file,
+    the engine factory and the runner."""
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        #: The database file every engine of this test opens (unless given ``path=``).
+        self.path = path
+        #: Options from the ``durable`` marker and the fixture parameter.
+        self.options = options
+
+    def engine(
+        self, *services: Service, **overrides: Any
+    ) -> contextlib.AbstractAsyncContextManager[LocalEngine]:
+        """``async with durable.engine(svc) as engine``: an engine on this test's database,
+        with the test's options (``overrides`` win)."""
+        options = {"path": self.path, **self.options, **overrides}
+        return engine_for(*services, **options)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT) -> T:
+        """Runs ``coro`` in a fresh event loop (see :func:`run`)."""
+        return run(coro, timeout)
+
+
+# ---- the pytest plugin ----------------------------------------------------------------------------
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Options from ``durable`` markers (the closest wins) and the fixture's parameter."""
+    options: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("durable"))):
+        if marker.args:
+            raise TypeError("@pytest.mark.durable takes keyword arguments only")
+        options.update(marker.kwargs)
+    options.update(_param(request))
+    return options
+
+
+def _param(request: pytest.FixtureRequest) -> dict[str, Any]:
+    param = getattr(request, "param", None)
+    if param is None:
+        return {}
+    if not isinstance(param, dict):
+        raise TypeError(f"the parameter of {request.fixturename} is a dict of options, not {param!r}")
+    return param
+
+
+if pytest is not None:
+
+    def pytest_configure(config: pytest.Config) -> None:
+        config.addinivalue_line(
+            "markers",
+            "durable(**options): options of the test's durable_futures engines, e.g. "
+            "always_replay=True, virtual_clock=False, or any LocalEngine keyword",
+        )
+
+    @pytest.fixture
+    def durable(request: pytest.FixtureRequest, tmp_path: Path) -> DurableTest:
+        """The test's engine options and database file, ``durable.engine(*services)`` and
+        ``durable.run(coro)``."""
+        return DurableTest(tmp_path / "durable.db", _options(request))
+
+    @pytest.fixture
+    def local_engine(request: pytest.FixtureRequest, durable: DurableTest) -> EngineFactory:
+        """``local_engine(*services, **options)``: ``async with`` it for an engine on the
+        test's database. Parametrize it (``indirect=True``) with dicts of options."""
+        durable.options.update(_param(request))
+        return durable.engine
