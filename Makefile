@@ -18,7 +18,7 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run test bench lint py-lint rust-test py-test develop venv clean
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean
 
 include rust/ffi/ffi.mk
 
@@ -59,8 +59,14 @@ py-test: develop node_modules/.installed
 
 test: lint rust-test ffi-test py-lint py-test
 
+# The README's first command: builds and installs the package, then runs every example
+# handler on the embedded engine (a temporary SQLite file) and prints the results and one
+# journal.
+run: develop
+	$(PY) examples/run_local.py
+
 # Replays every recorded conformance journal through the core and prints the results.
-run:
+replay-vectors:
 	$(CARGO) run --release --quiet -p durable-futures-core --example replay_vectors -- tests/conformance/vectors
 
 # Side-by-side benchmarks: the core and the C ABI (criterion), the Python facade against

@@ -1,31 +1,54 @@
 """The ``durable-futures`` command.
 
-``durable-futures endpoint MODULE [--port 9080] [--host 127.0.0.1] [--protocol bidi|request_response]``
-serves every ``df.Service`` defined at the top level of ``MODULE`` (a dotted module path,
-or ``module:attribute`` naming one service or a list of them) as a Restate deployment.
+``serve MODULE [--db PATH] [--port 8080] [--host 127.0.0.1]``
+    runs the services of ``MODULE`` on the embedded engine (a SQLite file) behind a
+    Restate-compatible HTTP ingress, until SIGINT/SIGTERM; unfinished invocations resume on
+    the next start.
+``invoke SERVICE/HANDLER [JSON] [--key K] [--db PATH] --module MODULE``
+    runs the embedded engine in this process, invokes once, prints the JSON result.
+``journal list [--db PATH] [--limit N]`` / ``journal show ID [--db PATH]``
+    the stored invocations / one invocation's journal, entry by entry.
+``replay ID --module MODULE [--db PATH]``
+    replays a stored journal against the current code, offline, and reports the first
+    mismatch with the recorded entry and the line of code that made the call.
+``endpoint MODULE [--port 9080] [--host 127.0.0.1] [--protocol bidi|request_response]``
+    serves the services as a Restate deployment (for restate-server).
+
+``MODULE`` is a dotted module path, or ``module:attribute`` naming one service or a list of
+them; without an attribute every ``df.Service`` at the module's top level is served.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 from .endpoint import asgi_app
+from .errors import DurableError
 from .service import Service
 
 __all__ = ["load_services", "main"]
 
+DEFAULT_DB = "durable-futures.db"
 
-def load_services(target: str) -> list[Service]:
-    """The services named by ``module`` or ``module:attribute``."""
+
+class CliError(Exception):
+    """A usage or environment problem: printed as ``durable-futures: <message>``, exit 2."""
+
+
+def _load(target: str) -> tuple[list[Service], ModuleType]:
     module_name, _, attr = target.partition(":")
-    sys.path.insert(0, os.getcwd())
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     if attr:
         obj: Any = getattr(module, attr)
@@ -34,7 +57,15 @@ def load_services(target: str) -> list[Service]:
         services = [v for v in vars(module).values() if isinstance(v, Service)]
     if not services or not all(isinstance(s, Service) for s in services):
         raise SystemExit(f"{target}: no df.Service found")
-    return services
+    return services, module
+
+
+def load_services(target: str) -> list[Service]:
+    """The services named by ``module`` or ``module:attribute``."""
+    return _load(target)[0]
+
+
+# ---- endpoint (restate-server deployment) ------------------------------------------------------
 
 
 async def _serve(app: Any, host: str, port: int) -> None:
@@ -53,9 +84,238 @@ async def _serve(app: Any, host: str, port: int) -> None:
     await serve(app, config, shutdown_trigger=stop.wait)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="durable-futures", description=__doc__.split("\n")[0])
+# ---- the embedded engine -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _exclusive(db: str) -> Iterator[None]:
+    """One engine per database file: two would both run its unfinished invocations.
+    (An advisory ``flock`` on the file; SQLite's own locks are POSIX record locks, which do
+    not interact with it.)"""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no guard
+        yield
+        return
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(
+                f"{db} is in use by another durable-futures engine (a running `serve`?); "
+                "send requests to its ingress instead"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _serve_engine(
+    services: list[Service], db: str, host: str, port: int, durability: str
+) -> None:
+    from .local import LocalEngine
+    from .local.ingress import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with LocalEngine(*services, path=db, durability=durability) as engine:
+        names = ", ".join(s.name for s in services)
+        print(
+            f"durable-futures: {names} on http://{host}:{port} (database {db}); "
+            "Ctrl-C stops, unfinished invocations resume on the next start",
+            flush=True,
+        )
+        await serve(engine, host, port, shutdown_trigger=stop.wait)
+    print("durable-futures: stopped", flush=True)
+
+
+def _split_target(target: str, key: str | None) -> tuple[str, str | None, str]:
+    parts = target.strip("/").split("/")
+    if len(parts) == 2 and all(parts):
+        return parts[0], key, parts[1]
+    if len(parts) == 3 and all(parts) and key is None:
+        return parts[0], parts[1], parts[2]
+    raise CliError(f"{target!r}: expected SERVICE/HANDLER (with --key K for a virtual object)")
+
+
+async def _invoke(args: argparse.Namespace) -> int:
+    from .local import LocalEngine
+
+    service, key, handler = _split_target(args.target, args.key)
+    payload = b""
+    if args.input is not None:
+        try:
+            json.loads(args.input)
+        except ValueError as e:
+            raise CliError(f"the input is not valid JSON: {e}") from e
+        payload = args.input.encode()
+    services, _ = _load(args.module)
+    with _exclusive(args.db):
+        async with LocalEngine(*services, path=args.db, durability=args.durability) as engine:
+            svc = engine.services.get(service)
+            if svc is None or handler not in svc.handlers:
+                raise CliError(f"no handler {service}/{handler} in {args.module}")
+            if svc.ty == "VIRTUAL_OBJECT" and not key:
+                raise CliError(f"{service} is a virtual object: pass --key K")
+            inv_id, _ok, value = await engine.invoke_raw(
+                service, handler, payload, key=key, idempotency_key=args.idempotency_key
+            )
+    print(f"invocation {inv_id}", file=sys.stderr)
+    if isinstance(value, bytes):
+        sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+        return 0
+    code, message = value
+    print(f"error [{code}]: {message}", file=sys.stderr)
+    return 1
+
+
+class _Store:
+    """Read access to a database file without running anything (for journal and replay)."""
+
+    def __init__(self, path: str) -> None:
+        from . import _core
+
+        if not os.path.isfile(path):
+            raise CliError(f"no database at {path} (use --db PATH)")
+        self.path = path
+        self._core = _core.Engine(path, "os")
+
+    def journal(self, invocation_id: str) -> list[bytes]:
+        return self._core.journal(invocation_id)
+
+    def invocations(self, limit: int = 50) -> list[tuple[str, str, str, str, str, int, int]]:
+        return self._core.list_invocations(limit)
+
+    def invocation(self, invocation_id: str) -> tuple[str, str, str, str]:
+        try:
+            row = self._core.invocation(invocation_id)
+        except DurableError as e:
+            raise CliError(e.message) from e
+        if row is None:
+            raise CliError(f"no invocation {invocation_id} in {self.path}")
+        return row
+
+
+def _journal_list(args: argparse.Namespace) -> int:
+    from .local.journal import InvocationInfo, render_invocations
+
+    store = _Store(args.db)
+    rows = [InvocationInfo(*r) for r in store.invocations(args.limit)]
+    if not rows:
+        print(f"no invocations in {args.db}")
+        return 0
+    print(render_invocations(rows, [len(store.journal(r.id)) for r in rows]))
+    return 0
+
+
+def show_journal(source: Any, invocation_id: str) -> str:
+    """``durable-futures journal show``: an invocation's journal as a table. ``source`` is a
+    ``LocalEngine`` or anything with ``journal(id)`` and ``invocations(limit)``."""
+    from .local.journal import find_invocation, render
+
+    return render(source.journal(invocation_id), find_invocation(source, invocation_id), invocation_id)
+
+
+def _journal_show(args: argparse.Namespace) -> int:
+    store = _Store(args.db)
+    store.invocation(args.id)  # a clear error for an unknown id
+    print(show_journal(store, args.id))
+    return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .local.replay import replay
+
+    store = _Store(args.db)
+    service, handler, key, _status = store.invocation(args.id)
+    frames = store.journal(args.id)
+    services, module = _load(args.module)
+    files = {os.path.abspath(f) for f in _module_files(module, services)}
+    report = await replay(
+        services, args.id, service, handler, key, frames, user_files=files, timeout=args.timeout
+    )
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def _module_files(module: ModuleType, services: list[Service]) -> set[str]:
+    import inspect
+
+    files = set()
+    if getattr(module, "__file__", None):
+        files.add(str(module.__file__))
+    for s in services:
+        for h in s.handlers.values():
+            files.add(inspect.getsourcefile(h.fn) or h.fn.__code__.co_filename)
+    return files
+
+
+# ---- arguments ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durable-futures",
+        description="Durable concurrency for Python handlers.",
+        epilog="MODULE: a dotted module path, or module:attribute naming a service or a list.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--db", default=DEFAULT_DB, metavar="PATH", help=f"SQLite file (default ./{DEFAULT_DB})"
+        )
+
+    def durability_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--durability",
+            choices=["fsync", "os"],
+            default="fsync",
+            help="fsync: a result is on disk before anyone sees it (default); os: leave it to the OS",
+        )
+
+    sv = sub.add_parser("serve", help="run services on the embedded engine with an HTTP ingress")
+    sv.add_argument("module", help="module (or module:attribute) defining the services")
+    db_option(sv)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+    durability_option(sv)
+
+    iv = sub.add_parser("invoke", help="invoke a handler once on the embedded engine")
+    iv.add_argument("target", metavar="SERVICE/HANDLER")
+    iv.add_argument("input", nargs="?", metavar="JSON", help="the input (default: none)")
+    iv.add_argument("--key", help="the virtual object's key")
+    iv.add_argument("--idempotency-key", default=None)
+    iv.add_argument(
+        "--module",
+        default=os.environ.get("DURABLE_FUTURES_MODULE"),
+        help="module defining the services (default: $DURABLE_FUTURES_MODULE)",
+    )
+    db_option(iv)
+    durability_option(iv)
+
+    jr = sub.add_parser("journal", help="stored invocations and their journals")
+    jsub = jr.add_subparsers(dest="journal_command", required=True)
+    jl = jsub.add_parser("list", help="the newest invocations")
+    db_option(jl)
+    jl.add_argument("--limit", type=int, default=20)
+    js = jsub.add_parser("show", help="one invocation's journal, entry by entry")
+    js.add_argument("id", metavar="ID")
+    db_option(js)
+
+    rp = sub.add_parser("replay", help="replay a stored journal against the current code, offline")
+    rp.add_argument("id", metavar="ID")
+    rp.add_argument(
+        "--module",
+        default=os.environ.get("DURABLE_FUTURES_MODULE"),
+        help="module defining the services (default: $DURABLE_FUTURES_MODULE)",
+    )
+    db_option(rp)
+    rp.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+
     ep = sub.add_parser("endpoint", help="serve services as a Restate deployment")
     ep.add_argument("module", help="module (or module:attribute) defining the services")
     ep.add_argument("--host", default="127.0.0.1")
@@ -67,14 +327,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="accept only requests signed with this publickeyv1_… key (repeatable)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except CliError as e:
+        print(f"durable-futures: {e}", file=sys.stderr)
+        return 2
+    except DurableError as e:  # e.g. a damaged or foreign database file
+        print(f"durable-futures: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("durable-futures: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "endpoint":
         services = load_services(args.module)
         app = asgi_app(*services, protocol=args.protocol, identity_keys=args.identity_key)
         names = ", ".join(s.name for s in services)
         print(f"serving {names} on http://{args.host}:{args.port}", flush=True)
         asyncio.run(_serve(app, args.host, args.port))
-    return 0
+        return 0
+    if args.command == "serve":
+        services = load_services(args.module)
+        with _exclusive(args.db):
+            try:
+                asyncio.run(_serve_engine(services, args.db, args.host, args.port, args.durability))
+            except OSError as e:
+                raise CliError(f"cannot serve on {args.host}:{args.port}: {e}") from e
+        return 0
+    if args.command == "invoke":
+        if not args.module:
+            raise CliError("invoke needs --module MODULE (or $DURABLE_FUTURES_MODULE)")
+        return asyncio.run(_invoke(args))
+    if args.command == "journal":
+        if args.journal_command == "list":
+            return _journal_list(args)
+        return _journal_show(args)
+    if args.command == "replay":
+        if not args.module:
+            raise CliError("replay needs --module MODULE (or $DURABLE_FUTURES_MODULE)")
+        return asyncio.run(_replay(args))
+    raise CliError(f"unknown command {args.command}")
 
 
 if __name__ == "__main__":  # pragma: no cover
