@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._invocation import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Invocation
 from .errors import BadRequestError, TerminalError
-from .serde import Serde
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -304,6 +303,3 @@ class _CombinatorResult:
             return self.by[self.decided_by].result()  # type: ignore[index]
         return [f.result() for f in self.children]
 
-
-def serde_decode(serde: Serde[Any]) -> Callable[[bytes], Any]:
-    return serde.deserialize

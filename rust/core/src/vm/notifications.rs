@@ -200,11 +200,6 @@ impl Notifications {
         }
     }
 
-    #[allow(dead_code)]
-    pub(crate) fn has_queued(&self) -> bool {
-        !self.to_process.is_empty()
-    }
-
     /// Takes the watchers of a slot (they fire once).
     pub(crate) fn take_watchers(&mut self, id: &NotificationId) -> Vec<Watcher> {
         match self.slot_mut(id, u32::MAX - ID_SLACK) {
