@@ -11,10 +11,12 @@ pub struct InvocationId(pub [u8; 16]);
 impl InvocationId {
     /// The printable form, `inv_<32 hex digits>`.
     pub fn to_text(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(36);
         s.push_str("inv_");
         for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
         s
     }
@@ -190,5 +192,33 @@ impl Batch {
             && self.timers_removed.is_empty()
             && self.state.is_empty()
             && self.idempotency.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InvocationId;
+
+    #[test]
+    fn invocation_id_text_round_trips() {
+        let id = InvocationId([
+            0x00, 0x01, 0x0f, 0x10, 0x7f, 0x80, 0xab, 0xcd, 0xef, 0xff, 0x12, 0x34, 0x56, 0x78,
+            0x9a, 0xbc,
+        ]);
+        let text = id.to_text();
+        assert_eq!(text, "inv_00010f107f80abcdefff123456789abc");
+        assert_eq!(InvocationId::parse(&text), Some(id));
+        assert_eq!(
+            InvocationId::parse("inv_00010f107f80abcdefff123456789ab"),
+            None
+        );
+        assert_eq!(
+            InvocationId::parse("inv_00010f107f80abcdefff123456789abg"),
+            None
+        );
+        assert_eq!(
+            InvocationId::parse("00010f107f80abcdefff123456789abc"),
+            None
+        );
     }
 }
