@@ -44,6 +44,18 @@ def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+# A registered async run closure: fn, args, kwargs, serialize, retry options, and the
+# context variables it runs with (copied when the run was started).
+_RunSpec = tuple[
+    Callable[..., Any],
+    tuple[Any, ...],
+    dict[str, Any],
+    Callable[[Any], bytes],
+    dict[str, Any],
+    contextvars.Context,
+]
+
+
 class Suspended(BaseException):
     """Unwinds the handler when the attempt is over (suspended, or the VM closed).
 
@@ -78,6 +90,11 @@ class Invocation:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop_thread = threading.get_ident()
         self.disconnected = False
+        self._input_closed = False
+        # Async run closures whose task has not taken its first step yet, with the task:
+        # the handler may await one first and run it inline instead (``claim_run``).
+        self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
+        self._blocked_threads = 0
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -89,6 +106,7 @@ class Invocation:
 
     def feed_closed(self) -> None:
         with self.lock:
+            self._input_closed = True
             self.vm.notify_input_closed()
         self.flush()
         self._progressed()
@@ -105,9 +123,10 @@ class Invocation:
             self._send_output(data)
 
     def _progressed(self) -> None:
-        with self._cond:
+        with self.lock:
             self._generation += 1
-            self._cond.notify_all()
+            if self._blocked_threads:
+                self._cond.notify_all()
         if threading.get_ident() == self._loop_thread:
             self._wake_async()
         else:
@@ -129,8 +148,12 @@ class Invocation:
 
     def _block_progress(self, generation: int) -> None:
         # Called with the lock held (Condition over the same RLock).
-        while self._generation == generation and not self.disconnected:
-            self._cond.wait()
+        self._blocked_threads += 1
+        try:
+            while self._generation == generation and not self.disconnected:
+                self._cond.wait()
+        finally:
+            self._blocked_threads -= 1
         if self.disconnected:
             raise Suspended("the runtime disconnected")
 
@@ -246,13 +269,77 @@ class Invocation:
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
     ) -> None:
-        """Starts a run closure now (from any thread)."""
-        if self.on_loop():
-            self._spawn_run(handle, fn, args, kwargs, serialize, retry)
-        else:
+        """Starts a run closure now (from any thread).
+
+        On the loop, a coroutine function gets its task at once, as usual, and is also
+        registered: should the handler await its future before the task's first step
+        (``await ctx.run_async(...)``), the handler's task runs the closure inline instead
+        (``claim_run``) and the task finds nothing to do, which saves two loop turns.
+        """
+        if not self.on_loop():
             self.loop.call_soon_threadsafe(
                 self._spawn_run, handle, fn, args, kwargs, serialize, retry
             )
+            return
+        if inspect.iscoroutinefunction(fn):
+            ctx = contextvars.copy_context()
+            task = ctx.run(self.loop.create_task, self._execute_claimable(handle))
+            self._unstarted[handle] = ((fn, args, kwargs, serialize, retry, ctx), task)
+            self._track(task)
+            return
+        self._spawn_run(handle, fn, args, kwargs, serialize, retry)
+
+    async def _execute_claimable(self, handle: int) -> None:
+        entry = self._unstarted.pop(handle, None)
+        if entry is None:
+            return  # claimed: the handler ran it inline
+        (fn, args, kwargs, serialize, retry, _ctx), _task = entry
+        await self._execute_run(handle, fn, args, kwargs, serialize, retry)
+
+    def claim_run(self, handle: int) -> _RunSpec | None:
+        """The closure of run ``handle`` if its task has not started it: the caller (the
+        handler's task, about to await it) runs it with ``run_inline_gen``, and the run
+        counts as in flight until then."""
+        if not self._unstarted:
+            return None
+        entry = self._unstarted.pop(handle, None)
+        if entry is None:
+            return None
+        spec, task = entry
+        # The task will find nothing to do; the count it held passes to the inline run.
+        task.remove_done_callback(self._run_done)
+        self._tasks.discard(task)
+        return spec
+
+    def run_inline_gen(self, handle: int, spec: _RunSpec) -> Generator[Any, None, None]:
+        """Runs a claimed closure inside the awaiting handler's task, in its own copy of the
+        context variables, and proposes its result. What the closure awaits is awaited by
+        the handler's task, so cancelling that task (a timeout in the closure, or the
+        attempt being abandoned) reaches the closure as it would in a task of its own."""
+        fn, args, kwargs, serialize, retry, ctx = spec
+        started = time.monotonic()
+        try:
+            coro = ctx.run(fn, *args, **kwargs)
+            send, throw = coro.send, coro.throw
+            value: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    step = ctx.run(send, value) if error is None else ctx.run(throw, error)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                try:
+                    value, error = (yield step), None
+                except BaseException as e:  # noqa: BLE001 - thrown into the task: pass it on
+                    value, error = None, e
+            self._propose(handle, serialize, retry, started, result=result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - journaled as the run's failure, or retried
+            self._propose(handle, serialize, retry, started, error=e)
+        finally:
+            self._runs_in_flight[0] -= 1
 
     def _spawn_run(
         self,
@@ -263,7 +350,9 @@ class Invocation:
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
     ) -> None:
-        task = self.loop.create_task(self._execute_run(handle, fn, args, kwargs, serialize, retry))
+        self._track(self.loop.create_task(self._execute_run(handle, fn, args, kwargs, serialize, retry)))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
         self._runs_in_flight[0] += 1
         task.add_done_callback(self._run_done)
@@ -291,31 +380,63 @@ class Invocation:
                 result = await self.loop.run_in_executor(_RUN_POOL, call)
                 if inspect.isawaitable(result):
                     result = await result
-            payload = serialize(result)
-            with self.lock:
-                self.vm.propose_run_success(handle, payload)
-        except TerminalError as e:
-            with self.lock:
-                self._ignore_closed(
-                    self.vm.propose_run_failure, handle, e.code, e.message, list(e.metadata.items())
-                )
+            self._propose(handle, serialize, retry, started, result=result)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - any other failure is retryable
-            elapsed = int((time.monotonic() - started) * 1000)
-            with self.lock:
-                self._ignore_closed(
-                    self.vm.propose_run_retryable,
-                    handle,
-                    500,
-                    f"{type(e).__name__}: {e}",
-                    traceback.format_exc(),
-                    elapsed,
-                    **retry,
-                )
+        except Exception as e:  # noqa: BLE001 - journaled as the run's failure, or retried
+            self._propose(handle, serialize, retry, started, error=e)
         finally:
             self.flush()
-            self._progressed()
+            # A proposal is answered through the input (an ack or an echoed completion), so
+            # a finished run changes what a waiter sees only once no input can come: the
+            # attempt may then suspend. (A run that fails the attempt closes the VM.)
+            with self.lock:
+                wake = self._input_closed or self.vm.is_closed()
+            if wake:
+                self._progressed()
+
+    def _propose(
+        self,
+        handle: int,
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+        started: float,
+        *,
+        result: Any = None,
+        error: Exception | None = None,
+    ) -> None:
+        """Hands a finished closure's outcome to the VM: a value, a ``TerminalError`` as
+        the run's failure, or any other exception as a retryable failure."""
+        if error is None:
+            try:
+                payload = serialize(result)
+            except Exception as e:  # noqa: BLE001 - an unserializable result is retried
+                error = e
+            else:
+                with self.lock:
+                    self.vm.propose_run_success(handle, payload)
+                return
+        if isinstance(error, TerminalError):
+            with self.lock:
+                self._ignore_closed(
+                    self.vm.propose_run_failure,
+                    handle,
+                    error.code,
+                    error.message,
+                    list(error.metadata.items()),
+                )
+            return
+        elapsed = int((time.monotonic() - started) * 1000)
+        with self.lock:
+            self._ignore_closed(
+                self.vm.propose_run_retryable,
+                handle,
+                500,
+                f"{type(error).__name__}: {error}",
+                "".join(traceback.format_exception(error)),
+                elapsed,
+                **retry,
+            )
 
     @staticmethod
     def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

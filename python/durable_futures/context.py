@@ -191,8 +191,10 @@ class Context:
     ) -> RunFuture[Any]:
         """Starts a side effect now and returns its future.
 
-        ``fn`` may be a coroutine function (run as a task) or a plain function (run on a
-        thread pool with the context variables copied). On replay, a run whose result is in
+        ``fn`` may be a coroutine function (run as a task; if the handler awaits this
+        future before that task has started, the handler's own task runs it instead, which
+        saves loop turns) or a plain function (run on a thread pool). Either way it gets a
+        copy of the context variables. On replay, a run whose result is in
         the journal is not executed. Pass ``options=RunOptions(...)`` as a keyword to tune
         retries (it is not forwarded to ``fn``). A ``TerminalError`` raised by ``fn`` is
         journaled as the run's failure; any other exception is retried.

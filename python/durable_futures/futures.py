@@ -96,6 +96,16 @@ class RunFuture(DurableFuture[T]):
 
     __slots__ = ()
 
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._value is not _UNSET or self._error is not None:
+            return self._settle(None)
+        inv = self._inv
+        spec = inv.claim_run(self._handle)
+        if spec is not None:  # awaited before it started: run it right here
+            yield from inv.run_inline_gen(self._handle, spec)
+        raw = yield from inv.await_take_gen(self._handle)
+        return self._settle(raw)
+
 
 class TimerFuture(DurableFuture[None]):
     """A durable timer from ``ctx.after``; completes with ``None``."""

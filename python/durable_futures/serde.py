@@ -11,6 +11,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import TerminalError
@@ -46,6 +47,9 @@ class BytesSerde:
 
 
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# One encoder for every value (``json.dumps`` with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _loads(data: bytes) -> Any:
@@ -140,7 +144,12 @@ class JsonSerde(Generic[T]):
         self.type_ = type_
 
     def serialize(self, value: T) -> bytes:
-        return json.dumps(_to_jsonable(value), separators=(",", ":")).encode()
+        # Exact ints and strings (most run results) skip the encoder; the bytes are the same.
+        if type(value) is int:
+            return str(value).encode()
+        if type(value) is str:
+            return _ENCODE_STR(value).encode()
+        return _ENCODE(_to_jsonable(value)).encode()
 
     def deserialize(self, data: bytes) -> T:
         if not data:

@@ -37,6 +37,10 @@ __all__ = ["LocalEngine"]
 # How long writes that nobody can observe yet may wait to share an fsync with what follows.
 _GROUP_COMMIT_DELAY = 0.005
 
+# How long commits made outside the driver (see LocalEngine._may_commit_now) may go on
+# while the event loop does not get a turn.
+_INLINE_COMMIT_BUDGET = 0.002
+
 _JSON: JsonSerde[Any] = JsonSerde()
 
 
@@ -131,6 +135,11 @@ class LocalEngine:
         self._uncommitted: set[str] = set()
         self._runs_in_flight = [0]
         self._next_idle_check = 0.0
+        self._inline_commit = False
+        self._loop_turn_pending = False
+        self._inline_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._driver_wakeup: int | None = None
         self.last_error: BaseException | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -167,9 +176,10 @@ class LocalEngine:
             self._commit(self._clock())
         except DurableError:
             pass  # in last_error
-        if self._group_timer is not None:
-            self._group_timer.cancel()
-            self._group_timer = None
+        for timer in (self._group_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._group_timer = self._idle_timer = None
         # Unblock sync handlers waiting on worker threads (cancelling their task does not
         # reach the thread; left blocked, it would hang interpreter exit).
         for live in self._attempts.values():
@@ -361,13 +371,12 @@ class LocalEngine:
                     break
                 self._start_attempt(*attempt)
             self._close_idle()
-            wakeup = core.next_wakeup()
+            wakeup = self._driver_wakeup = core.next_wakeup()
             timeout = None if wakeup is None else max(0.0, (wakeup - self._clock()) / 1000)
             if core.has_pending():
                 # Held-back commands are written within GROUP_COMMIT_DELAY at the latest.
                 timeout = _GROUP_COMMIT_DELAY if timeout is None else min(timeout, _GROUP_COMMIT_DELAY)
-            if self._attempts and self._inactivity < float("inf"):
-                timeout = self._inactivity if timeout is None else min(timeout, self._inactivity)
+            self._arm_idle_timer()
             if self._wake.is_set():
                 continue
             if isinstance(self._clock, VirtualClock) and wakeup is not None:
@@ -464,6 +473,19 @@ class LocalEngine:
                 if not fut.done():
                     fut.set_result(outcome)
 
+    def _arm_idle_timer(self) -> None:
+        """While attempts are open, wakes the driver for the next idle check (one timer at a
+        time, rather than a deadline on every sleep)."""
+        if self._idle_timer is not None or not self._attempts or self._inactivity == float("inf"):
+            return
+        assert self._loop is not None
+        delay = max(0.0, self._next_idle_check - time.monotonic())
+        self._idle_timer = self._loop.call_later(delay, self._idle_check_due)
+
+    def _idle_check_due(self) -> None:
+        self._idle_timer = None
+        self._poke()
+
     def _close_idle(self) -> None:
         now = time.monotonic()
         if now < self._next_idle_check:
@@ -487,15 +509,71 @@ class LocalEngine:
         live = self._attempts.get(inv_id)
         if live is not None and live.token == token:
             live.last_activity = time.monotonic()
-        # A command alone is not observable: while a run is in flight its completion will
-        # come and wake the driver; waking it now would only cost a loop turn.
-        if core.commit_is_urgent() or not self._runs_in_flight[0]:
+        if core.commit_is_urgent():
+            if self._may_commit_now():
+                self._commit_now(core)
+            else:
+                self._poke()
+        elif not self._runs_in_flight[0]:
+            # A command alone is not observable: while a run is in flight its completion
+            # will come and wake the driver; waking it now would only cost a loop turn.
             self._poke()
         elif self._group_timer is None and self._loop is not None:
             # But the driver may be asleep without a deadline, and the run counted in flight
             # may be one that just finished (its count drops in a done-callback, after the
             # handler already went on): write held-back commands within the delay anyway.
             self._group_timer = self._loop.call_later(_GROUP_COMMIT_DELAY, self._group_deadline)
+
+    def _may_commit_now(self) -> bool:
+        """Whether an urgent write may be committed right here rather than at the driver's
+        next turn. Group commit gains nothing from waiting when no other attempt or run is
+        active, or when nothing else is queued on the loop before that turn (nothing could
+        join the batch); committing here saves the turn, and when the awaiting handler is
+        the caller, it goes on without yielding at all. So that such a handler cannot keep
+        the loop to itself, this stops once the loop has not turned for
+        ``_INLINE_COMMIT_BUDGET``; the next commit then waits for the driver's turn."""
+        if self._inline_commit or self._closing or self._driver is None:
+            return False
+        now = time.monotonic()
+        if self._loop_turn_pending:
+            if now - self._inline_since > _INLINE_COMMIT_BUDGET:
+                return False
+        else:
+            self._loop_turn_pending = True
+            self._inline_since = now
+            assert self._loop is not None
+            self._loop.call_soon(self._loop_turned)
+        if len(self._attempts) <= 1 and not self._runs_in_flight[0]:
+            return True
+        ready = getattr(self._loop, "_ready", None)  # asyncio's run queue (absent on uvloop)
+        return ready is not None and len(ready) <= 1  # only _loop_turned
+
+    def _loop_turned(self) -> None:
+        self._loop_turn_pending = False
+
+    def _commit_now(self, core: _core.Engine) -> None:
+        self._inline_commit = True
+        assert self._wake is not None
+        self._wake.set()  # activity, for a virtual clock's settling check; no driver wake-up
+        try:
+            now = self._clock()
+            try:
+                effects = self._commit(now)
+            except DurableError:
+                self._poke()  # the driver backs off and carries on
+                return
+            self._pending_since = None
+            for effect in effects:
+                self._apply(effect)
+            while True:
+                attempt = core.next_attempt(now)
+                if attempt is None:
+                    break
+                self._start_attempt(*attempt)
+            if core.next_wakeup() != self._driver_wakeup:
+                self._poke()  # a new timer: the driver must sleep less
+        finally:
+            self._inline_commit = False
 
     def _group_deadline(self) -> None:
         self._group_timer = None

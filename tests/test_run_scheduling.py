@@ -1,0 +1,216 @@
+"""How run closures are scheduled on the event loop, on the embedded engine.
+
+An async closure whose future the handler awaits before the closure's task has started
+(``await ctx.run_async(...)``) runs inline in the handler's task, and the engine commits its
+completion right away when nothing else could join the batch, so a sequential step needs no
+loop turn. These tests pin what that must not change: each run sees its own copy of the
+context variables, cancellation and timeouts inside a run behave as in a task of its own,
+runs not awaited first still start before the handler yields, sync handlers are unaffected,
+and a long sequential handler still lets the loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import durable_futures as df
+
+T = TypeVar("T")
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def engine(*services: df.Service, path: Path) -> df.LocalEngine:
+    return df.LocalEngine(
+        *services, path=path, durability="os", retry_initial=timedelta(milliseconds=5)
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "engine.db"
+
+
+def test_an_awaited_run_runs_in_the_handlers_task_with_its_own_context(db: Path) -> None:
+    svc = df.Service("Inline")
+    seen: dict[str, Any] = {}
+
+    async def closure() -> str:
+        seen["closure_task"] = asyncio.current_task()
+        seen["closure_saw"] = VAR.get()
+        VAR.set("closure")  # must not leak into the handler
+        await asyncio.sleep(0)
+        return VAR.get()
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> list[str]:
+        VAR.set("handler")
+        seen["handler_task"] = asyncio.current_task()
+        inside = await ctx.run_async("c", closure)
+        return [inside, VAR.get()]
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler) == ["closure", "handler"]
+        assert seen["closure_saw"] == "handler"
+        assert seen["closure_task"] is seen["handler_task"]
+
+    run(body())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
+def test_a_timeout_inside_an_inline_run_ends_only_that_run(db: Path) -> None:
+    svc = df.Service("Timeout")
+
+    async def slow() -> str:
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    async def quick() -> str:
+        await asyncio.sleep(0.01)
+        return "after"
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> list[str]:
+        first = await ctx.run_async("slow", slow)
+        # The handler's task was not left cancelled: it goes on awaiting.
+        second = await ctx.run_async("quick", quick)
+        await ctx.sleep(timedelta(milliseconds=5))
+        return [first, second]
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler) == ["timed out", "after"]
+
+    run(body())
+
+
+def test_a_failing_inline_run_is_retried_and_a_terminal_one_is_journaled(db: Path) -> None:
+    svc = df.Service("Fails")
+    calls = {"flaky": 0}
+
+    async def flaky() -> int:
+        calls["flaky"] += 1
+        await asyncio.sleep(0)
+        if calls["flaky"] < 3:
+            raise ValueError("not yet")
+        return calls["flaky"]
+
+    async def terminal() -> int:
+        raise df.TerminalError("no", 422)
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> list[Any]:
+        out: list[Any] = [await ctx.run_async("flaky", flaky)]
+        try:
+            await ctx.run_async("terminal", terminal)
+        except df.TerminalError as e:
+            out.append([e.code, e.message])
+        return out
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler) == [3, [422, "no"]]
+        assert calls["flaky"] == 3
+
+    run(body())
+
+
+def test_runs_not_awaited_first_start_before_the_handler_yields(db: Path) -> None:
+    svc = df.Service("Eager")
+    started: list[str] = []
+
+    def closure(name: str) -> Any:
+        async def go() -> str:
+            started.append(name)
+            await asyncio.sleep(0.005)
+            return name
+
+        return go
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> list[Any]:
+        a = ctx.run_async("a", closure("a"))
+        b = ctx.run_async("b", closure("b"))
+        await asyncio.sleep(0)  # not a durable await: the loop turns once
+        before = list(started)
+        return [before, await b, await a]
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler) == [["a", "b"], "b", "a"]
+
+    run(body())
+
+
+def test_async_closures_from_a_sync_handler(db: Path) -> None:
+    svc = df.Service("SyncHandler")
+
+    async def double(i: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * i
+
+    @svc.handler()
+    def handler(ctx: df.Context, n: int) -> list[int]:
+        futures = [ctx.run_async(f"d{i}", double, i) for i in range(n)]
+        return [f.result() for f in futures] + [ctx.run_async("last", double, n).result()]
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler, 5) == [0, 2, 4, 6, 8, 10]
+
+    run(body())
+
+
+def test_a_long_sequential_handler_still_lets_the_loop_turn(db: Path) -> None:
+    """Steps that never yield would keep the loop from everything else (other requests,
+    timers); the engine stops committing inline after a short budget, so the loop turns."""
+    svc = df.Service("Fair")
+    turns = [0]
+    marks: list[int] = []
+
+    async def step(i: int) -> int:
+        if i in (0, 399):
+            marks.append(turns[0])
+        return i
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> int:
+        total = 0
+        for i in range(400):
+            total += await ctx.run_async(f"s{i}", step, i)
+        return total
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns[0] += 1
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            t = asyncio.create_task(ticker())
+            try:
+                assert await e.invoke(handler) == sum(range(400))
+            finally:
+                t.cancel()
+        # 400 steps, each with a SQLite commit, take longer than the inline budget.
+        first, last = marks
+        assert last > first, marks
+
+    run(body())
