@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -477,3 +478,51 @@ def test_closed_engine_answers_503(tmp_path: Path) -> None:
         error_of(resp)
 
     with_ingress(tmp_path, body)
+
+
+# ---- accepted means on disk -----------------------------------------------------------------
+
+
+def test_accepted_sends_and_resolutions_are_on_disk_and_unsaved_ones_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A 202 is answered only once the send or the resolution is committed: read back from
+    the file at once by another connection. One that cannot be saved (the database is at
+    its size cap) is answered with 507, not accepted and then lost."""
+    app = make_app()
+    db = tmp_path / "capped.db"
+    big = json.dumps("x" * (2 << 20)).encode()
+
+    def stored(inv_id: str) -> bool:
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT id FROM invocations").fetchall()
+        finally:
+            conn.close()
+        return any("inv_" + bytes(r[0]).hex() == inv_id for r in rows)
+
+    async def main() -> None:
+        engine = df.LocalEngine(
+            *app.services, path=db, durability="os", max_db_bytes=256 * 1024
+        )
+        async with engine:
+            ingress = Ingress(engine)
+            resp = await post(ingress, "/Svc/wait/send", b'"a"')
+            assert resp.status == 202, resp
+            assert stored(json.loads(resp.body)["invocationId"])
+
+            resp = await post(ingress, "/Svc/echo/send", big)
+            assert resp.status == 507, resp
+            assert "disk is full" in error_of(resp)["message"]
+
+            await until(lambda: "a" in app.awakeables)
+            awk = app.awakeables["a"]
+            resp = await post(ingress, f"/restate/awakeables/{awk}/resolve", big)
+            assert resp.status == 507, resp
+            # Nothing of it was saved: the awakeable can still be resolved.
+            resp = await post(ingress, f"/restate/awakeables/{awk}/resolve", b'"small"')
+            assert resp.status == 202, resp
+            ids = [r[0] for r in engine.invocations() if r[2] == "wait"]
+            assert [await engine.result(i) for i in ids] == [{"value": "small"}]
+
+    run(main())

@@ -1077,6 +1077,52 @@ def test_a_full_disk_is_a_storage_error_and_loses_nothing_acknowledged(db: Path)
         conn.close()
 
 
+def test_flush_confirms_submissions_or_reports_that_they_were_lost(db: Path) -> None:
+    svc = df.Service("Flush")
+
+    @svc.handler()
+    async def echo(ctx: df.Context, s: str) -> int:
+        return len(s)
+
+    @svc.handler()
+    async def wait(ctx: df.Context) -> Any:
+        awk_id, fut = ctx.awakeable(Any)
+        await ctx.run("publish", lambda: awakeables.append(awk_id))
+        return await fut
+
+    awakeables: list[str] = []
+
+    def stored(inv_id: str) -> bool:
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT id FROM invocations").fetchall()
+        finally:
+            conn.close()
+        return any("inv_" + bytes(r[0]).hex() == inv_id for r in rows)
+
+    async def body() -> None:
+        async with engine(svc, path=db, max_db_bytes=256 * 1024) as e:
+            await e.flush()  # nothing pending: at once
+            inv_id = e.send(echo, "small")
+            await e.flush()
+            assert stored(inv_id)
+            lost = e.send(echo, "x" * (2 << 20))
+            with pytest.raises(StorageError, match="the disk is full"):
+                await e.flush()
+            assert not stored(lost)
+            waiting = e.send(wait)
+            await until(lambda: bool(awakeables), what="the awakeable")
+            e.resolve_awakeable(awakeables[0], "y" * (2 << 20))
+            with pytest.raises(StorageError):
+                await e.flush()
+            e.resolve_awakeable(awakeables[0], "done")  # the lost one can be sent again
+            await e.flush()
+            assert await e.result(waiting) == "done"
+            assert await e.result(inv_id) == 5
+
+    run(body())
+
+
 @pytest.mark.parametrize("always_replay", [False, True], ids=["live", "always_replay"])
 def test_the_examples_run_on_the_local_engine(db: Path, always_replay: bool) -> None:
     from examples import parallel_tasks, select_first, wait_all

@@ -133,6 +133,8 @@ class LocalEngine:
         self._group_timer: asyncio.TimerHandle | None = None
         # Submitted since the last commit: dropped if that commit fails.
         self._uncommitted: set[str] = set()
+        # ``flush()`` callers: answered by the next commit.
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self._runs_in_flight = [0]
         self._next_idle_check = 0.0
         self._inline_commit = False
@@ -191,11 +193,12 @@ class LocalEngine:
                 await t
             except BaseException:  # noqa: BLE001 - abandoned attempts end however they end
                 pass
-        for futures in self._waiters.values():
+        for futures in [*self._waiters.values(), self._flush_waiters]:
             for f in futures:
                 if not f.done():
                     f.cancel()
         self._waiters.clear()
+        self._flush_waiters = []
         self._attempts.clear()
         self._driver = None
         self._core = None
@@ -328,6 +331,22 @@ class LocalEngine:
         self._require().cancel(invocation_id)
         self._poke()
 
+    def flush(self) -> asyncio.Future[None]:
+        """``await engine.flush()`` waits until everything submitted before the call
+        (``send``, ``resolve_awakeable``, ``reject_awakeable``, ``cancel``) is on disk, which
+        the next group commit does anyway; it raises ``StorageError`` if that commit failed
+        (what it held is then lost, and may be submitted again). The HTTP ingress answers
+        ``/send`` and awakeable requests only after it."""
+        core = self._require()
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if core.has_pending():
+            self._flush_waiters.append(fut)
+            self._poke()
+        else:
+            fut.set_result(None)
+        return fut
+
     def journal(self, invocation_id: str) -> list[bytes]:
         """The stored journal of an invocation: protocol frames in order."""
         return self._require().journal(invocation_id)
@@ -389,13 +408,20 @@ class LocalEngine:
         """One group commit. On a storage error nothing of it was written: the error goes to
         ``last_error`` and is raised, and callers waiting for submissions it dropped get it."""
         core = self._require()
+        flushing, self._flush_waiters = self._flush_waiters, []
         try:
             effects = core.commit(now)
         except DurableError as e:
             self.last_error = e
             self._fail_lost_submissions(e)
+            for fut in flushing:
+                if not fut.done():
+                    fut.set_exception(StorageError(f"not saved: {e.message}"))
             raise
         self._uncommitted.clear()
+        for fut in flushing:
+            if not fut.done():
+                fut.set_result(None)
         return effects
 
     def _fail_lost_submissions(self, error: DurableError) -> None:
@@ -438,7 +464,7 @@ class LocalEngine:
         completion share one fsync."""
         if not core.has_pending():
             return False
-        if core.commit_is_urgent() or not self._runs_in_flight[0]:
+        if core.commit_is_urgent() or self._flush_waiters or not self._runs_in_flight[0]:
             return True
         now = time.monotonic()
         if self._pending_since is None:

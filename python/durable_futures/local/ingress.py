@@ -131,6 +131,7 @@ class Ingress:
                 delay,
                 body,
             )
+            await self._wait(self._call(self.engine.flush))  # accepted means on disk
             answer = {"invocationId": inv_id, "status": "PreviouslyAccepted" if existing else "Accepted"}
             await _respond(send, 202, json.dumps(answer).encode())
             return
@@ -160,6 +161,7 @@ class Ingress:
             else:
                 message = body.decode("utf-8", "replace")
                 self._call(self.engine.reject_awakeable, parts[1], message)
+            await self._wait(self._call(self.engine.flush))  # accepted means on disk
             await _respond(send, 202, b"")
             return
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("attach", "output"):
@@ -187,10 +189,11 @@ class Ingress:
                 raise _ShuttingDown() from e
             raise
 
-    async def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def _wait(self, coro: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
         """Awaits an engine result, giving up (503) when the ingress stops."""
         if self._stopping.is_set():
-            coro.close()
+            if asyncio.iscoroutine(coro):
+                coro.close()
             raise _ShuttingDown()
         task = asyncio.ensure_future(coro)
         stopping = asyncio.ensure_future(self._stopping.wait())
