@@ -1077,6 +1077,47 @@ def test_a_full_disk_is_a_storage_error_and_loses_nothing_acknowledged(db: Path)
         conn.close()
 
 
+def test_a_caller_attached_by_idempotency_key_gets_the_result_after_a_restart(db: Path) -> None:
+    """Two handlers call the same callee with one idempotency key: the second is attached
+    to the first call's invocation. The engine restarts before the callee finishes; both
+    callers still get its result."""
+    svc = df.Service("Attach")
+    published: list[str] = []
+
+    @svc.handler()
+    async def parent(ctx: df.Context, name: str) -> str:
+        got = await ctx.service(child).request("x", idempotency_key="same")
+        return f"{name}:{got}"
+
+    @svc.handler()
+    async def child(ctx: df.Context, s: str) -> str:
+        awk_id, fut = ctx.awakeable(str)
+        await ctx.run("publish", lambda: published.append(awk_id))
+        return await fut
+
+    CALL_ID_DONE = 0x800E
+
+    async def phase1() -> list[str]:
+        async with engine(svc, path=db) as e:
+            parents = [e.send(parent, "a"), e.send(parent, "b")]
+            await until(
+                lambda: bool(published)
+                and all(CALL_ID_DONE in journal_types(e, p) for p in parents),
+                what="both calls and the callee's awakeable",
+            )
+            assert len([r for r in e.invocations() if r[2] == "child"]) == 1
+            return parents
+
+    async def phase2(parents: list[str]) -> None:
+        async with engine(svc, path=db) as e:
+            e.resolve_awakeable(published[0], "done")
+            results = [await asyncio.wait_for(e.result(p), 10) for p in parents]
+            assert results == ["a:done", "b:done"]
+
+    parents = run(phase1())
+    run(phase2(parents))
+
+
 def test_flush_confirms_submissions_or_reports_that_they_were_lost(db: Path) -> None:
     svc = df.Service("Flush")
 

@@ -277,6 +277,9 @@ impl Engine {
                 engine.locks.entry(lock).or_insert(id);
             }
         }
+        for (callee, caller) in engine.store.attached_callers()? {
+            engine.extra_callers.entry(callee).or_default().push(caller);
+        }
         for t in engine.store.timers()? {
             engine
                 .timers
@@ -833,6 +836,7 @@ impl Engine {
         if let (true, Some(c)) = (sub.existing, caller) {
             if self.live.contains_key(&sub.id) {
                 self.extra_callers.entry(sub.id).or_default().push(c);
+                self.pending.callers_attached.push((sub.id, c));
             } else if let Some(o) = self
                 .store
                 .invocation(&sub.id)
@@ -902,7 +906,10 @@ impl Engine {
         self.pending.updated_invocations.push(live.row.clone());
         self.dirty.remove(&id);
         let mut callers: Vec<Caller> = live.row.caller.into_iter().collect();
-        callers.extend(self.extra_callers.remove(&id).unwrap_or_default());
+        if let Some(extra) = self.extra_callers.remove(&id) {
+            callers.extend(extra);
+            self.pending.callers_released.push(id);
+        }
         for c in callers {
             self.notify(
                 c.invocation,
@@ -1147,6 +1154,14 @@ impl Engine {
     fn recover_after_failed_commit(&mut self, batch: &Batch, now: u64) {
         self.to_deliver.clear();
         self.completed.clear();
+        // Attachments made or answered in the batch are undone with it: the stored ones
+        // are the truth (the callers concerned replay their calls).
+        if !batch.callers_attached.is_empty() || !batch.callers_released.is_empty() {
+            self.extra_callers.clear();
+            for (callee, caller) in self.store.attached_callers().unwrap_or_default() {
+                self.extra_callers.entry(callee).or_default().push(caller);
+            }
+        }
         let mut touched: HashSet<InvocationId> = batch.journal.iter().map(|(id, ..)| *id).collect();
         touched.extend(batch.updated_invocations.iter().map(|r| r.id));
         for r in &batch.new_invocations {

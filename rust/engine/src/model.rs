@@ -180,6 +180,11 @@ pub struct Batch {
     pub state: Vec<StateOp>,
     /// Idempotency keys registered: (service, handler, key, idempotency key) → invocation.
     pub idempotency: Vec<(String, String, String, String, InvocationId)>,
+    /// Callers attached to a running invocation (a call with its idempotency key): (callee,
+    /// caller). Answered, like the callee's own caller, when it completes.
+    pub callers_attached: Vec<(InvocationId, Caller)>,
+    /// Callees whose attached callers were answered (all of them are removed).
+    pub callers_released: Vec<InvocationId>,
 }
 
 impl Batch {
@@ -192,6 +197,8 @@ impl Batch {
             && self.timers_removed.is_empty()
             && self.state.is_empty()
             && self.idempotency.is_empty()
+            && self.callers_attached.is_empty()
+            && self.callers_released.is_empty()
     }
 }
 

@@ -72,6 +72,14 @@ const MIGRATIONS: &[&str] = &[
         invocation BLOB NOT NULL,
         PRIMARY KEY (service, handler, key, idempotency_key)
     ) WITHOUT ROWID;",
+    // v2: callers attached to a running invocation through an idempotency key (they were
+    // kept in memory only, and lost their answer when the engine restarted).
+    "CREATE TABLE attached_callers (
+        callee BLOB NOT NULL,
+        caller BLOB NOT NULL,
+        completion_id INTEGER NOT NULL,
+        PRIMARY KEY (callee, caller, completion_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Page size of databases this code creates, in bytes.
@@ -502,6 +510,25 @@ impl Store {
                 }
             }
         }
+        if !batch.callers_attached.is_empty() {
+            let mut stmt = c.prepare_cached(
+                "INSERT OR IGNORE INTO attached_callers (callee, caller, completion_id) \
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for (callee, caller) in &batch.callers_attached {
+                stmt.execute(params![
+                    callee.0,
+                    caller.invocation.0,
+                    caller.result_completion_id
+                ])?;
+            }
+        }
+        if !batch.callers_released.is_empty() {
+            let mut stmt = c.prepare_cached("DELETE FROM attached_callers WHERE callee = ?1")?;
+            for callee in &batch.callers_released {
+                stmt.execute(params![callee.0])?;
+            }
+        }
         if !batch.idempotency.is_empty() {
             let mut stmt = c.prepare_cached(
                 "INSERT INTO idempotency (service, handler, key, idempotency_key, invocation) \
@@ -548,6 +575,45 @@ impl Store {
             ),
             params![limit],
         )
+    }
+
+    /// Callers attached to running invocations: (callee, caller), in no particular order.
+    pub fn attached_callers(&self) -> Result<Vec<(InvocationId, Caller)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT callee, caller, completion_id FROM attached_callers")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (callee, caller, completion_id) = row.map_err(|e| self.err(e))?;
+            let id = |b: Vec<u8>| {
+                <[u8; 16]>::try_from(b.as_slice())
+                    .map(InvocationId)
+                    .map_err(|_| {
+                        StoreError::Corrupt(
+                            self.path.clone(),
+                            "an attached caller's invocation id is not 16 bytes".into(),
+                        )
+                    })
+            };
+            out.push((
+                id(callee)?,
+                Caller {
+                    invocation: id(caller)?,
+                    result_completion_id: completion_id,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// The journal of `id`: its frames in index order (empty if there is none).
@@ -935,6 +1001,23 @@ mod tests {
                 "req-1".into(),
                 id(2),
             )],
+            callers_attached: vec![
+                (
+                    id(2),
+                    Caller {
+                        invocation: id(3),
+                        result_completion_id: 7,
+                    },
+                ),
+                (
+                    id(4),
+                    Caller {
+                        invocation: id(1),
+                        result_completion_id: 2,
+                    },
+                ),
+            ],
+            callers_released: vec![id(4), id(5)],
         }
     }
 
@@ -971,6 +1054,11 @@ mod tests {
         assert_eq!(
             store.idempotent("Cart", "add", "user-7", "req-1").unwrap(),
             Some(id(2))
+        );
+        assert_eq!(
+            store.attached_callers().unwrap(),
+            vec![b.callers_attached[0]],
+            "the released callee's caller gone"
         );
         assert_eq!(
             store.idempotent("Cart", "add", "user-7", "req-2").unwrap(),
@@ -1150,6 +1238,43 @@ mod tests {
         std::fs::write(&path, "hello, this is not a database\n").unwrap();
         let err = Store::open(&path, Durability::Os).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        {
+            // What the first release wrote: schema v1 only.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO journal (invocation, idx, frame) VALUES (?1, 0, x'01')",
+                params![id(1).0],
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path, Durability::Fsync).unwrap();
+        let version: u32 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.journal(&id(1)).unwrap(), vec![vec![1u8]]);
+        let caller = Caller {
+            invocation: id(2),
+            result_completion_id: 3,
+        };
+        store
+            .commit(&Batch {
+                callers_attached: vec![(id(1), caller)],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.attached_callers().unwrap(), vec![(id(1), caller)]);
     }
 
     #[test]
