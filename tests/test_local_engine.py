@@ -698,6 +698,65 @@ def test_virtual_object_invocations_on_one_key_are_serialized(db: Path) -> None:
     run(body())
 
 
+def test_shared_handlers_run_alongside_the_exclusive_one(db: Path) -> None:
+    job = df.VirtualObject("Job")
+    published: dict[str, str] = {}
+
+    @job.handler()
+    async def work(ctx: df.ObjectContext) -> str:
+        ctx.set("status", "running")
+        awk_id, fut = ctx.awakeable(str)
+        await ctx.run("publish", lambda: published.__setitem__("work", awk_id))
+        result = await fut
+        ctx.set("status", "done")
+        return result
+
+    @job.handler(kind="shared")
+    async def status(ctx: df.ObjectSharedContext) -> str | None:
+        return await ctx.get("status", str)
+
+    @job.handler(kind="shared")
+    async def watch(ctx: df.ObjectSharedContext) -> str:
+        awk_id, fut = ctx.awakeable(str)
+        await ctx.run("publish", lambda: published.__setitem__("watch", awk_id))
+        return await fut
+
+    @job.handler(kind="shared")
+    async def sneaky(ctx: df.ObjectSharedContext) -> None:
+        # What a shared handler's context does not offer, sent anyway: the engine refuses.
+        with ctx._inv.lock:
+            ctx._inv.vm.sys_state_set("status", b'"hacked"')
+
+    async def phase1() -> tuple[str, str]:
+        async with engine(job, path=db, inactivity_timeout=timedelta(milliseconds=50)) as e:
+            running = e.send(work, key="k")
+            await until(lambda: "work" in published, what="the exclusive handler")
+            # The exclusive handler holds the key; shared ones do not wait for it.
+            assert await asyncio.wait_for(e.invoke(status, key="k"), 5) == "running"
+            watching = e.send(watch, key="k")
+            await until(lambda: "watch" in published, what="the shared waiter")
+            await until(
+                lambda: {r[4] for r in e.invocations() if r[0] in (running, watching)}
+                == {"suspended"},
+                what="both to suspend",
+            )
+            return running, watching
+
+    async def phase2(running: str, watching: str) -> None:
+        async with engine(job, path=db, max_attempts=1) as e:
+            e.resolve_awakeable(published["work"], "finished")
+            assert await asyncio.wait_for(e.result(running), 5) == "finished"
+            assert await e.invoke(status, key="k") == "done"
+            with pytest.raises(df.TerminalError, match="a shared handler cannot change"):
+                await e.invoke(sneaky, key="k")
+            assert await e.invoke(status, key="k") == "done"
+            e.resolve_awakeable(published["watch"], "seen")
+            assert await e.result(watching) == "seen"
+
+    ids = run(phase1())
+    run(phase2(*ids))
+
+
 # ---- sync handlers ----------------------------------------------------------------------------
 
 

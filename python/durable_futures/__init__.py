@@ -6,7 +6,14 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
 from . import _core
-from .context import Context, ObjectContext, RunOptions, SendHandle, ServiceClient
+from .context import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    RunOptions,
+    SendHandle,
+    ServiceClient,
+)
 from .endpoint import asgi_app
 from .errors import (
     DurableError,
@@ -41,6 +48,7 @@ __all__ = [
     "JsonSerde",
     "LocalEngine",
     "ObjectContext",
+    "ObjectSharedContext",
     "ProtocolError",
     "ResponseFuture",
     "RunFuture",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._invocation import Invocation
     from .service import Handler
 
-__all__ = ["Context", "ObjectContext", "RunOptions", "ServiceClient"]
+__all__ = ["Context", "ObjectContext", "ObjectSharedContext", "RunOptions", "ServiceClient"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -376,8 +376,10 @@ class Context:
         return bool(self._inv.vm.is_replaying())
 
 
-class ObjectContext(Context):
-    """A virtual object's context: durable state under the object's key."""
+class ObjectSharedContext(Context):
+    """The context of a virtual object's shared handler (``kind="shared"``): reads the
+    object's state (as last committed), runs alongside the object's other handlers, and
+    cannot change the state."""
 
     @overload
     def get(self, key: str) -> DurableFuture[Any]: ...
@@ -401,6 +403,12 @@ class ObjectContext(Context):
             h = inv.vm.sys_state_get_keys()
         return DurableFuture(inv, h, _JSON.deserialize)
 
+
+
+class ObjectContext(ObjectSharedContext):
+    """A virtual object's context (exclusive handlers): durable state under the object's
+    key. One exclusive handler runs per key at a time."""
+
     def set(self, key: str, value: Any) -> None:
         with self._inv.lock:
             self._inv.vm.sys_state_set(key, _JSON.serialize(value))
@@ -412,6 +420,13 @@ class ObjectContext(Context):
     def clear_all(self) -> None:
         with self._inv.lock:
             self._inv.vm.sys_state_clear_all()
+
+
+def context_type(service_ty: str, kind: str | None) -> type[Context]:
+    """The context a handler gets: by its service's type and, in a virtual object, its kind."""
+    if service_ty == "VIRTUAL_OBJECT":
+        return ObjectSharedContext if kind == "shared" else ObjectContext
+    return Context
 
 
 @contextlib.contextmanager

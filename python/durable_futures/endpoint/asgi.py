@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .. import _core
 from .._invocation import Invocation
-from ..context import Context, ObjectContext
+from ..context import context_type
 from ..errors import DurableError
 from ..service import Handler, Service
 
@@ -220,7 +220,7 @@ class _App:
             except DurableError:
                 ok = False
             if ok:
-                ctx_type = ObjectContext if service.ty == "VIRTUAL_OBJECT" else Context
+                ctx_type = context_type(service.ty, handler.kind)
                 await inv.run_handler(
                     handler.call,
                     handler.is_async,

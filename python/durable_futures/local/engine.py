@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import _core
 from .._invocation import Invocation
-from ..context import Context, ObjectContext
+from ..context import context_type
 from ..errors import (
     BadRequestError,
     DurableError,
@@ -160,6 +160,15 @@ class LocalEngine:
         initial, factor, max_ms, max_attempts = self._retry
         self._core = _core.Engine(
             self._path, self._durability, initial, factor, max_ms, max_attempts, self._max_db_bytes
+        )
+        self._core.set_shared_handlers(
+            [
+                (svc.name, h.name)
+                for svc in self.services.values()
+                if svc.ty == "VIRTUAL_OBJECT"
+                for h in svc.handlers.values()
+                if h.kind == "shared"
+            ]
         )
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -660,7 +669,7 @@ class LocalEngine:
                         ) from None
                 inv.flush()
             else:
-                ctx_type = ObjectContext if svc is not None and svc.ty == "VIRTUAL_OBJECT" else Context
+                ctx_type = context_type(svc.ty if svc is not None else "SERVICE", h.kind)
                 await inv.run_handler(
                     h.call, h.is_async, h.decode_input, h.output_serde.serialize, ctx_type
                 )

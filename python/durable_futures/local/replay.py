@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import _core
 from .._invocation import Invocation, Suspended
-from ..context import Context, ObjectContext
+from ..context import context_type
 from ..errors import JOURNAL_MISMATCH
 from ..service import Handler, Service
 from .journal import (
@@ -179,7 +179,7 @@ async def replay(
     request = start_message(invocation_id, len(journal), key=key) + b"".join(journal)
     captured: list[BaseException] = []
     call = _capturing(h, captured)
-    ctx_type = ObjectContext if svc.ty == "VIRTUAL_OBJECT" else Context
+    ctx_type = context_type(svc.ty, h.kind)
     stopped: _JournalEnds | None = None
     try:
         inv.feed(request)

@@ -197,6 +197,8 @@ pub struct Engine {
     dirty: BTreeSet<InvocationId>,
     /// Callers that attached to an in-flight invocation through an idempotency key.
     extra_callers: HashMap<InvocationId, Vec<Caller>>,
+    /// Shared handlers of virtual objects: (service, handler).
+    shared: HashSet<(String, String)>,
     next_token: u64,
     id_seed: u64,
     id_counter: u64,
@@ -251,6 +253,7 @@ impl Engine {
             completed: Vec::new(),
             dirty: BTreeSet::new(),
             extra_callers: HashMap::new(),
+            shared: HashSet::new(),
             next_token: 1,
             id_seed: seed,
             id_counter: 0,
@@ -302,9 +305,43 @@ impl Engine {
         InvocationId(out)
     }
 
+    /// The object whose exclusive lock invocation `id` takes: none for services, and none
+    /// for shared handlers of a virtual object (they run alongside everything).
     fn object_of(&self, id: &InvocationId) -> Option<(String, String)> {
         let row = &self.live.get(id)?.row;
-        (!row.key.is_empty()).then(|| (row.service.clone(), row.key.clone()))
+        (!row.key.is_empty() && !self.is_shared(id)).then(|| (row.service.clone(), row.key.clone()))
+    }
+
+    fn is_shared(&self, id: &InvocationId) -> bool {
+        !self.shared.is_empty()
+            && self.live.get(id).is_some_and(|l| {
+                self.shared
+                    .contains(&(l.row.service.clone(), l.row.handler.clone()))
+            })
+    }
+
+    /// Declares the shared handlers of virtual objects, as `(service, handler)`: their
+    /// invocations take no lock on their object (they run while an exclusive handler of the
+    /// same key runs, and see the state as last committed), and may not change its state.
+    /// Every other keyed handler is exclusive. Call before the first `next_attempt`.
+    pub fn set_shared_handlers(&mut self, handlers: impl IntoIterator<Item = (String, String)>) {
+        self.shared = handlers.into_iter().collect();
+        // Suspended shared invocations took their object's lock when the engine opened.
+        let shared: Vec<InvocationId> = self
+            .locks
+            .values()
+            .copied()
+            .filter(|id| self.is_shared(id))
+            .collect();
+        for id in shared {
+            if let Some(row) = self.live.get(&id).map(|l| l.row.clone()) {
+                let obj = (row.service.clone(), row.key.clone());
+                self.locks.remove(&obj);
+                if let Some(next) = self.lock_queue.get_mut(&obj).and_then(VecDeque::pop_front) {
+                    self.schedule(next, 0);
+                }
+            }
+        }
     }
 
     /// Puts an invocation in line for an attempt at `due` (ms; 0 = now).
@@ -607,6 +644,16 @@ impl Engine {
 
     fn on_message(&mut self, id: InvocationId, token: u64, msg: Message, now: u64) {
         match msg {
+            Message::Command(
+                Command::SetState { .. }
+                | Command::ClearState { .. }
+                | Command::ClearAllState { .. },
+            ) if self.is_shared(&id) => self.attempt_failed(
+                id,
+                token,
+                "a shared handler cannot change the object's state (only exclusive handlers can)",
+                now,
+            ),
             Message::Command(cmd) => self.on_command(id, cmd, now),
             Message::ProposeRunCompletion {
                 result_completion_id,

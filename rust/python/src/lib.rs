@@ -711,6 +711,10 @@ mod engine_bindings {
             self.engine.has_pending()
         }
 
+        fn set_shared_handlers(&mut self, handlers: Vec<(String, String)>) {
+            self.engine.set_shared_handlers(handlers);
+        }
+
         fn unfinished(&self) -> usize {
             self.engine.unfinished()
         }
