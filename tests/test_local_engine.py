@@ -179,6 +179,33 @@ def test_virtual_clock_orders_delayed_sends_and_timers(db: Path) -> None:
     run(body())
 
 
+def test_virtual_clock_waits_for_a_busy_sync_handler(db: Path) -> None:
+    """Time stands still while a sync handler computes on its thread: another invocation's
+    one-hour timer must not fire (and move the clock) before the handler's ten seconds."""
+    svc = df.Service("Busy")
+    done: list[str] = []
+
+    @svc.handler()
+    async def hour(ctx: df.Context) -> None:
+        await ctx.sleep(timedelta(hours=1))
+        done.append("hour")
+
+    @svc.handler()
+    def busy(ctx: df.Context) -> None:
+        time.sleep(0.3)  # work that is not durable: the clock must wait for it
+        ctx.after(timedelta(seconds=10)).result()
+        done.append("busy")
+
+    async def body() -> None:
+        async with engine(svc, path=db, clock=VirtualClock()) as e:
+            ids = [e.send(hour), e.send(busy)]
+            for i in ids:
+                await e.result(i)
+        assert done == ["busy", "hour"]
+
+    run(body())
+
+
 def test_real_timers_fire_in_order(db: Path) -> None:
     svc = df.Service("Timers")
 

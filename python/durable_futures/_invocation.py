@@ -95,6 +95,7 @@ class Invocation:
         # the handler may await one first and run it inline instead (``claim_run``).
         self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
         self._blocked_threads = 0
+        self._sync_handler_running = False
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -126,6 +127,7 @@ class Invocation:
         with self.lock:
             self._generation += 1
             if self._blocked_threads:
+                self._blocked_threads = 0
                 self._cond.notify_all()
         if threading.get_ident() == self._loop_thread:
             self._wake_async()
@@ -147,13 +149,11 @@ class Invocation:
             raise Suspended("the runtime disconnected")
 
     def _block_progress(self, generation: int) -> None:
-        # Called with the lock held (Condition over the same RLock).
-        self._blocked_threads += 1
-        try:
-            while self._generation == generation and not self.disconnected:
-                self._cond.wait()
-        finally:
-            self._blocked_threads -= 1
+        # Called with the lock held (Condition over the same RLock). ``_progressed`` zeroes
+        # the count as it notifies, so a thread counts as waiting only until it is woken.
+        while self._generation == generation and not self.disconnected:
+            self._blocked_threads += 1
+            self._cond.wait()
         if self.disconnected:
             raise Suspended("the runtime disconnected")
 
@@ -254,6 +254,11 @@ class Invocation:
     def running_runs(self) -> list[asyncio.Future[Any]]:
         """Run closures still executing."""
         return list(self._tasks)
+
+    def busy_on_a_thread(self) -> bool:
+        """Whether this attempt's sync handler is working on its thread rather than waiting
+        for a durable future (a virtual clock must not move then)."""
+        return self._sync_handler_running and not self._blocked_threads
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -466,7 +471,11 @@ class Invocation:
                 cv = contextvars.copy_context()
                 arg = decode_input(payload)
                 fn = functools.partial(cv.run, call, ctx, arg)
-                result = await self.loop.run_in_executor(_HANDLER_POOL, fn)
+                self._sync_handler_running = True
+                try:
+                    result = await self.loop.run_in_executor(_HANDLER_POOL, fn)
+                finally:
+                    self._sync_handler_running = False
             out = encode_output(result)
             with self.lock:
                 self.vm.sys_write_output_success(out)

@@ -37,6 +37,9 @@ __all__ = ["LocalEngine"]
 # How long writes that nobody can observe yet may wait to share an fsync with what follows.
 _GROUP_COMMIT_DELAY = 0.005
 
+# Virtual time: how often to look whether busy sync handlers are done computing.
+_BUSY_THREAD_POLL = 0.01
+
 # How long commits made outside the driver (see LocalEngine._may_commit_now) may go on
 # while the event loop does not get a turn.
 _INLINE_COMMIT_BUDGET = 0.002
@@ -411,6 +414,10 @@ class LocalEngine:
                 if await self._settled():
                     self._clock.now_ms = max(self._clock.now_ms, wakeup)
                     continue
+                if self._threads_busy():
+                    # A sync handler computing on its thread may block on a durable future
+                    # without writing anything that would wake us: look again shortly.
+                    timeout = _BUSY_THREAD_POLL if timeout is None else min(timeout, _BUSY_THREAD_POLL)
             await self._sleep(timeout)
 
     def _commit(self, now: int) -> list[tuple[Any, ...]]:
@@ -487,9 +494,13 @@ class LocalEngine:
             await asyncio.sleep(0)
             if self._wake.is_set():
                 return False
-        if self._runs_in_flight[0]:
+        if self._runs_in_flight[0] or self._threads_busy():
             return False
         return not self._wake.is_set()
+
+    def _threads_busy(self) -> bool:
+        """Whether a sync handler is working on its thread (not waiting for a future)."""
+        return any(live.inv.busy_on_a_thread() for live in self._attempts.values())
 
     def _apply(self, effect: tuple[Any, ...]) -> None:
         if effect[0] == "deliver":

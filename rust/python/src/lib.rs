@@ -510,6 +510,7 @@ mod engine_bindings {
     use durable_futures_engine::store::{Durability, Store, StoreError};
     use pyo3::prelude::*;
     use pyo3::types::PyBytes;
+    use std::sync::{Mutex, PoisonError};
 
     use super::to_py;
 
@@ -547,10 +548,21 @@ mod engine_bindings {
     }
 
     /// The embedded engine (see `durable_futures_engine::engine::Engine`). Used from one
-    /// thread, the event loop's.
-    #[pyclass(module = "durable_futures._core", name = "Engine", unsendable)]
+    /// thread, the event loop's (it may be dropped on any).
+    #[pyclass(module = "durable_futures._core", name = "Engine")]
     pub struct PyEngine {
-        engine: Engine,
+        // Used from the event loop's thread only; the mutex (never contended, and skipped by
+        // `get_mut`) makes the object Sync, so it can be dropped by the garbage collector on
+        // whichever thread it runs.
+        engine: Mutex<Engine>,
+    }
+
+    impl PyEngine {
+        fn eng(&mut self) -> &mut Engine {
+            self.engine
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+        }
     }
 
     #[pymethods]
@@ -593,7 +605,7 @@ mod engine_bindings {
                 max_attempts: retry_max_attempts,
             };
             Ok(PyEngine {
-                engine: Engine::open(store, retry).map_err(engine_err)?,
+                engine: Mutex::new(Engine::open(store, retry).map_err(engine_err)?),
             })
         }
 
@@ -618,7 +630,7 @@ mod engine_bindings {
                 idempotency_key,
                 invoke_at,
             };
-            let s = self.engine.submit(&req, now).map_err(engine_err)?;
+            let s = self.eng().submit(&req, now).map_err(engine_err)?;
             Ok((s.id.to_text(), s.existing))
         }
 
@@ -638,7 +650,7 @@ mod engine_bindings {
                 &'static str,
             )>,
         > {
-            Ok(self.engine.next_attempt(now).map_err(engine_err)?.map(|a| {
+            Ok(self.eng().next_attempt(now).map_err(engine_err)?.map(|a| {
                 (
                     a.id.to_text(),
                     a.token,
@@ -651,25 +663,24 @@ mod engine_bindings {
         }
 
         fn on_output(&mut self, id: &str, token: u64, data: &[u8], now: u64) -> PyResult<()> {
-            self.engine.on_output(parse_id(id)?, token, data, now);
+            self.eng().on_output(parse_id(id)?, token, data, now);
             Ok(())
         }
 
         fn not_delivered(&mut self, id: &str, token: u64) -> PyResult<()> {
-            self.engine.not_delivered(parse_id(id)?, token);
+            self.eng().not_delivered(parse_id(id)?, token);
             Ok(())
         }
 
         fn attempt_failed(&mut self, id: &str, token: u64, reason: &str, now: u64) -> PyResult<()> {
-            self.engine
-                .attempt_failed(parse_id(id)?, token, reason, now);
+            self.eng().attempt_failed(parse_id(id)?, token, reason, now);
             Ok(())
         }
 
         /// Group commit. Effects: `("deliver", id, token, frames)` or
         /// `("completed", id, (ok, payload))`.
         fn commit(&mut self, py: Python<'_>, now: u64) -> PyResult<Vec<PyObject>> {
-            let effects = self.engine.commit(now).map_err(engine_err)?;
+            let effects = self.eng().commit(now).map_err(engine_err)?;
             let mut out = Vec::with_capacity(effects.len());
             for e in effects {
                 out.push(match e {
@@ -692,50 +703,50 @@ mod engine_bindings {
         }
 
         fn fire_timers(&mut self, now: u64) -> usize {
-            self.engine.fire_timers(now)
+            self.eng().fire_timers(now)
         }
 
-        fn next_wakeup(&self) -> Option<u64> {
-            self.engine.next_wakeup()
+        fn next_wakeup(&mut self) -> Option<u64> {
+            self.eng().next_wakeup()
         }
 
-        fn has_ready(&self) -> bool {
-            self.engine.has_ready()
+        fn has_ready(&mut self) -> bool {
+            self.eng().has_ready()
         }
 
-        fn commit_is_urgent(&self) -> bool {
-            self.engine.commit_is_urgent()
+        fn commit_is_urgent(&mut self) -> bool {
+            self.eng().commit_is_urgent()
         }
 
-        fn has_pending(&self) -> bool {
-            self.engine.has_pending()
+        fn has_pending(&mut self) -> bool {
+            self.eng().has_pending()
         }
 
         fn set_shared_handlers(&mut self, handlers: Vec<(String, String)>) {
-            self.engine.set_shared_handlers(handlers);
+            self.eng().set_shared_handlers(handlers);
         }
 
-        fn unfinished(&self) -> usize {
-            self.engine.unfinished()
+        fn unfinished(&mut self) -> usize {
+            self.eng().unfinished()
         }
 
         fn resolve_awakeable(&mut self, id: &str, value: &[u8]) -> PyResult<()> {
-            self.engine.resolve_awakeable(id, value).map_err(engine_err)
+            self.eng().resolve_awakeable(id, value).map_err(engine_err)
         }
 
         fn reject_awakeable(&mut self, id: &str, code: u32, message: &str) -> PyResult<()> {
-            self.engine
+            self.eng()
                 .reject_awakeable(id, code, message)
                 .map_err(engine_err)
         }
 
         fn cancel(&mut self, id: &str) -> PyResult<()> {
-            self.engine.cancel(parse_id(id)?).map_err(engine_err)
+            self.eng().cancel(parse_id(id)?).map_err(engine_err)
         }
 
         /// `None` while running, else `(ok, payload)`.
-        fn outcome(&self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
-            match self.engine.outcome(&parse_id(id)?).map_err(engine_err)? {
+        fn outcome(&mut self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
+            match self.eng().outcome(&parse_id(id)?).map_err(engine_err)? {
                 Some(o) => Ok(Some(outcome_py(py, o)?)),
                 None => Ok(None),
             }
@@ -745,11 +756,11 @@ mod engine_bindings {
         /// newest first.
         #[allow(clippy::type_complexity)]
         fn list_invocations(
-            &self,
+            &mut self,
             limit: usize,
         ) -> PyResult<Vec<(String, String, String, String, &'static str, u32, u64)>> {
             Ok(self
-                .engine
+                .eng()
                 .list(limit)
                 .map_err(engine_err)?
                 .into_iter()
@@ -773,9 +784,12 @@ mod engine_bindings {
         }
 
         /// `(service, handler, key, status)` of one invocation, `None` if unknown.
-        fn invocation(&self, id: &str) -> PyResult<Option<(String, String, String, &'static str)>> {
+        fn invocation(
+            &mut self,
+            id: &str,
+        ) -> PyResult<Option<(String, String, String, &'static str)>> {
             Ok(self
-                .engine
+                .eng()
                 .invocation(&parse_id(id)?)
                 .map_err(engine_err)?
                 .map(|r| {
@@ -789,9 +803,13 @@ mod engine_bindings {
         }
 
         /// The stored journal: protocol frames, in order.
-        fn journal<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        fn journal<'py>(
+            &mut self,
+            py: Python<'py>,
+            id: &str,
+        ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
             Ok(self
-                .engine
+                .eng()
                 .journal(&parse_id(id)?)
                 .map_err(engine_err)?
                 .iter()
