@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import sys
 import threading
 import time
 import traceback
@@ -43,6 +44,8 @@ _HANDLER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="df-handle
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
+
+_TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
 # A registered async run closure: fn, args, kwargs, serialize, retry options, and the
 # context variables it runs with (copied when the run was started).
@@ -96,6 +99,7 @@ class Invocation:
         self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
         self._blocked_threads = 0
         self._sync_handler_running = False
+        self._flush_scheduled = False
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -288,7 +292,10 @@ class Invocation:
             return
         if inspect.iscoroutinefunction(fn):
             ctx = contextvars.copy_context()
-            task = ctx.run(self.loop.create_task, self._execute_claimable(handle))
+            if _TASK_TAKES_CONTEXT:
+                task = self.loop.create_task(self._execute_claimable(handle), context=ctx)
+            else:  # a task copies the current context: make that ``ctx``
+                task = ctx.run(self.loop.create_task, self._execute_claimable(handle))
             self._unstarted[handle] = ((fn, args, kwargs, serialize, retry, ctx), task)
             self._track(task)
             return
@@ -299,7 +306,7 @@ class Invocation:
         if entry is None:
             return  # claimed: the handler ran it inline
         (fn, args, kwargs, serialize, retry, _ctx), _task = entry
-        await self._execute_run(handle, fn, args, kwargs, serialize, retry)
+        await self._execute_run(handle, fn, args, kwargs, serialize, retry, is_coro=True)
 
     def claim_run(self, handle: int) -> _RunSpec | None:
         """The closure of run ``handle`` if its task has not started it: the caller (the
@@ -374,10 +381,11 @@ class Invocation:
         kwargs: dict[str, Any],
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
+        is_coro: bool | None = None,
     ) -> None:
         started = time.monotonic()
         try:
-            if inspect.iscoroutinefunction(fn):
+            if is_coro if is_coro is not None else inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
             else:
                 ctx = contextvars.copy_context()
@@ -391,7 +399,7 @@ class Invocation:
         except Exception as e:  # noqa: BLE001 - journaled as the run's failure, or retried
             self._propose(handle, serialize, retry, started, error=e)
         finally:
-            self.flush()
+            self._flush_soon()
             # A proposal is answered through the input (an ack or an echoed completion), so
             # a finished run changes what a waiter sees only once no input can come: the
             # attempt may then suspend. (A run that fails the attempt closes the VM.)
@@ -399,6 +407,17 @@ class Invocation:
                 wake = self._input_closed or self.vm.is_closed()
             if wake:
                 self._progressed()
+
+    def _flush_soon(self) -> None:
+        """Sends the output at the end of this loop turn, once for all the runs that finish
+        in it (a fan-out's completions then reach the runtime together)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def _propose(
         self,
