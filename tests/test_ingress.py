@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +17,7 @@ import durable_futures as df
 from durable_futures.local.ingress import Ingress, parse_duration
 
 from .asgi_client import Response, call
+from .stored import invocation_stored
 
 T = TypeVar("T")
 
@@ -493,14 +493,6 @@ def test_accepted_sends_and_resolutions_are_on_disk_and_unsaved_ones_are_refused
     db = tmp_path / "capped.db"
     big = json.dumps("x" * (2 << 20)).encode()
 
-    def stored(inv_id: str) -> bool:
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute("SELECT id FROM invocations").fetchall()
-        finally:
-            conn.close()
-        return any("inv_" + bytes(r[0]).hex() == inv_id for r in rows)
-
     async def main() -> None:
         engine = df.LocalEngine(
             *app.services, path=db, durability="os", max_db_bytes=256 * 1024
@@ -509,7 +501,7 @@ def test_accepted_sends_and_resolutions_are_on_disk_and_unsaved_ones_are_refused
             ingress = Ingress(engine)
             resp = await post(ingress, "/Svc/wait/send", b'"a"')
             assert resp.status == 202, resp
-            assert stored(json.loads(resp.body)["invocationId"])
+            assert invocation_stored(db, json.loads(resp.body)["invocationId"])
 
             resp = await post(ingress, "/Svc/echo/send", big)
             assert resp.status == 507, resp

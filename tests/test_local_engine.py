@@ -24,6 +24,7 @@ from durable_futures.errors import BadRequestError, StorageError, UnknownInvocat
 from durable_futures.local import VirtualClock
 
 from .frames import frames
+from .stored import invocation_stored
 
 T = TypeVar("T")
 
@@ -1219,24 +1220,16 @@ def test_flush_confirms_submissions_or_reports_that_they_were_lost(db: Path) -> 
 
     awakeables: list[str] = []
 
-    def stored(inv_id: str) -> bool:
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute("SELECT id FROM invocations").fetchall()
-        finally:
-            conn.close()
-        return any("inv_" + bytes(r[0]).hex() == inv_id for r in rows)
-
     async def body() -> None:
         async with engine(svc, path=db, max_db_bytes=256 * 1024) as e:
             await e.flush()  # nothing pending: at once
             inv_id = e.send(echo, "small")
             await e.flush()
-            assert stored(inv_id)
+            assert invocation_stored(db, inv_id)
             lost = e.send(echo, "x" * (2 << 20))
             with pytest.raises(StorageError, match="the disk is full"):
                 await e.flush()
-            assert not stored(lost)
+            assert not invocation_stored(db, lost)
             waiting = e.send(wait)
             await until(lambda: bool(awakeables), what="the awakeable")
             e.resolve_awakeable(awakeables[0], "y" * (2 << 20))

@@ -394,13 +394,7 @@ class LocalEngine:
                     self._pending_since = None
                 except DurableError:  # storage failure: nothing released; attempts rerun
                     await asyncio.sleep(0.05)
-            for effect in effects:
-                self._apply(effect)
-            while True:
-                attempt = core.next_attempt(now)
-                if attempt is None:
-                    break
-                self._start_attempt(*attempt)
+            self._release(core, effects, now)
             self._close_idle()
             wakeup = self._driver_wakeup = core.next_wakeup()
             timeout = None if wakeup is None else max(0.0, (wakeup - self._clock()) / 1000)
@@ -419,6 +413,16 @@ class LocalEngine:
                     # without writing anything that would wake us: look again shortly.
                     timeout = _BUSY_THREAD_POLL if timeout is None else min(timeout, _BUSY_THREAD_POLL)
             await self._sleep(timeout)
+
+    def _release(self, core: _core.Engine, effects: list[tuple[Any, ...]], now: int) -> None:
+        """Hands out what a commit released, then starts the attempts it made ready."""
+        for effect in effects:
+            self._apply(effect)
+        while True:
+            attempt = core.next_attempt(now)
+            if attempt is None:
+                break
+            self._start_attempt(*attempt)
 
     def _commit(self, now: int) -> list[tuple[Any, ...]]:
         """One group commit. On a storage error nothing of it was written: the error goes to
@@ -609,13 +613,7 @@ class LocalEngine:
                 self._poke()  # the driver backs off and carries on
                 return
             self._pending_since = None
-            for effect in effects:
-                self._apply(effect)
-            while True:
-                attempt = core.next_attempt(now)
-                if attempt is None:
-                    break
-                self._start_attempt(*attempt)
+            self._release(core, effects, now)
             if core.next_wakeup() != self._driver_wakeup:
                 self._poke()  # a new timer: the driver must sleep less
         finally:

@@ -1375,6 +1375,15 @@ mod tests {
         }
     }
 
+    /// The journal of invocation 1 holds exactly the entries `one_entry(0..n)` wrote.
+    fn assert_entries(store: &Store, n: u32) {
+        let journal = store.journal(&id(1)).unwrap();
+        assert_eq!(journal.len(), n as usize);
+        for (k, entry) in journal.iter().enumerate() {
+            assert_eq!(entry, &format!("entry {k}").into_bytes());
+        }
+    }
+
     #[test]
     fn wal_is_preallocated_and_commits_past_it_survive() {
         let dir = tempfile::tempdir().unwrap();
@@ -1389,13 +1398,7 @@ mod tests {
         }
         assert_eq!(wal_len(&path), WAL_PREALLOCATED_BYTES as u64);
         drop(store);
-        let store = Store::open(&path, Durability::Os).unwrap();
-        let journal = store.journal(&id(1)).unwrap();
-        assert_eq!(journal.len(), n as usize);
-        assert_eq!(
-            journal[n as usize - 1],
-            format!("entry {}", n - 1).into_bytes()
-        );
+        assert_entries(&Store::open(&path, Durability::Os).unwrap(), n);
     }
 
     #[test]
@@ -1418,13 +1421,7 @@ mod tests {
         copy_wal.push("-wal");
         std::fs::copy(PathBuf::from(wal), PathBuf::from(copy_wal)).unwrap();
         drop(store);
-        let store = Store::open(&copy, Durability::Fsync).unwrap();
-        let journal = store.journal(&id(1)).unwrap();
-        assert_eq!(journal.len(), n as usize);
-        assert_eq!(
-            journal[n as usize - 1],
-            format!("entry {}", n - 1).into_bytes()
-        );
+        assert_entries(&Store::open(&copy, Durability::Fsync).unwrap(), n);
     }
 
     #[test]
