@@ -409,8 +409,12 @@ class Invocation:
                 self._progressed()
 
     def _flush_soon(self) -> None:
-        """Sends the output at the end of this loop turn, once for all the runs that finish
-        in it (a fan-out's completions then reach the runtime together)."""
+        """Sends the output: now if no other run is executing, else at the end of this loop
+        turn, once for all the runs that finish in it (a fan-out's completions then reach
+        the runtime together)."""
+        if len(self._tasks) <= 1:  # only the run calling this (its task is not done yet)
+            self.flush()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)
