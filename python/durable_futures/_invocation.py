@@ -86,7 +86,8 @@ class Invocation:
         self._runs_in_flight = runs_in_flight if runs_in_flight is not None else [0]
         self.loop = loop
         self.lock = threading.RLock()
-        self._cond = threading.Condition(self.lock)
+        # Made when a sync handler's thread first waits (async handlers never need it).
+        self._cond: threading.Condition | None = None
         self._send_output = send_output
         self._generation = 0
         self._async_waiters: list[asyncio.Future[None]] = []
@@ -132,6 +133,7 @@ class Invocation:
             self._generation += 1
             if self._blocked_threads:
                 self._blocked_threads = 0
+                assert self._cond is not None
                 self._cond.notify_all()
         if threading.get_ident() == self._loop_thread:
             self._wake_async()
@@ -155,6 +157,8 @@ class Invocation:
     def _block_progress(self, generation: int) -> None:
         # Called with the lock held (Condition over the same RLock). ``_progressed`` zeroes
         # the count as it notifies, so a thread counts as waiting only until it is woken.
+        if self._cond is None:
+            self._cond = threading.Condition(self.lock)
         while self._generation == generation and not self.disconnected:
             self._blocked_threads += 1
             self._cond.wait()

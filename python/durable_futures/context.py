@@ -167,7 +167,17 @@ class Context:
         self.invocation_id = invocation_id
         self.key = key
         self.headers = dict(headers)
-        self.random = random.Random(random_seed)
+        self._seed = random_seed
+        self._random: random.Random | None = None
+
+    @property
+    def random(self) -> random.Random:
+        """Randomness seeded by the invocation: the same numbers on every replay. (Made on
+        first use: seeding a generator costs more than a whole step.)"""
+        r = self._random
+        if r is None:
+            r = self._random = random.Random(self._seed)
+        return r
 
     # ---- runs ----------------------------------------------------------------------------------
 

@@ -170,10 +170,21 @@ class JsonSerde(Generic[T]):
 _ANY_JSON: JsonSerde[Any] = JsonSerde()
 
 
+_BYTES = BytesSerde()
+_SERDES: dict[Any, JsonSerde[Any]] = {}
+
+
 def serde_for(type_: Any) -> Serde[Any]:
-    """The serde for a type hint: raw for ``bytes``, JSON otherwise."""
+    """The serde for a type hint: raw for ``bytes``, JSON otherwise. Serdes hold no state
+    but their type, so one per (hashable) type is shared."""
     if type_ is bytes:
-        return BytesSerde()
+        return _BYTES
     if type_ is Any or type_ is None or type_ is dataclasses.MISSING:
         return _ANY_JSON
-    return JsonSerde(type_)
+    try:
+        return _SERDES[type_]
+    except KeyError:
+        serde = _SERDES[type_] = JsonSerde(type_)
+        return serde
+    except TypeError:  # an unhashable type hint
+        return JsonSerde(type_)

@@ -11,6 +11,7 @@ its next notification. Every notification and result is on disk before anyone se
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -634,7 +635,7 @@ class LocalEngine:
             old.inv.disconnect()
         vm = _core.Vm(content_type)
         inv = Invocation(
-            vm, self._loop, lambda data: self._output(inv_id, token, data), self._runs_in_flight
+            vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
