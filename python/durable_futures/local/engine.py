@@ -141,7 +141,8 @@ class LocalEngine:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._runs_in_flight = [0]
         self._next_idle_check = 0.0
-        self._inline_commit = False
+        # A commit's effects are being handed out (see _release).
+        self._releasing = False
         self._loop_turn_pending = False
         self._inline_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -318,8 +319,8 @@ class LocalEngine:
             # A just-submitted invocation (send() then result()) reaches the store with the
             # next commit: commit now rather than calling it unknown.
             if core.has_pending():
-                for effect in self._commit(self._clock()):
-                    self._apply(effect)
+                now = self._clock()
+                self._release(core, self._commit(now), now)
                 self._poke()
                 done = core.outcome(invocation_id)
                 if done is not None:
@@ -416,14 +417,22 @@ class LocalEngine:
             await self._sleep(timeout)
 
     def _release(self, core: _core.Engine, effects: list[tuple[Any, ...]], now: int) -> None:
-        """Hands out what a commit released, then starts the attempts it made ready."""
-        for effect in effects:
-            self._apply(effect)
-        while True:
-            attempt = core.next_attempt(now)
-            if attempt is None:
-                break
-            self._start_attempt(*attempt)
+        """Hands out what a commit released, then starts the attempts it made ready.
+
+        Meanwhile no commit happens (``_releasing``): one made by an attempt reacting to
+        its delivery would hand out newer notifications before the older ones still in
+        ``effects``, out of journal order."""
+        outer, self._releasing = self._releasing, True
+        try:
+            for effect in effects:
+                self._apply(effect)
+            while True:
+                attempt = core.next_attempt(now)
+                if attempt is None:
+                    break
+                self._start_attempt(*attempt)
+        finally:
+            self._releasing = outer
 
     def _commit(self, now: int) -> list[tuple[Any, ...]]:
         """One group commit. On a storage error nothing of it was written: the error goes to
@@ -583,7 +592,7 @@ class LocalEngine:
         the caller, it goes on without yielding at all. So that such a handler cannot keep
         the loop to itself, this stops once the loop has not turned for
         ``_INLINE_COMMIT_BUDGET``; the next commit then waits for the driver's turn."""
-        if self._inline_commit or self._closing or self._driver is None:
+        if self._releasing or self._closing or self._driver is None:
             return False
         now = time.monotonic()
         if self._loop_turn_pending:
@@ -603,7 +612,7 @@ class LocalEngine:
         self._loop_turn_pending = False
 
     def _commit_now(self, core: _core.Engine) -> None:
-        self._inline_commit = True
+        self._releasing = True
         assert self._wake is not None
         self._wake.set()  # activity, for a virtual clock's settling check; no driver wake-up
         try:
@@ -618,7 +627,7 @@ class LocalEngine:
             if core.next_wakeup() != self._driver_wakeup:
                 self._poke()  # a new timer: the driver must sleep less
         finally:
-            self._inline_commit = False
+            self._releasing = False
 
     def _group_deadline(self) -> None:
         self._group_timer = None
