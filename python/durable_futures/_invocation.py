@@ -94,7 +94,8 @@ class Invocation:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop_thread = threading.get_ident()
         self.disconnected = False
-        self._input_closed = False
+        # No more input will come (set before the VM hears it, so nothing is fed after).
+        self.input_closed = False
         # Async run closures whose task has not taken its first step yet, with the task:
         # the handler may await one first and run it inline instead (``claim_run``).
         self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
@@ -112,7 +113,7 @@ class Invocation:
 
     def feed_closed(self) -> None:
         with self.lock:
-            self._input_closed = True
+            self.input_closed = True
             self.vm.notify_input_closed()
         self.flush()
         self._progressed()
@@ -408,7 +409,7 @@ class Invocation:
             # a finished run changes what a waiter sees only once no input can come: the
             # attempt may then suspend. (A run that fails the attempt closes the VM.)
             with self.lock:
-                wake = self._input_closed or self.vm.is_closed()
+                wake = self.input_closed or self.vm.is_closed()
             if wake:
                 self._progressed()
 

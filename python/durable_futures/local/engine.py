@@ -73,7 +73,6 @@ class _Attempt:
     inv: Invocation
     vm: _core.Vm
     last_activity: float
-    input_closed: bool = False
 
 
 class LocalEngine:
@@ -522,7 +521,7 @@ class LocalEngine:
             live = self._attempts.get(inv_id)
             # An attempt whose input is closed (idle, or always_replay) must not read more:
             # it suspends, and the engine starts a new attempt that replays these frames.
-            if live is None or live.token != token or live.vm.is_closed() or live.input_closed:
+            if live is None or live.token != token or live.vm.is_closed() or live.inv.input_closed:
                 self._require().not_delivered(inv_id, token)
                 return
             live.last_activity = time.monotonic()
@@ -553,8 +552,7 @@ class LocalEngine:
         self._next_idle_check = now + min(1.0, self._inactivity / 4)
         limit = now - self._inactivity
         for live in self._attempts.values():
-            if not live.input_closed and live.last_activity < limit:
-                live.input_closed = True
+            if not live.inv.input_closed and live.last_activity < limit:
                 live.inv.feed_closed()
 
     def _output(self, inv_id: str, token: int, data: bytes) -> None:
@@ -612,22 +610,18 @@ class LocalEngine:
         self._loop_turn_pending = False
 
     def _commit_now(self, core: _core.Engine) -> None:
-        self._releasing = True
         assert self._wake is not None
         self._wake.set()  # activity, for a virtual clock's settling check; no driver wake-up
+        now = self._clock()
         try:
-            now = self._clock()
-            try:
-                effects = self._commit(now)
-            except DurableError:
-                self._poke()  # the driver backs off and carries on
-                return
-            self._pending_since = None
-            self._release(core, effects, now)
-            if core.next_wakeup() != self._driver_wakeup:
-                self._poke()  # a new timer: the driver must sleep less
-        finally:
-            self._releasing = False
+            effects = self._commit(now)
+        except DurableError:
+            self._poke()  # the driver backs off and carries on
+            return
+        self._pending_since = None
+        self._release(core, effects, now)
+        if core.next_wakeup() != self._driver_wakeup:
+            self._poke()  # a new timer: the driver must sleep less
 
     def _group_deadline(self) -> None:
         self._group_timer = None
@@ -666,9 +660,6 @@ class LocalEngine:
         try:
             inv.feed(request)
             if self._always_replay:
-                live = self._attempts.get(inv_id)
-                if live is not None and live.token == token:
-                    live.input_closed = True
                 inv.feed_closed()
             svc = self.services.get(service)
             h = svc.handlers.get(handler) if svc else None

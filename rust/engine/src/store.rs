@@ -268,6 +268,13 @@ pub struct Store {
 /// How many `seq`s [`Store`] remembers before it starts over (they are looked up again).
 const SEQ_CACHE_LIMIT: usize = 100_000;
 
+/// The journal numbering of invocation `id`, from the file.
+fn lookup_seq(conn: &Connection, id: &InvocationId) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM invocations WHERE id = ?1")?
+        .query_row(params![id.0], |r| r.get(0))
+        .optional()
+}
+
 /// The journal key range of the invocation numbered `seq`.
 fn journal_keys(seq: i64) -> (i64, i64) {
     (seq << 32, (seq + 1) << 32)
@@ -528,9 +535,7 @@ impl Store {
                 let seq = match seqs.get(id) {
                     Some(seq) => *seq,
                     None => {
-                        let seq: i64 = c
-                            .prepare_cached("SELECT seq FROM invocations WHERE id = ?1")?
-                            .query_row(params![id.0], |r| r.get(0))?;
+                        let seq = lookup_seq(c, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                         seqs.insert(*id, seq);
                         seq
                     }
@@ -711,10 +716,7 @@ impl Store {
         if let Some(seq) = self.seqs.get(id) {
             return Ok(Some(*seq));
         }
-        self.conn
-            .prepare_cached("SELECT seq FROM invocations WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![id.0], |r| r.get(0)).optional())
-            .map_err(|e| self.err(e))
+        lookup_seq(&self.conn, id).map_err(|e| self.err(e))
     }
 
     /// How many journal entries `id` has.
