@@ -413,3 +413,584 @@ proptest! {
         }
     }
 }
+
+// ---- a reference model of completion order ---------------------------------------------------
+//
+// Restate's replay rests on one rule (../shared/PROTOCOL.md §1.7 and §3.4, outside this
+// repository): notifications enter a FIFO in journal (= arrival) order and move to the ready
+// set one at a time, only while the handler awaits, stopping as soon as the awaited thing is
+// resolved. The model below knows nothing of the VM's data structures: from the arrival order
+// alone it predicts when each await resolves, what each combinator resolves to, the exact
+// sequence a selector hands out, and which futures are completed after every step. The
+// property drives the VM with random futures and arrival orders, live (processing) and again
+// from the recorded journal (replay), and checks it agrees with the model at every step.
+
+use durable_futures_core::Outcome;
+
+/// A future the handler creates. A call has two leaves: its invocation id and its result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Planned {
+    Run,
+    Sleep,
+    Call,
+    Awakeable,
+}
+
+/// One notification-backed handle, in creation order.
+#[derive(Debug, Clone)]
+struct Leaf {
+    /// Index of the planned future it belongs to.
+    future: usize,
+    fails: bool,
+    /// Its notification, as the runtime sends and stores it.
+    frame: Frame,
+    /// What the handle yields.
+    value: Value,
+    /// Completion id, if this is a run (acknowledged instead of echoed on V7).
+    run: Option<u32>,
+}
+
+fn run_exit(i: usize, fails: bool) -> (RunExit, Value) {
+    if fails {
+        let f = failure(500, &format!("run {i} failed"));
+        (RunExit::TerminalFailure(f.clone()), Value::Failure(f))
+    } else {
+        let v = Bytes::from(format!("r{i}"));
+        (RunExit::Success(v.clone()), Value::Value(v))
+    }
+}
+
+/// The leaves of the planned futures, with ids allocated as the protocol does (§1.5):
+/// completion ids from 1 (two per call), awakeable signal ids from 17.
+fn plan_leaves(futures: &[(Planned, bool)]) -> Vec<Leaf> {
+    let (mut completion, mut signal_id) = (1u32, 17u32);
+    let mut leaves = Vec::new();
+    for (i, &(kind, fails)) in futures.iter().enumerate() {
+        match kind {
+            Planned::Run => {
+                let (_, value) = run_exit(i, fails);
+                let frame = match &value {
+                    Value::Failure(f) => run_failed(completion, f.code, &f.message),
+                    Value::Value(v) => run_done(completion, v),
+                    _ => unreachable!(),
+                };
+                leaves.push(Leaf {
+                    future: i,
+                    fails,
+                    frame,
+                    value,
+                    run: Some(completion),
+                });
+                completion += 1;
+            }
+            Planned::Sleep => {
+                leaves.push(Leaf {
+                    future: i,
+                    fails: false,
+                    frame: sleep_done(completion),
+                    value: Value::Void,
+                    run: None,
+                });
+                completion += 1;
+            }
+            Planned::Call => {
+                let id = format!("inv_callee_{i}");
+                leaves.push(Leaf {
+                    future: i,
+                    fails: false,
+                    frame: call_id(completion, &id),
+                    value: Value::InvocationId(id),
+                    run: None,
+                });
+                let (frame, value) = if fails {
+                    (
+                        call_failed(completion + 1, 500, "callee failed"),
+                        Value::Failure(failure(500, "callee failed")),
+                    )
+                } else {
+                    (
+                        call_done(completion + 1, b"answer"),
+                        Value::Value(Bytes::from_static(b"answer")),
+                    )
+                };
+                leaves.push(Leaf {
+                    future: i,
+                    fails,
+                    frame,
+                    value,
+                    run: None,
+                });
+                completion += 2;
+            }
+            Planned::Awakeable => {
+                let (result, value) = if fails {
+                    (
+                        nfailure(400, "rejected"),
+                        Value::Failure(failure(400, "rejected")),
+                    )
+                } else {
+                    (nvalue(b"resolved"), val(b"resolved"))
+                };
+                leaves.push(Leaf {
+                    future: i,
+                    fails,
+                    frame: signal(signal_id, result),
+                    value,
+                    run: None,
+                });
+                signal_id += 1;
+            }
+        }
+    }
+    leaves
+}
+
+/// What a combinator over `children` (leaf indices) resolves to, given each leaf's arrival
+/// position: (position of the notification that resolves it, succeeded, deciding leaf).
+fn model_combinator(
+    kind: Combinator,
+    children: &[usize],
+    pos: &[usize],
+    leaves: &[Leaf],
+) -> (usize, bool, Option<usize>) {
+    let mut by_arrival = children.to_vec();
+    by_arrival.sort_by_key(|&c| pos[c]);
+    by_arrival.dedup();
+    let last = *by_arrival.last().expect("non-empty");
+    match kind {
+        Combinator::FirstCompleted => (pos[by_arrival[0]], true, Some(by_arrival[0])),
+        Combinator::AllCompleted => (pos[last], true, None),
+        Combinator::FirstSucceededOrAllFailed => {
+            match by_arrival.iter().find(|&&c| !leaves[c].fails) {
+                Some(&c) => (pos[c], true, Some(c)),
+                None => (pos[last], false, Some(last)),
+            }
+        }
+        Combinator::AllSucceededOrFirstFailed => {
+            match by_arrival.iter().find(|&&c| leaves[c].fails) {
+                Some(&c) => (pos[c], false, Some(c)),
+                None => (pos[last], true, None),
+            }
+        }
+        other => panic!("no model for {other:?}"),
+    }
+}
+
+/// The VM plus the model's view of the input: `delivered` notifications were fed, the first
+/// `popped` of them (in arrival order) are in the ready set.
+struct Sim<'a> {
+    vm: Vm,
+    /// Notification frames in arrival order (what the runtime sends live).
+    frames: Vec<Frame>,
+    delivered: usize,
+    popped: usize,
+    batches: &'a [usize],
+    next_batch: usize,
+    leaves: &'a [Leaf],
+    handles: Vec<Handle>,
+    /// Arrival position of each leaf's notification.
+    pos: &'a [usize],
+}
+
+impl Sim<'_> {
+    fn deliver_batch(&mut self) -> Result<(), TestCaseError> {
+        prop_assert!(
+            self.delivered < self.frames.len(),
+            "the VM waits for input, but the model says everything it needs was delivered"
+        );
+        let n = self.batches[self.next_batch % self.batches.len()]
+            .min(self.frames.len() - self.delivered);
+        self.next_batch += 1;
+        let batch = self.frames[self.delivered..self.delivered + n].to_vec();
+        send(&mut self.vm, batch);
+        self.delivered += n;
+        Ok(())
+    }
+
+    fn deliver(&mut self, n: usize) {
+        let n = n.min(self.frames.len() - self.delivered);
+        let batch = self.frames[self.delivered..self.delivered + n].to_vec();
+        send(&mut self.vm, batch);
+        self.delivered += n;
+    }
+
+    /// Exactly the leaves whose notification is in the popped prefix are completed, and each
+    /// completed leaf holds its value.
+    fn check_ready_set(&self, step: &str) -> Result<(), TestCaseError> {
+        for (i, leaf) in self.leaves.iter().enumerate() {
+            let expected = self.pos[i] < self.popped;
+            let h = self.handles[i];
+            prop_assert_eq!(
+                self.vm.is_completed(h),
+                expected,
+                "{}: leaf {} (future {}, arrival {}) with {} of {} notifications moved to ready",
+                step,
+                i,
+                leaf.future,
+                self.pos[i],
+                self.popped,
+                self.delivered
+            );
+            if expected {
+                prop_assert_eq!(self.vm.peek_notification(h), Some(&leaf.value), "{}", step);
+            }
+        }
+        Ok(())
+    }
+
+    /// Awaits a combinator the model says resolves with the notification at `at`.
+    fn await_combinator(&mut self, h: Handle, at: usize) -> Result<(), TestCaseError> {
+        loop {
+            match self.vm.do_await(h) {
+                Ok(AwaitOutcome::Ready) => {
+                    prop_assert!(at < self.delivered, "ready before its notification arrived");
+                    self.popped = self.popped.max(at + 1);
+                    return self.check_ready_set("after the combinator resolved");
+                }
+                Ok(AwaitOutcome::Pending {
+                    waiting_input: true,
+                    waiting_runs: false,
+                }) => {
+                    prop_assert!(at >= self.delivered, "pending though resolvable");
+                    self.popped = self.delivered;
+                    prop_assert!(self.vm.outcome(h).is_none());
+                    self.check_ready_set("while the combinator waits")?;
+                    self.deliver_batch()?;
+                }
+                other => return Err(TestCaseError::fail(format!("do_await: {other:?}"))),
+            }
+        }
+    }
+
+    /// Drains a selector over `children`; the model: children in arrival order.
+    fn drain_selector(&mut self, children: &[usize]) -> Result<(), TestCaseError> {
+        let handles: Vec<Handle> = children.iter().map(|&c| self.handles[c]).collect();
+        let sel = self.vm.selector(&handles).unwrap();
+        let mut expected = children.to_vec();
+        expected.sort_by_key(|&c| self.pos[c]);
+        for (k, &c) in expected.iter().enumerate() {
+            // Children not handed out yet, completed or not.
+            prop_assert_eq!(self.vm.selector_remaining(sel).unwrap(), children.len() - k);
+            prop_assert!(!self.vm.is_completed(sel));
+            loop {
+                match self.vm.select_next(sel) {
+                    Ok(SelectOutcome::Selected(h)) => {
+                        prop_assert_eq!(
+                            h,
+                            self.handles[c],
+                            "selection {} should be leaf {} (arrival {})",
+                            k,
+                            c,
+                            self.pos[c]
+                        );
+                        prop_assert!(self.pos[c] < self.delivered);
+                        self.popped = self.popped.max(self.pos[c] + 1);
+                        self.check_ready_set("after a selection")?;
+                        break;
+                    }
+                    Ok(SelectOutcome::Pending {
+                        waiting_input: true,
+                        waiting_runs: false,
+                    }) => {
+                        prop_assert!(
+                            self.pos[c] >= self.delivered,
+                            "pending though leaf {} (arrival {}) was delivered ({})",
+                            c,
+                            self.pos[c],
+                            self.delivered
+                        );
+                        self.popped = self.delivered;
+                        self.check_ready_set("while the selector waits")?;
+                        self.deliver_batch()?;
+                    }
+                    other => return Err(TestCaseError::fail(format!("select_next: {other:?}"))),
+                }
+            }
+        }
+        prop_assert_eq!(self.vm.selector_remaining(sel).unwrap(), 0);
+        prop_assert_eq!(self.vm.select_next(sel).unwrap(), SelectOutcome::Exhausted);
+        prop_assert!(self.vm.is_completed(sel));
+        Ok(())
+    }
+
+    /// The scenario: optionally a combinator awaited to resolution, then a selector drained.
+    fn exercise(
+        &mut self,
+        combinator: &Option<(Combinator, Vec<usize>)>,
+        selector: &[usize],
+    ) -> Result<(), TestCaseError> {
+        self.check_ready_set("before any await")?;
+        if let Some((kind, children)) = combinator {
+            let (at, succeeded, decided_by) =
+                model_combinator(*kind, children, self.pos, self.leaves);
+            let handles: Vec<Handle> = children.iter().map(|&c| self.handles[c]).collect();
+            let h = self.vm.combinator(*kind, &handles).unwrap();
+            // Creating a combinator never moves notifications.
+            self.check_ready_set("after creating the combinator")?;
+            prop_assert_eq!(self.vm.is_completed(h), at < self.popped);
+            self.await_combinator(h, at)?;
+            prop_assert_eq!(
+                self.vm.outcome(h),
+                Some(Outcome {
+                    succeeded,
+                    decided_by: decided_by.map(|c| self.handles[c]),
+                }),
+                "{:?} over {:?} at arrival positions {:?}",
+                kind,
+                children,
+                children.iter().map(|&c| self.pos[c]).collect::<Vec<_>>()
+            );
+        }
+        self.drain_selector(selector)
+    }
+}
+
+/// Leaf handles in creation order, and per run leaf: (leaf index, replayed).
+type Created = (Vec<Handle>, Vec<(usize, bool)>);
+
+/// The handler's part: creates the planned futures (proposing runs that were not replayed).
+fn create_futures(vm: &mut Vm, futures: &[(Planned, bool)]) -> Result<Created, Error> {
+    vm.sys_input()?;
+    let mut handles = Vec::new();
+    let mut runs = Vec::new();
+    for (i, &(kind, fails)) in futures.iter().enumerate() {
+        match kind {
+            Planned::Run => {
+                let r = vm.sys_run(&format!("run-{i}"))?;
+                runs.push((handles.len(), r.replayed));
+                handles.push(r.handle);
+                if !r.replayed {
+                    let (exit, _) = run_exit(i, fails);
+                    vm.propose_run_completion(r.handle, exit, &RetryPolicy::None)?;
+                }
+            }
+            Planned::Sleep => handles.push(vm.sys_sleep(&format!("sleep-{i}"), 1_000 + i as u64)?),
+            Planned::Call => {
+                let c = vm.sys_call(
+                    target("Callee", &format!("h{i}")),
+                    Bytes::from(format!("{i}")),
+                    "",
+                )?;
+                handles.push(c.invocation_id);
+                handles.push(c.result);
+            }
+            Planned::Awakeable => handles.push(vm.sys_awakeable()?.handle),
+        }
+    }
+    Ok((handles, runs))
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    v7: bool,
+    futures: Vec<(Planned, bool)>,
+    /// Leaf indices in the order their notifications arrive.
+    arrival: Vec<usize>,
+    /// Notifications fed after the futures are created, before the first await.
+    early: usize,
+    /// Sizes of the later deliveries, one each time the VM waits for input.
+    batches: Vec<usize>,
+    /// V7: runs are acknowledged (ProposeRunCompletionAck) rather than echoed.
+    ack_runs: bool,
+    combinator: Option<(Combinator, Vec<usize>)>,
+    selector: Vec<usize>,
+    /// Notifications already in the journal when it is replayed.
+    replayed: usize,
+}
+
+fn arb_scenario() -> impl Strategy<Value = Scenario> {
+    let planned = prop::sample::select(vec![
+        Planned::Run,
+        Planned::Sleep,
+        Planned::Call,
+        Planned::Awakeable,
+    ]);
+    (
+        any::<bool>(),
+        prop::collection::vec((planned, any::<bool>()), 1..=6),
+    )
+        .prop_flat_map(|(v7, futures)| {
+            let leaves = plan_leaves(&futures).len();
+            let kinds = vec![
+                Combinator::FirstCompleted,
+                Combinator::AllCompleted,
+                Combinator::FirstSucceededOrAllFailed,
+                Combinator::AllSucceededOrFirstFailed,
+            ];
+            (
+                Just(v7),
+                Just(futures),
+                Just((0..leaves).collect::<Vec<_>>()).prop_shuffle(),
+                0..=leaves,
+                prop::collection::vec(1usize..=3, 1..4),
+                any::<bool>(),
+                prop::option::of((
+                    prop::sample::select(kinds),
+                    prop::collection::vec(any::<bool>(), leaves),
+                )),
+                prop::collection::vec(any::<bool>(), leaves),
+                0..=leaves,
+            )
+        })
+        .prop_map(
+            |(v7, futures, mut arrival, early, batches, ack_runs, comb, sel, replayed)| {
+                let leaves = plan_leaves(&futures);
+                // The runtime announces a callee's invocation id before its result.
+                for (i, leaf) in leaves.iter().enumerate() {
+                    if matches!(leaf.value, Value::InvocationId(_)) {
+                        let a = arrival.iter().position(|&l| l == i).unwrap();
+                        let b = arrival.iter().position(|&l| l == i + 1).unwrap();
+                        if a > b {
+                            arrival.swap(a, b);
+                        }
+                    }
+                }
+                let pick = |mask: &[bool]| -> Vec<usize> {
+                    (0..mask.len()).filter(|&i| mask[i]).collect()
+                };
+                let combinator = comb.map(|(kind, mask)| {
+                    let mut children = pick(&mask);
+                    if children.is_empty() {
+                        children.push(0);
+                    }
+                    (kind, children)
+                });
+                Scenario {
+                    v7,
+                    futures,
+                    arrival,
+                    early,
+                    batches,
+                    ack_runs,
+                    combinator,
+                    selector: pick(&sel),
+                    replayed,
+                }
+            },
+        )
+}
+
+fn model_config() -> Config {
+    Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// Live frames: on V7 a proposed run may be acknowledged instead of echoed, at the same
+/// position in the order (§1.7).
+fn live_frames(s: &Scenario, leaves: &[Leaf], proposed: &[bool]) -> Vec<Frame> {
+    s.arrival
+        .iter()
+        .map(|&l| match leaves[l].run {
+            Some(id) if s.v7 && s.ack_runs && proposed[l] => run_ack(id),
+            _ => leaves[l].frame.clone(),
+        })
+        .collect()
+}
+
+fn no_error(out: &[Frame]) -> Result<(), TestCaseError> {
+    for f in out {
+        prop_assert!(!matches!(f.msg, Message::Error(_)), "{:?}", f);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(model_config())]
+
+    #[test]
+    fn selectors_and_combinators_agree_with_the_reference_model(s in arb_scenario()) {
+        let version = if s.v7 { Version::V7 } else { Version::V6 };
+        let leaves = plan_leaves(&s.futures);
+        let mut pos = vec![0; leaves.len()];
+        for (p, &l) in s.arrival.iter().enumerate() {
+            pos[l] = p;
+        }
+
+        // 1. Processing: the notifications arrive live.
+        let mut vm = Vm::new(version.content_type(), VmOptions::default()).unwrap();
+        let start = StartMessage {
+            id: Bytes::from_static(INVOCATION_ID),
+            debug_id: DEBUG_ID.into(),
+            ..StartMessage::default()
+        };
+        let mut input = start_frame(start, 1);
+        input.extend(input_cmd(b"").bytes());
+        vm.notify_input(&input);
+        let (handles, runs) = create_futures(&mut vm, &s.futures).unwrap();
+        prop_assert!(runs.iter().all(|&(_, replayed)| !replayed));
+        prop_assert_eq!(handles.len(), leaves.len());
+        let written = decode(&vm.take_output());
+        let commands: Vec<Frame> = written
+            .iter()
+            .filter(|f| matches!(f.msg, Message::Command(_)))
+            .cloned()
+            .collect();
+        let expected_commands = s
+            .futures
+            .iter()
+            .filter(|(k, _)| *k != Planned::Awakeable)
+            .count();
+        prop_assert_eq!(commands.len(), expected_commands);
+        let mut sim = Sim {
+            vm,
+            frames: live_frames(&s, &leaves, &vec![true; leaves.len()]),
+            delivered: 0,
+            popped: 0,
+            batches: &s.batches,
+            next_batch: 0,
+            leaves: &leaves,
+            handles,
+            pos: &pos,
+        };
+        sim.deliver(s.early);
+        sim.exercise(&s.combinator, &s.selector)?;
+        prop_assert_ne!(sim.vm.state(), State::Closed);
+        no_error(&decode(&sim.vm.take_output()))?;
+
+        // 2. Replay: the journal holds the commands written above and the first `replayed`
+        // notifications; the rest arrive live. Same order in, same resolution out.
+        let mut t = Transcript::new(version).input(b"");
+        for c in &commands {
+            t = t.entry(c.clone());
+        }
+        for &l in &s.arrival[..s.replayed] {
+            t = t.entry(leaves[l].frame.clone());
+        }
+        if s.replayed == leaves.len() {
+            t = t.closed();
+        }
+        let ran = t.run(|vm| create_futures(vm, &s.futures));
+        let (handles, runs) = ran.result.unwrap();
+        no_error(&ran.out)?;
+        // A run is replayed exactly when its result is in the journal.
+        for &(l, replayed) in &runs {
+            prop_assert_eq!(replayed, pos[l] < s.replayed, "run leaf {}", l);
+        }
+        // Nothing journaled is written again.
+        for f in &ran.out {
+            prop_assert!(!matches!(f.msg, Message::Command(_)), "re-emitted {:?}", f);
+        }
+        let proposed: Vec<bool> = (0..leaves.len()).map(|l| pos[l] >= s.replayed).collect();
+        let mut sim = Sim {
+            vm: ran.vm,
+            frames: live_frames(&s, &leaves, &proposed),
+            delivered: s.replayed,
+            popped: 0,
+            batches: &s.batches,
+            next_batch: 0,
+            leaves: &leaves,
+            handles,
+            pos: &pos,
+        };
+        sim.deliver(s.early);
+        sim.exercise(&s.combinator, &s.selector)?;
+        prop_assert_ne!(sim.vm.state(), State::Closed);
+        no_error(&decode(&sim.vm.take_output()))?;
+    }
+}
