@@ -1654,4 +1654,64 @@ mod tests {
             "{err}"
         );
     }
+
+    /// The connection's value of `pragma`, as SQLite reports it.
+    fn pragma<T: rusqlite::types::FromSql>(store: &Store, pragma: &str) -> T {
+        store
+            .conn
+            .pragma_query_value(None, pragma, |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The settings the durability promise of each mode rests on. `synchronous` is a setting
+    /// of the connection, not of the file, so it must follow the mode asked for at each open
+    /// whatever mode the file was opened with before. Weakening `FULL` to `NORMAL` would still
+    /// survive every crash test (a killed process leaves its writes in the page cache) while
+    /// losing acknowledged commits on a power cut: only this test and the fsync count in
+    /// `tests/durability.rs` notice.
+    #[test]
+    fn each_durability_mode_configures_sqlite_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+
+        let assert_fsync_mode = |store: &Store| {
+            assert_eq!(pragma::<String>(store, "journal_mode"), "wal");
+            // 2 = FULL: in WAL mode, the WAL is synced at every commit.
+            assert_eq!(pragma::<i64>(store, "synchronous"), 2);
+            assert_eq!(
+                pragma::<i64>(store, "wal_autocheckpoint"),
+                WAL_AUTOCHECKPOINT_PAGES
+            );
+            // The preallocated WAL is kept, not truncated back after each checkpoint.
+            assert_eq!(
+                pragma::<i64>(store, "journal_size_limit"),
+                WAL_PREALLOCATED_BYTES
+            );
+            assert!(wal_len(&path) >= WAL_PREALLOCATED_BYTES as u64);
+        };
+
+        let store = Store::open(&path, Durability::Fsync).unwrap();
+        assert_fsync_mode(&store);
+        assert_eq!(pragma::<i64>(&store, "page_size"), NEW_DB_PAGE_SIZE);
+        drop(store);
+
+        // The weaker mode, on the same file: still WAL (one writer, readers alongside), but
+        // commits are left to the operating system, as documented.
+        let store = Store::open(&path, Durability::Os).unwrap();
+        assert_eq!(pragma::<String>(&store, "journal_mode"), "wal");
+        assert_eq!(pragma::<i64>(&store, "synchronous"), 0, "0 = OFF");
+        drop(store);
+
+        // Back to the default: nothing of the weaker mode lingers.
+        let store = Store::open(&path, Durability::default()).unwrap();
+        assert_fsync_mode(&store);
+
+        // A file created in the weaker mode gets the full settings when opened durably.
+        let other = dir.path().join("os-first.db");
+        drop(Store::open(&other, Durability::Os).unwrap());
+        let store = Store::open(&other, Durability::Fsync).unwrap();
+        assert_eq!(pragma::<i64>(&store, "synchronous"), 2);
+        assert_eq!(pragma::<String>(&store, "journal_mode"), "wal");
+        assert_eq!(pragma::<i64>(&store, "page_size"), NEW_DB_PAGE_SIZE);
+    }
 }
