@@ -98,6 +98,10 @@ struct Host {
     handlers: HashMap<String, HandlerFn>,
     runs: RefCell<HashMap<String, usize>>,
     attempts: usize,
+    /// The virtual time at which each attempt started, in order.
+    attempt_times: Vec<u64>,
+    /// The retry delay a failing attempt asks for (as a handler's error may), if any.
+    fail_delay_ms: Option<u64>,
     /// Handler names that must fail (retryably) this many more times.
     fail_next: HashMap<String, usize>,
     completed: HashMap<InvocationId, Outcome>,
@@ -126,6 +130,8 @@ impl Host {
             handlers: HashMap::new(),
             runs: RefCell::new(HashMap::new()),
             attempts: 0,
+            attempt_times: Vec::new(),
+            fail_delay_ms: None,
             fail_next: HashMap::new(),
             completed: HashMap::new(),
         }
@@ -163,13 +169,18 @@ impl Host {
 
     fn attempt(&mut self, a: durable_futures_engine::engine::Attempt) {
         self.attempts += 1;
+        self.attempt_times.push(self.now);
         let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
         vm.notify_input(&a.request);
         vm.notify_input_closed();
         let input = vm.sys_input().unwrap();
         if let Some(n) = self.fail_next.get_mut(&a.handler).filter(|n| **n > 0) {
             *n -= 1;
-            vm.notify_error(durable_futures_core::Error::new(500, "flaky"));
+            let mut error = durable_futures_core::Error::new(500, "flaky");
+            if let Some(ms) = self.fail_delay_ms {
+                error = error.with_next_retry_delay_ms(ms);
+            }
+            vm.notify_error(error);
         } else {
             let f = &self.handlers[&a.handler];
             let result = f(
@@ -648,4 +659,387 @@ fn a_timer_added_in_a_failed_commit_is_forgotten_with_it() {
     // Input, Sleep, its completion (after the command: no stale timer of the lost batch
     // fired before the replay wrote the command again), Output.
     assert_eq!(types, vec![0x0400, 0x040C, SLEEP_COMPLETION, 0x0401]);
+}
+
+// ---- idempotency: scoped like restate-server's idempotency id ------------------------------
+
+fn submit_idempotent(
+    h: &mut Host,
+    service: &str,
+    handler: &str,
+    key: &str,
+    input: &[u8],
+) -> durable_futures_engine::engine::Submitted {
+    let now = h.now;
+    h.engine
+        .submit(
+            &Submission {
+                service,
+                handler,
+                key,
+                input,
+                idempotency_key: Some("request-1"),
+                invoke_at: 0,
+            },
+            now,
+        )
+        .unwrap()
+}
+
+/// An idempotency key identifies a request to one target: restate-server's idempotency id
+/// is (service, object key, handler, idempotency key). The same key sent to another object,
+/// handler or service is another request: it runs, with its own input and its own result.
+/// Checked while the first submissions are unwritten (the engine's pending batch), once
+/// written (the store's table), once completed, and after a restart.
+#[test]
+fn an_idempotency_key_is_scoped_to_service_object_key_and_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let open = |path: &std::path::Path| {
+        let mut h = Host::new(Store::open(path, Durability::Os).unwrap());
+        for name in ["add", "remove", "greet", "ping"] {
+            h.handler(name, |_, input| Ok(input.to_vec()));
+        }
+        h
+    };
+    let mut h = open(&path);
+    // (service, handler, object key): all distinct targets.
+    let targets: [(&str, &str, &str); 7] = [
+        ("Cart", "add", "alice"),
+        ("Cart", "add", "bob"),       // another object of the same service
+        ("Cart", "remove", "alice"),  // another handler of the same object
+        ("Wishlist", "add", "alice"), // another service, same object key and handler
+        ("Greeter", "greet", ""),
+        ("Greeter", "ping", ""),
+        ("Welcomer", "greet", ""),
+    ];
+    let input = |n: usize, round: usize| format!("{}", 100 * round + n).into_bytes();
+    let mut ids = Vec::new();
+    for (n, (service, handler, key)) in targets.iter().enumerate() {
+        let s = submit_idempotent(&mut h, service, handler, key, &input(n, 1));
+        assert!(
+            !s.existing,
+            "{service}/{handler}/{key} was taken for a repetition"
+        );
+        ids.push(s.id);
+        // The same target again, before anything is written: the first invocation.
+        let again = submit_idempotent(&mut h, service, handler, key, &input(n, 2));
+        assert!(
+            again.existing && again.id == s.id,
+            "{service}/{handler}/{key}"
+        );
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), targets.len(), "one invocation per target");
+
+    let resubmit_all = |h: &mut Host, round: usize| {
+        for (n, (service, handler, key)) in targets.iter().enumerate() {
+            let s = submit_idempotent(h, service, handler, key, &input(n, round));
+            assert!(s.existing, "{service}/{handler}/{key}, round {round}");
+            assert_eq!(s.id, ids[n], "{service}/{handler}/{key}, round {round}");
+        }
+    };
+    h.commit();
+    resubmit_all(&mut h, 3);
+    // New targets sharing all but one part with a written one are new requests.
+    let fresh = [
+        ("Cart", "add", "carol"),
+        ("Cart", "clear", "alice"),
+        ("Basket", "add", "alice"),
+        ("Greeter", "greet", "alice"),
+    ];
+    h.handler("clear", |_, input| Ok(input.to_vec()));
+    let mut fresh_ids = Vec::new();
+    for (n, (service, handler, key)) in fresh.iter().enumerate() {
+        let s = submit_idempotent(&mut h, service, handler, key, &input(n, 4));
+        assert!(
+            !s.existing,
+            "{service}/{handler}/{key} was taken for a repetition"
+        );
+        assert!(!ids.contains(&s.id));
+        fresh_ids.push(s.id);
+    }
+
+    h.run_until_idle();
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            h.outcome(*id),
+            Outcome::Success(input(n, 1)),
+            "{:?}",
+            targets[n]
+        );
+    }
+    for (n, id) in fresh_ids.iter().enumerate() {
+        assert_eq!(
+            h.outcome(*id),
+            Outcome::Success(input(n, 4)),
+            "{:?}",
+            fresh[n]
+        );
+    }
+    resubmit_all(&mut h, 5);
+
+    drop(h);
+    let mut h = open(&path);
+    resubmit_all(&mut h, 6);
+    h.run_until_idle();
+    assert_eq!(h.attempts, 0, "a repeated request runs nothing");
+}
+
+// ---- retry backoff, exactly, on virtual time --------------------------------------------------
+
+/// Submits `handler` of service "S" and commits it.
+fn submit_and_commit(h: &mut Host, handler: &str) -> InvocationId {
+    let id = submit(h, "S", handler, b"null");
+    h.commit();
+    id
+}
+
+/// Starts the attempt due at `h.now` (there must be one) and commits what it wrote.
+fn attempt_now(h: &mut Host) {
+    let a = h
+        .engine
+        .next_attempt(h.now)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no attempt due at {}", h.now));
+    h.attempt(a);
+    h.commit();
+}
+
+/// After a failed attempt: the stored retry state, and that nothing starts before `due`.
+fn assert_retry_due(h: &mut Host, id: InvocationId, failures: u32, due: u64) {
+    let row = h.engine.invocation(&id).unwrap().unwrap();
+    assert_eq!(row.attempt, failures, "failed attempts stored");
+    assert_eq!(row.next_retry_at, due, "after failure {failures}");
+    assert_eq!(
+        h.engine.next_wakeup(),
+        Some(due),
+        "after failure {failures}"
+    );
+    assert_eq!(
+        h.engine.next_attempt(due - 1).unwrap(),
+        None,
+        "retried early"
+    );
+}
+
+/// The delay before retry k (k failed attempts so far) is initial · factor^(k-1), capped at
+/// the maximum; each retry starts exactly then, never earlier.
+#[test]
+fn retry_backoff_is_exact_on_virtual_time() {
+    let mut h = Host::new(memory()); // initial 10 ms, factor 2, max 100 ms
+    h.handler("flaky", |_, _| Ok(b"\"ok\"".to_vec()));
+    h.fail_next.insert("flaky".into(), 7);
+    let id = submit_and_commit(&mut h, "flaky");
+    let start = h.now;
+    let delays = [10, 20, 40, 80, 100, 100, 100]; // 160, 320 and 640 capped at 100
+    for (k, delay) in delays.iter().enumerate() {
+        attempt_now(&mut h);
+        let due = h.now + delay;
+        assert_retry_due(&mut h, id, k as u32 + 1, due);
+        h.now = due;
+    }
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"ok\"".to_vec()));
+    let expected: Vec<u64> = [0, 10, 30, 70, 150, 250, 350, 450]
+        .iter()
+        .map(|t| start + t)
+        .collect();
+    assert_eq!(h.attempt_times, expected);
+}
+
+/// With `max_attempts`, the invocation fails after exactly that many failed attempts, each
+/// retry at its exact time; a factor other than 2 grows the delay by that factor.
+#[test]
+fn retries_stop_after_exactly_max_attempts() {
+    let mut h = Host::new(memory());
+    h.engine = Engine::open(
+        memory(),
+        RetryOptions {
+            initial_ms: 5,
+            factor: 3.0,
+            max_ms: 1_000,
+            max_attempts: Some(4),
+        },
+    )
+    .unwrap();
+    h.handler("doomed", |_, _| Ok(Vec::new()));
+    h.fail_next.insert("doomed".into(), 100);
+    let id = submit_and_commit(&mut h, "doomed");
+    let start = h.now;
+    for (k, delay) in [5, 15, 45].iter().enumerate() {
+        attempt_now(&mut h);
+        let due = h.now + delay;
+        assert_retry_due(&mut h, id, k as u32 + 1, due);
+        h.now = due;
+    }
+    attempt_now(&mut h); // the fourth failure: no more retries
+    match h.outcome(id) {
+        Outcome::Failure { code, message } => {
+            assert_eq!(code, 500);
+            assert!(
+                message.starts_with("gave up after 4 failed attempts"),
+                "{message}"
+            );
+            assert!(
+                message.contains("flaky"),
+                "the last error is kept: {message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.engine.next_wakeup(), None);
+    h.run_until_idle();
+    assert_eq!(
+        h.attempt_times,
+        vec![start, start + 5, start + 20, start + 65]
+    );
+}
+
+/// A delay the failing attempt asks for replaces the policy's, exactly.
+#[test]
+fn a_retry_delay_asked_for_by_the_handler_is_used_exactly() {
+    let mut h = Host::new(memory());
+    h.handler("flaky", |_, _| Ok(Vec::new()));
+    h.fail_next.insert("flaky".into(), 2);
+    h.fail_delay_ms = Some(777);
+    let id = submit_and_commit(&mut h, "flaky");
+    let start = h.now;
+    attempt_now(&mut h);
+    assert_retry_due(&mut h, id, 1, start + 777);
+    h.run_until_idle();
+    assert_eq!(h.attempt_times, vec![start, start + 777, start + 1554]);
+}
+
+/// A retry waiting when the engine stops keeps its time: after a restart before it is due,
+/// nothing starts early, and the attempt starts exactly when due.
+#[test]
+fn a_pending_retry_keeps_its_time_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let id;
+    let due;
+    {
+        let mut h = Host::new(Store::open(&path, Durability::Os).unwrap());
+        h.handler("flaky", |_, _| Ok(Vec::new()));
+        h.fail_next.insert("flaky".into(), 3);
+        id = submit_and_commit(&mut h, "flaky");
+        for delay in [10, 20, 40] {
+            attempt_now(&mut h);
+            h.now += delay;
+        }
+        due = h.now;
+        assert_retry_due(&mut h, id, 3, due);
+    }
+    let mut h = Host::new(Store::open(&path, Durability::Os).unwrap());
+    h.handler("flaky", |_, _| Ok(b"\"done\"".to_vec()));
+    h.now = due - 5;
+    assert_eq!(h.engine.next_wakeup(), Some(due));
+    assert_eq!(
+        h.engine.next_attempt(due - 5).unwrap(),
+        None,
+        "retried early"
+    );
+    assert_eq!(
+        h.engine.next_attempt(due - 1).unwrap(),
+        None,
+        "retried early"
+    );
+    h.run_until_idle();
+    assert_eq!(h.attempt_times, vec![due]);
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"done\"".to_vec()));
+}
+
+// ---- timers across a restart ---------------------------------------------------------------
+
+/// Runs attempts at `h.now` until none is due (the handlers have suspended or finished).
+fn run_until_suspended(h: &mut Host) {
+    for _ in 0..100 {
+        h.commit();
+        h.engine.fire_timers(h.now);
+        h.commit();
+        match h.engine.next_attempt(h.now).unwrap() {
+            Some(a) => h.attempt(a),
+            None => return,
+        }
+    }
+    panic!("did not settle");
+}
+
+const FIRST_WAKE: u64 = 1_200_000;
+const SECOND_WAKE: u64 = 1_500_000;
+
+fn two_naps_host(path: &std::path::Path) -> Host {
+    let mut h = Host::new(Store::open(path, Durability::Os).unwrap());
+    h.handler("naps", |ctx, _| {
+        ctx.sleep(FIRST_WAKE)?;
+        ctx.sleep(SECOND_WAKE)?;
+        Ok(b"\"rested\"".to_vec())
+    });
+    h
+}
+
+/// A sleep's deadline is the one journaled, not one recomputed at restart. The first timer
+/// fired before the engine stopped (it must not fire again), the second is pending; after a
+/// restart shortly before its deadline it fires exactly at the deadline, not before.
+#[test]
+fn a_timer_keeps_its_deadline_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let id;
+    {
+        let mut h = two_naps_host(&path);
+        id = submit(&mut h, "S", "naps", b"null");
+        run_until_suspended(&mut h);
+        assert_eq!(h.engine.next_wakeup(), Some(FIRST_WAKE));
+        h.now = FIRST_WAKE;
+        run_until_suspended(&mut h);
+        assert_eq!(entries_of_type(&h, id, SLEEP_COMPLETION), 1);
+        assert_eq!(h.engine.next_wakeup(), Some(SECOND_WAKE));
+    }
+    // Restarted 250 ms before the deadline.
+    let mut h = two_naps_host(&path);
+    h.now = SECOND_WAKE - 250;
+    assert_eq!(h.engine.next_wakeup(), Some(SECOND_WAKE));
+    run_until_suspended(&mut h);
+    assert_eq!(h.attempts, 0, "woken before the deadline");
+    assert_eq!(h.engine.fire_timers(SECOND_WAKE - 1), 0, "fired early");
+    assert_eq!(h.engine.next_wakeup(), Some(SECOND_WAKE));
+    h.now = SECOND_WAKE;
+    assert_eq!(h.engine.fire_timers(h.now), 1, "not fired at the deadline");
+    run_until_suspended(&mut h);
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
+    assert_eq!(h.attempt_times, vec![SECOND_WAKE]);
+    assert_eq!(
+        entries_of_type(&h, id, SLEEP_COMPLETION),
+        2,
+        "each timer fired once"
+    );
+    assert_eq!(h.engine.next_wakeup(), None);
+}
+
+/// A timer whose deadline passed while the engine was down fires as soon as it restarts,
+/// without waiting for anything.
+#[test]
+fn a_timer_due_while_the_engine_was_down_fires_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let id;
+    {
+        let mut h = two_naps_host(&path);
+        id = submit(&mut h, "S", "naps", b"null");
+        run_until_suspended(&mut h);
+        assert_eq!(h.engine.next_wakeup(), Some(FIRST_WAKE));
+    }
+    // Restarted after both deadlines: the first fires at once; the second, once journaled
+    // by the resumed handler, is due too.
+    let mut h = two_naps_host(&path);
+    let restart = SECOND_WAKE + 60_000;
+    h.now = restart;
+    assert_eq!(h.engine.next_wakeup(), Some(FIRST_WAKE));
+    assert_eq!(h.engine.fire_timers(restart), 1);
+    run_until_suspended(&mut h);
+    assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
+    assert_eq!(h.now, restart, "no waiting");
+    assert_eq!(entries_of_type(&h, id, SLEEP_COMPLETION), 2);
 }
