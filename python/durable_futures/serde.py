@@ -110,6 +110,17 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
             raise ValueError(f"expected an object, got {type(data).__name__}")
         return {k: _from_jsonable(value_tp, v) for k, v in data.items()}
     if origin is tuple:
+        # JSON has no tuples: a list, with each item decoded as its position's type (a
+        # string or an object would otherwise become a tuple of characters or keys).
+        if not isinstance(data, list):
+            raise ValueError(f"expected a list, got {type(data).__name__}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_jsonable(args[0], v) for v in data)
+        if args and args != ((),):
+            if len(args) != len(data):
+                raise ValueError(f"expected {len(args)} items, got {len(data)}")
+            return tuple(_from_jsonable(a, v) for a, v in zip(args, data, strict=True))
         return tuple(data)
     if _is_pydantic(tp):
         return tp.model_validate(data)

@@ -1,0 +1,179 @@
+"""A handler's input must match its parameter's type hint, or the invocation fails with 400.
+
+JSON ``true`` is not an ``int`` even though Python's ``bool`` is a subclass of ``int``
+(``isinstance(True, int)``): a handler adding to a counter must not receive ``True``. A
+``float`` parameter takes JSON integers (``3`` is a number in JSON) but not booleans, and a
+``str`` parameter takes no numbers. Bad input is a terminal failure with code 400 that never
+reaches the handler: retrying cannot fix it. Checked through the engine's raw-bytes entry
+point and through the HTTP ingress.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+import durable_futures as df
+from durable_futures.local.ingress import Ingress
+from durable_futures.testing import run
+
+from .asgi_client import call
+
+
+@dataclass
+class Line:
+    sku: str
+    qty: int
+
+
+svc = df.Service("Typed")
+
+#: What each handler was called with (a bad input must leave no trace here).
+received: list[tuple[str, Any]] = []
+
+TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list_of_int": list[int],
+    "dict_of_float": dict[str, float],
+    "optional_int": Optional[int],  # noqa: UP045 - typing.Optional on purpose
+    "int_or_none": int | None,
+    "pair": tuple[str, int],
+    "line": Line,
+}
+
+
+def _register(name: str, tp: Any) -> None:
+    async def handler(ctx: df.Context, value: Any) -> Any:
+        received.append((name, value))
+        return value
+
+    handler.__annotations__ = {"ctx": df.Context, "value": tp, "return": tp}
+    handler.__name__ = name
+    svc.handler(name)(handler)
+
+
+for _name, _tp in TYPES.items():
+    _register(_name, _tp)
+
+
+@pytest.fixture(autouse=True)
+def _clear_received() -> None:
+    received.clear()
+
+
+REJECTED = [
+    ("int", b"true"),
+    ("int", b"false"),
+    ("int", b"1.5"),
+    ("int", b'"7"'),
+    ("float", b"true"),
+    ("float", b'"1.5"'),
+    ("str", b"42"),
+    ("str", b"4.2"),
+    ("str", b"true"),
+    ("bool", b"1"),
+    ("bool", b'"true"'),
+    ("list_of_int", b"[1,true]"),
+    ("dict_of_float", b'{"a":false}'),
+    ("optional_int", b"true"),
+    ("int_or_none", b"false"),
+    ("pair", b'"ab"'),
+    ("pair", b'["a",true]'),
+    ("pair", b'["a",1,2]'),
+    ("line", b'{"sku":"s","qty":true}'),
+    ("line", b'{"sku":5,"qty":1}'),
+]
+
+ACCEPTED: list[tuple[str, bytes, Any]] = [
+    ("int", b"0", 0),
+    ("float", b"3", 3.0),  # a JSON integer is a number: the handler gets a float
+    ("float", b"2.5", 2.5),
+    ("str", b'"42"', "42"),
+    ("bool", b"false", False),
+    ("list_of_int", b"[1,2]", [1, 2]),
+    ("dict_of_float", b'{"a":1}', {"a": 1.0}),
+    ("optional_int", b"null", None),
+    ("int_or_none", b"4", 4),
+    ("pair", b'["a",1]', ("a", 1)),
+    ("line", b'{"sku":"s","qty":2}', Line("s", 2)),
+]
+
+
+def engine(tmp_path: Path) -> df.LocalEngine:
+    # Fast retries and a cap on attempts: were bad input retried rather than refused, the
+    # test would see the handler called or a "gave up" failure, not hang.
+    return df.LocalEngine(
+        svc,
+        path=tmp_path / "engine.db",
+        durability="os",
+        retry_initial=timedelta(milliseconds=1),
+        max_attempts=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("handler", "payload"), REJECTED, ids=[f"{h}:{p.decode()}" for h, p in REJECTED]
+)
+def test_input_of_the_wrong_type_fails_with_400_without_running_the_handler(
+    tmp_path: Path, handler: str, payload: bytes
+) -> None:
+    async def body() -> tuple[bool, Any]:
+        async with engine(tmp_path) as e:
+            _, ok, value = await e.invoke_raw("Typed", handler, payload)
+            return ok, value
+
+    ok, value = run(body())
+    assert not ok, value
+    code, message = value
+    assert code == 400, message
+    assert message.startswith("cannot decode"), message
+    assert received == []
+
+
+@pytest.mark.parametrize(
+    ("handler", "payload", "expected"), ACCEPTED, ids=[f"{h}:{p.decode()}" for h, p, _ in ACCEPTED]
+)
+def test_input_of_the_right_type_reaches_the_handler_as_that_type(
+    tmp_path: Path, handler: str, payload: bytes, expected: Any
+) -> None:
+    async def body() -> tuple[bool, Any]:
+        async with engine(tmp_path) as e:
+            _, ok, value = await e.invoke_raw("Typed", handler, payload)
+            return ok, value
+
+    ok, _ = run(body())
+    assert ok
+    assert received == [(handler, expected)]
+    assert type(received[0][1]) is type(expected)
+
+
+def test_the_ingress_answers_wrongly_typed_input_with_400(tmp_path: Path) -> None:
+    cases = [("int", b"true"), ("float", b"false"), ("str", b"42")]
+
+    async def body() -> list[tuple[int, dict[str, Any]]]:
+        async with engine(tmp_path) as e:
+            ingress = Ingress(e)
+            out = []
+            for handler, payload in cases:
+                resp = await call(
+                    ingress,
+                    f"/Typed/{handler}",
+                    payload,
+                    headers=(("content-type", "application/json"),),
+                    http_version="1.1",
+                )
+                out.append((resp.status, json.loads(resp.body)))
+            return out
+
+    for (handler, _), (status, error) in zip(cases, run(body()), strict=True):
+        assert status == 400, (handler, error)
+        assert error["code"] == 400 and error["message"].startswith("cannot decode"), error
+    assert received == []
