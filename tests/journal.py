@@ -1,6 +1,7 @@
 """Hand-built service-protocol traffic for in-process tests of the ASGI app.
 
-Protobuf encoding of the few messages the tests need (field numbers from PROTOCOL.md §1.4), a
+Protobuf encoding of the few messages the tests need (field numbers from Restate's
+``protocol.proto``, condensed in PROTOCOL.md §1.4 in ../shared/, outside this repository), a
 ``Journal`` builder that fills in ``StartMessage.known_entries``, and a ``Session`` that talks
 to the app the way restate-server does in bidi mode: frames can be sent after reading output.
 """

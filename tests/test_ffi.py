@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 else:
     errors = _load_errors()
 
-# Frame types (PROTOCOL.md §1.3).
+# Frame types (Restate's service protocol, protocol.proto; PROTOCOL.md §1.3 in ../shared/).
 SUSPENSION, ERROR, END = 0x0001, 0x0002, 0x0003
 PROPOSE_RUN_COMPLETION = 0x0005
 OUTPUT_COMMAND, RUN_COMMAND = 0x0401, 0x0411

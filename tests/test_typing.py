@@ -1,7 +1,8 @@
 """The public API as a type checker sees it: mypy --strict over a small handler module.
 
-DESIGN.md promises typed futures: ``run_async`` typed with ParamSpec, ``ctx.service(handler_fn)``
-giving a typed client, typed awakeables and state. Each ``reveal_type`` below is checked.
+The design notes (DESIGN.md in ../shared/, outside this repository) promise typed futures:
+``run_async`` typed with ParamSpec, ``ctx.service(handler_fn)`` giving a typed client, typed
+awakeables and state. Each ``reveal_type`` below is checked.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A journal (``LocalEngine.journal(id)``, or a journal recorded by restate-server) is a list of
 protocol frames: commands the handler wrote and the notifications that completed them, in the
 order they were stored. This module decodes the few protobuf fields worth showing (message
-type codes and field numbers from PROTOCOL.md §1.3–1.4) without any protobuf dependency;
+type codes and field numbers from Restate's ``protocol.proto``) without any protobuf dependency;
 ``durable-futures journal show`` and ``examples/run_local.py`` print them with :func:`render`.
 """
 
@@ -28,7 +28,7 @@ __all__ = [
     "split_frames",
 ]
 
-# Message type codes (PROTOCOL.md §1.3).
+# Message type codes (Restate's service protocol, ``protocol.proto``).
 START = 0x0000
 INPUT = 0x0400
 OUTPUT = 0x0401
