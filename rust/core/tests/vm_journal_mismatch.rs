@@ -223,6 +223,50 @@ fn v7_mismatch_behavior_is_configurable() {
     )]);
 }
 
+/// The configured behaviour is for non-determinism only: a runtime that breaks the protocol
+/// (571) while the VM is set to pause on mismatches still gets an ordinary retryable error,
+/// or every transient protocol hiccup would pause the invocation for an operator.
+#[test]
+fn v7_mismatch_behavior_does_not_apply_to_other_errors() {
+    Transcript::v7()
+        .options(|o| o.journal_mismatch_behavior = ErrorBehavior::Pause)
+        .input(b"")
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let h = vm.sys_sleep("", 0).unwrap();
+            send(vm, [sleep_cmd(1, 0, "")]);
+            assert_eq!(vm.do_await(h).unwrap_err().code, codes::PROTOCOL_VIOLATION);
+        })
+        .expect(vec![
+            sleep_cmd(1, 0, ""),
+            err(codes::PROTOCOL_VIOLATION).behavior(ErrorBehavior::Retry as u32),
+        ]);
+}
+
+/// What a Rust host logs or shows for a failed attempt: the code, then the message that names
+/// the recorded and the attempted command.
+#[test]
+fn a_mismatch_displays_its_code_and_both_commands() {
+    Transcript::v6()
+        .input(b"")
+        .entry(run_cmd(1, "charge-card"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let e = vm.sys_run("send-email").unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.starts_with("[570] "), "{shown}");
+            assert!(shown.contains("charge-card"), "{shown}");
+            assert!(shown.contains("send-email"), "{shown}");
+            assert!(e.is_journal_mismatch());
+        })
+        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
+            1,
+            MessageType::RunCommand,
+            Some("charge-card"),
+        )]);
+}
+
 #[test]
 fn mismatch_further_into_the_journal_names_its_index() {
     Transcript::v6()
