@@ -18,7 +18,7 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants
 
 include rust/ffi/ffi.mk
 
@@ -49,7 +49,7 @@ rust-test:
 # ruff, mypy --strict over the package and the examples, and the hand-written stub of the
 # extension checked against the compiled module.
 py-lint: develop
-	$(VENV)/bin/ruff check python tests examples benches
+	$(VENV)/bin/ruff check python tests examples benches tools
 	$(PY) -m mypy --strict python/durable_futures examples
 	$(PY) -m mypy.stubtest durable_futures._core
 
@@ -76,6 +76,24 @@ bench: develop node_modules/.installed
 	$(ISOLATED) $(PY) -m pytest benches -s -q -o testpaths=benches
 	$(CARGO) bench -p durable-futures-core
 	$(CARGO) bench -p durable-futures-ffi
+
+# Mutation testing (not part of `make test`: it takes hours over every area). One area, one
+# slice of it, or only what changed since a git ref:
+#   make mutants AREA=vm SHARD=0/4     make mutants DIFF=main
+# Areas: vm protocol core store engine python (tools/mutants.py). Prints the kill rate per
+# area and every surviving mutant; results stay in .cache/mutants/.
+CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_ARGS = $(foreach a,$(AREA),--area $(a)) $(if $(SHARD),--shard $(SHARD)) $(if $(DIFF),--diff $(DIFF))
+
+.cache/tools/bin/cargo-mutants:
+	$(CARGO) install --quiet --locked --root .cache/tools cargo-mutants --version $(CARGO_MUTANTS_VERSION)
+
+$(VENV)/.mutants-installed: requirements-mutants.txt $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-mutants.txt
+	touch $@
+
+mutants: develop .cache/tools/bin/cargo-mutants $(VENV)/.mutants-installed
+	$(PY) tools/mutants.py $(MUTANTS_ARGS)
 
 clean:
 	rm -rf target $(VENV)
