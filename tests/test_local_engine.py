@@ -1135,7 +1135,10 @@ def test_a_full_disk_is_a_storage_error_and_loses_nothing_acknowledged(db: Path)
             assert executions["before"] == 1
             assert executions["blob"] >= 2, "retried, since its completion was never saved"
             # Attempts the engine gave up on after a failed commit were stopped, not leaked.
-            assert len(e._tasks) <= 1 + len(others), len(e._tasks)
+            # A task that just finished leaves the set in a done-callback a loop turn later,
+            # so only unfinished ones count (a loaded machine can be a few turns behind).
+            live = [t for t in e._tasks if not t.done()]
+            assert len(live) <= 1 + len(others), live
             return big_id, others
 
     async def phase2(big_id: str, others: list[str]) -> None:

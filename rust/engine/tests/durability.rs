@@ -64,6 +64,11 @@ struct ShimFile {
     real: *mut ffi::sqlite3_file,
 }
 
+// SAFETY (every `unsafe` function and block below): SQLite calls the shim's methods only
+// with a `sqlite3_file` it allocated `szOsFile` bytes for (the header plus the real VFS's
+// file) and opened through `shim_open`, which fills the header before any method can be
+// called; the header and the real file stay valid until `shim_close`. `REAL_VFS` is set
+// before the shim is registered, and the real VFS is never unregistered.
 unsafe fn real_of(
     file: *mut ffi::sqlite3_file,
 ) -> (*mut ffi::sqlite3_file, &'static ffi::sqlite3_io_methods) {
