@@ -1140,6 +1140,10 @@ impl Command {
 
 /// Whether a recorded `RunCommand` payload is `Run { result_completion_id: id, name }`,
 /// without allocating. Replaying a run is the hottest path of a long journal.
+///
+/// It answers `true` only for payloads [`Command::decode`] accepts: anything it is unsure of
+/// (field number 0 or beyond `u32`, field 11 or 12 with the wrong wire type) answers `false`,
+/// and the caller then takes the full decode path, which reports the malformed frame.
 pub(crate) fn run_command_is(payload: &[u8], id: u32, name: &str) -> bool {
     let (mut rec_id, mut rec_name): (u64, &[u8]) = (0, b"");
     let mut pos = 0;
@@ -1147,12 +1151,17 @@ pub(crate) fn run_command_is(payload: &[u8], id: u32, name: &str) -> bool {
         let Ok(key) = super::pb::read_varint(payload, &mut pos) else {
             return false;
         };
-        match (key >> 3, key & 7) {
-            (_, 0) => {
+        let number = key >> 3;
+        if number == 0 || number > u64::from(u32::MAX) {
+            return false;
+        }
+        match (number, key & 7) {
+            (12, 0) | (11, 2) => return false,
+            (n, 0) => {
                 let Ok(v) = super::pb::read_varint(payload, &mut pos) else {
                     return false;
                 };
-                if key >> 3 == 11 {
+                if n == 11 {
                     rec_id = v;
                 }
             }
@@ -1617,5 +1626,67 @@ mod tests {
             n.encode(&mut b);
             assert_eq!(Notification::decode(&Bytes::from(b)).unwrap(), n);
         }
+    }
+
+    #[test]
+    fn the_run_fast_path_accepts_only_what_the_full_decoder_accepts() {
+        // Replay compares recorded runs without decoding them. Whatever it accepts must be a
+        // well-formed `Run { 7, "step" }`: a malformed recorded frame has to reach the full
+        // decoder, which reports it, instead of being taken for the run the handler asked for.
+        let good = {
+            let mut b = Vec::new();
+            Command::Run {
+                result_completion_id: 7,
+                name: "step".into(),
+            }
+            .encode(&mut b);
+            b
+        };
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            ("well formed", good.clone()),
+            ("unknown varint field", [&good[..], &[0x18, 0x05]].concat()),
+            (
+                "unknown length field",
+                [&good[..], &[0x22, 0x01, b'x']].concat(),
+            ),
+            ("field 0", [&good[..], &[0x00, 0x01]].concat()),
+            ("field number beyond u32", {
+                let mut b = good.clone();
+                super::super::pb::put_varint(&mut b, (1u64 << 35) << 3);
+                b.push(0x01);
+                b
+            }),
+            (
+                "id as a length field",
+                [&[0x5A, 0x01, 0x07][..], &good[..]].concat(),
+            ),
+            ("name as a varint", [&good[..], &[0x60, 0x01]].concat()),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("id beyond u32", {
+                let mut b = vec![0x58];
+                super::super::pb::put_varint(&mut b, (1u64 << 32) | 7);
+                b.extend_from_slice(&good[2..]);
+                b
+            }),
+            ("fixed32 field", [&good[..], &[0x1D, 1, 2, 3, 4]].concat()),
+        ];
+        cases.push(("name not UTF-8", vec![0x58, 0x07, 0x62, 0x02, 0xC3, 0x28]));
+        for (what, payload) in cases {
+            let fast = run_command_is(&payload, 7, "step");
+            let full = Command::decode(MessageType::RunCommand, &Bytes::from(payload.clone()));
+            let full_is_run = matches!(
+                &full,
+                Ok(Command::Run { result_completion_id: 7, name }) if name == "step"
+            );
+            if fast {
+                assert!(
+                    full_is_run,
+                    "{what}: fast path accepted {payload:02x?}, decoder gave {full:?}"
+                );
+            }
+        }
+        assert!(run_command_is(&good, 7, "step"));
+        assert!(!run_command_is(&good, 8, "step"));
+        assert!(!run_command_is(&good, 7, "steps"));
     }
 }
