@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 import pytest
 
@@ -29,6 +29,10 @@ from .asgi_client import call
 class Line:
     sku: str
     qty: int
+
+
+class Order(TypedDict):
+    sku: str
 
 
 svc = df.Service("Typed")
@@ -47,6 +51,7 @@ TYPES: dict[str, Any] = {
     "int_or_none": int | None,
     "pair": tuple[str, int],
     "line": Line,
+    "order": Order,
 }
 
 
@@ -58,6 +63,13 @@ def _register(name: str, tp: Any) -> None:
     handler.__annotations__ = {"ctx": df.Context, "value": tp, "return": tp}
     handler.__name__ = name
     svc.handler(name)(handler)
+
+
+@svc.handler()
+async def raw(ctx: df.Context, data: bytes) -> bytes:
+    """A ``bytes`` parameter opts out of JSON: the input arrives as it was sent."""
+    received.append(("raw", data))
+    return data[::-1]
 
 
 for _name, _tp in TYPES.items():
@@ -155,6 +167,71 @@ def test_input_of_the_right_type_reaches_the_handler_as_that_type(
     assert type(received[0][1]) is type(expected)
 
 
+#: The whole message a caller gets back: the input (at most its first 200 bytes), the type
+#: it was decoded as, and what did not match, down to the item at fault.
+MESSAGES = [
+    ("int", b"true", "cannot decode b'true' as int: expected int, got bool"),
+    (
+        "list_of_int",
+        b'{"a":1}',
+        """cannot decode b'{"a":1}' as list[int]: expected a list, got dict""",
+    ),
+    ("list_of_int", b"[1,true]", "cannot decode b'[1,true]' as list[int]: expected int, got bool"),
+    (
+        "dict_of_float",
+        b"[1]",
+        "cannot decode b'[1]' as dict[str, float]: expected an object, got list",
+    ),
+    # Both spellings of an optional int read the same, whichever was decoded first.
+    (
+        "optional_int",
+        b"true",
+        "cannot decode b'true' as int | None: True matches none of int | None",
+    ),
+    (
+        "int_or_none",
+        b"true",
+        "cannot decode b'true' as int | None: True matches none of int | None",
+    ),
+    (
+        "pair",
+        b'"ab"',
+        """cannot decode b'"ab"' as tuple[str, int]: expected a list, got str""",
+    ),
+    (
+        "pair",
+        b'["a",1,2]',
+        """cannot decode b'["a",1,2]' as tuple[str, int]: expected 2 items, got 3""",
+    ),
+    ("line", b"[1]", "cannot decode b'[1]' as Line: expected an object for Line, got list"),
+    ("order", b"[]", "cannot decode b'[]' as Order: expected an object for Order, got list"),
+    (
+        "int",
+        b"x" * 300,
+        f"cannot decode {b'x' * 200!r} as int: Expecting value: line 1 column 1 (char 0)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("handler", "payload", "message"),
+    MESSAGES,
+    ids=[f"{h}:{p[:12].decode()}" for h, p, _ in MESSAGES],
+)
+def test_the_400_says_what_was_wrong(
+    tmp_path: Path, handler: str, payload: bytes, message: str
+) -> None:
+    async def body() -> tuple[bool, Any]:
+        async with engine(tmp_path) as e:
+            _, ok, value = await e.invoke_raw("Typed", handler, payload)
+            return ok, value
+
+    ok, value = run(body())
+    assert not ok
+    assert value == (400, message)
+    assert received == []
+
+
 def test_the_ingress_answers_wrongly_typed_input_with_400(tmp_path: Path) -> None:
     cases = [("int", b"true"), ("float", b"false"), ("str", b"42")]
 
@@ -177,3 +254,19 @@ def test_the_ingress_answers_wrongly_typed_input_with_400(tmp_path: Path) -> Non
         assert status == 400, (handler, error)
         assert error["code"] == 400 and error["message"].startswith("cannot decode"), error
     assert received == []
+
+
+def test_a_bytes_handler_refuses_anything_but_bytes_from_its_caller(tmp_path: Path) -> None:
+    """The caller learns at once, in its own code, that it passed the wrong type: nothing
+    is submitted, and the message names what it passed."""
+
+    async def body() -> None:
+        async with engine(tmp_path) as e:
+            assert await e.invoke(raw, b"abc") == b"cba"
+            with pytest.raises(TypeError, match="^expected bytes, got str$"):
+                await e.invoke(raw, "abc")
+            with pytest.raises(TypeError, match="^expected bytes, got dict$"):
+                e.send(raw, {"not": "bytes"})
+
+    run(body())
+    assert received == [("raw", b"abc")]

@@ -81,6 +81,24 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
+def _type_name(tp: Any) -> str:
+    """A type hint as a user writes it: ``int | None`` for both spellings of an optional
+    ``int``, ``list[int]`` for ``typing.List[int]``."""
+    if tp is type(None) or tp is None:
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None and args:
+        return f"{_type_name(origin)}[{', '.join(_type_name(a) for a in args)}]"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
 def _from_jsonable(tp: Any, data: Any) -> Any:
     if tp is Any or tp is None or tp is object:
         return data
@@ -97,7 +115,7 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
                 return _from_jsonable(arg, data)
             except (TypeError, ValueError) as e:
                 last = e
-        raise ValueError(f"{data!r} matches none of {tp}") from last
+        raise ValueError(f"{data!r} matches none of {_type_name(tp)}") from last
     if origin in (list, typing.List):  # noqa: UP006
         (item,) = typing.get_args(tp) or (Any,)
         if not isinstance(data, list):
@@ -173,7 +191,7 @@ class JsonSerde(Generic[T]):
             return typing.cast(T, _from_jsonable(tp, raw))
         except (ValueError, TypeError) as e:
             raise TerminalError(
-                f"cannot decode {data[:200]!r} as {getattr(self.type_, '__name__', self.type_)}: {e}",
+                f"cannot decode {data[:200]!r} as {_type_name(self.type_)}: {e}",
                 400,
             ) from e
 
