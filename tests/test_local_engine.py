@@ -228,6 +228,36 @@ def test_real_timers_fire_in_order(db: Path) -> None:
     run(body())
 
 
+def test_a_send_with_a_zero_delay_is_not_postponed(db: Path) -> None:
+    """A delay computed as "until the deadline" may come out as zero: the call then runs at
+    once, like an undelayed send, while a real delay waits exactly that long."""
+    svc = df.Service("ZeroDelay")
+    ran_at: dict[str, int] = {}
+    clock = VirtualClock()
+
+    @svc.handler()
+    async def schedule(ctx: df.Context) -> list[str]:
+        handles = [
+            ctx.service(mark).send("zero", delay=timedelta(0)),
+            ctx.service(mark).send("one second", delay=timedelta(seconds=1)),
+        ]
+        return [await h.invocation_id() for h in handles]
+
+    @svc.handler()
+    async def mark(ctx: df.Context, what: str) -> None:
+        ran_at[what] = clock.now_ms
+
+    async def body() -> None:
+        start = clock.now_ms
+        async with engine(svc, path=db, clock=clock) as e:
+            for inv_id in await e.invoke(schedule):
+                await e.result(inv_id)
+        # The virtual clock stands still while anything can run: a zero delay moves nothing.
+        assert ran_at == {"zero": start, "one second": start + 1000}
+
+    run(body())
+
+
 # ---- awakeables ----------------------------------------------------------------------------
 
 
@@ -283,6 +313,29 @@ def test_awakeable_resolved_and_rejected_through_the_engine(db: Path) -> None:
     run(body())
 
 
+def test_a_handler_rejecting_an_awakeable_fails_it_with_500_by_default(db: Path) -> None:
+    svc = df.Service("Decline")
+
+    @svc.handler()
+    async def ask(ctx: df.Context) -> str:
+        awk_id, answer = ctx.awakeable(str)
+        ctx.service(decline).send(awk_id)
+        try:
+            return f"accepted {await answer}"
+        except df.TerminalError as e:
+            return f"declined {e.code} {e.message}"
+
+    @svc.handler()
+    async def decline(ctx: df.Context, awk_id: str) -> None:
+        ctx.reject_awakeable(awk_id, "not today")
+
+    async def body() -> None:
+        async with engine(svc, path=db, clock=VirtualClock()) as e:
+            assert await e.invoke(ask) == "declined 500 not today"
+
+    run(body())
+
+
 # ---- selectors -------------------------------------------------------------------------------
 
 
@@ -331,6 +384,39 @@ def test_selector_order_is_stable_across_restarts(db: Path) -> None:
     assert result == ["a", "b", "c"]
     assert seen == [["a", "b", "c"], ["a", "b", "c"]]
     assert executions == {"a": 1, "b": 1, "c": 1}
+
+
+def test_a_combinator_is_done_once_decided(db: Path) -> None:
+    """``done()`` of a combinator tells whether it is decided, which for first_completed is
+    as soon as one child completes, with the other still pending."""
+    svc = df.Service("Decided")
+
+    @svc.handler()
+    async def race(ctx: df.Context) -> dict[str, bool]:
+        short = ctx.after(timedelta(minutes=1))
+        long = ctx.after(timedelta(hours=1))
+        first = ctx.first_completed(short, long)
+        both = ctx.all_completed(short, long)
+        # Nothing has fired yet: the virtual clock stands still while the handler runs.
+        before = first.done()
+        await first
+        return {
+            "before": before,
+            "first": first.done(),
+            "both": both.done(),
+            "long": long.done(),
+        }
+
+    async def body() -> None:
+        async with engine(svc, path=db, clock=VirtualClock(), max_attempts=2) as e:
+            assert await e.invoke(race) == {
+                "before": False,
+                "first": True,
+                "both": False,
+                "long": False,
+            }
+
+    run(body())
 
 
 # ---- retries ---------------------------------------------------------------------------------
@@ -425,6 +511,34 @@ def test_run_retries_with_run_options(db: Path) -> None:
         assert tries == {"flaky": 3, "doomed": 3}
 
     run(body())
+
+
+def test_is_replaying_only_while_re_executing_journaled_steps(db: Path) -> None:
+    """A handler silencing its logs with ``ctx.is_replaying()`` must see True exactly while
+    a retry re-executes what the journal already holds, and False once it runs new code."""
+    svc = df.Service("Replaying")
+    seen: list[tuple[str, bool]] = []
+
+    @svc.handler()
+    async def fails_once(ctx: df.Context) -> str:
+        seen.append(("start", ctx.is_replaying()))
+        await ctx.run("step", lambda: "done")
+        seen.append(("after the step", ctx.is_replaying()))
+        if len(seen) == 2:
+            raise RuntimeError("transient")  # the retry replays the journaled step
+        return "ok"
+
+    async def body() -> None:
+        async with engine(svc, path=db, clock=VirtualClock(), max_attempts=3) as e:
+            assert await e.invoke(fails_once) == "ok"
+
+    run(body())
+    assert seen == [
+        ("start", False),
+        ("after the step", False),
+        ("start", True),
+        ("after the step", False),
+    ]
 
 
 # ---- terminal errors, unknown handlers ------------------------------------------------------
@@ -564,6 +678,34 @@ def test_idempotency_key_same_invocation_and_result(db: Path) -> None:
     run(body())
 
 
+def test_sends_with_one_idempotency_key_from_a_handler_run_once(db: Path) -> None:
+    svc = df.Service("Checkout")
+    charged: list[int] = []
+
+    @svc.handler()
+    async def charge(ctx: df.Context, amount: int) -> int:
+        charged.append(amount)
+        return amount
+
+    @svc.handler()
+    async def checkout(ctx: df.Context) -> list[str]:
+        handles = [
+            ctx.service(charge).send(10, idempotency_key="order-1"),
+            ctx.service(charge).send(10, idempotency_key="order-1"),  # a repeated request
+            ctx.service(charge).send(20, idempotency_key="order-2"),
+        ]
+        return [await h.invocation_id() for h in handles]
+
+    async def body() -> None:
+        async with engine(svc, path=db, clock=VirtualClock()) as e:
+            first, repeated, other = await e.invoke(checkout)
+            assert first == repeated != other
+            assert [await e.result(i) for i in (first, other)] == [10, 20]
+        assert sorted(charged) == [10, 20]
+
+    run(body())
+
+
 # ---- cancellation ------------------------------------------------------------------------------
 
 
@@ -642,6 +784,35 @@ def test_cancelling_a_suspended_invocation(db: Path) -> None:
             for inv in ids:
                 e.cancel(inv)
             assert [await e.result(inv) for inv in ids] == ["cancelled 409"] * 2
+
+    run(body())
+
+
+def test_a_handler_cancels_another_invocation(db: Path) -> None:
+    svc = df.Service("Supervisor")
+
+    @svc.handler()
+    async def worker(ctx: df.Context, ready_id: str) -> str:
+        _, never = ctx.awakeable()
+        ctx.resolve_awakeable(ready_id, None)
+        try:
+            await never
+        except df.TerminalError as e:
+            return f"stopped {e.code}"
+        return "resolved?"
+
+    @svc.handler()
+    async def supervise(ctx: df.Context) -> str:
+        ready_id, ready = ctx.awakeable()
+        worker_id = await ctx.service(worker).send(ready_id).invocation_id()
+        await ready  # the worker is waiting now
+        ctx.cancel_invocation(worker_id)
+        return worker_id
+
+    async def body() -> None:
+        async with engine(svc, path=db, max_attempts=2) as e:
+            worker_id = await e.invoke(supervise)
+            assert await e.result(worker_id) == "stopped 409"
 
     run(body())
 

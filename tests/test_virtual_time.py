@@ -159,3 +159,35 @@ def test_a_timer_keeps_its_deadline_across_a_restart(
     current[0] = clock
     assert run(after_restart(inv_id, clock), timeout=10) == START_MS + wakes_at
     assert clock.now_ms == START_MS + wakes_at
+
+
+# ---- moving the clock by hand ------------------------------------------------------------------
+
+
+def test_advancing_the_clock_moves_time_by_exactly_the_duration(tmp_path: Path) -> None:
+    """A test simulating time passing between invocations: what runs next reads the advanced
+    time, and its timers count from there."""
+    svc = df.Service("Later")
+    clock = VirtualClock(START_MS)
+    times: list[int] = []
+
+    @svc.handler()
+    async def nap(ctx: df.Context) -> None:
+        times.append(clock.now_ms)
+        await ctx.sleep(timedelta(hours=1))
+        times.append(clock.now_ms)
+
+    clock.advance(timedelta(minutes=90, milliseconds=250))
+    assert clock() == START_MS + 90 * MINUTE + 250
+    clock.advance(timedelta(seconds=2))
+    assert clock() == START_MS + 90 * MINUTE + 2250
+
+    async def body() -> None:
+        async with df.LocalEngine(
+            svc, path=tmp_path / "engine.db", durability="os", clock=clock
+        ) as e:
+            await e.invoke(nap)
+
+    run(body())
+    started = START_MS + 90 * MINUTE + 2250
+    assert times == [started, started + HOUR]

@@ -316,3 +316,27 @@ fn after_a_caught_cancellation_the_suspension_no_longer_waits_for_signal_1() {
             .expect(vec![sleep_cmd(2, 200, ""), expected]);
     }
 }
+
+#[test]
+fn signals_delivered_twice_are_not_a_protocol_violation() {
+    // Signals are idempotent (unlike completions): the invocation may be cancelled twice, or a
+    // named signal sent again. The first delivery counts, the repeat is dropped, and the
+    // attempt goes on.
+    Transcript::v6()
+        .input(b"")
+        .entry(sleep_cmd(1, 100, ""))
+        .entry(cancel())
+        .entry(named_signal("approve", nvalue(b"first")))
+        .then(cancel())
+        .then(named_signal("approve", nvalue(b"second")))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let h = vm.sys_sleep("", 100).unwrap();
+            assert_eq!(vm.do_await(h).unwrap(), AwaitOutcome::Cancelled);
+            let s = vm.signal_handle("approve").unwrap();
+            assert_eq!(await_value(vm, s), val(b"first"));
+            end_cancelled(vm);
+        })
+        .expect(cancelled_output());
+}

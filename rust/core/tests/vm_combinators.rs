@@ -393,6 +393,61 @@ fn nested_failure_propagates_to_all_succeeded() {
 }
 
 #[test]
+fn combinator_over_an_already_resolved_combinator_takes_its_outcome_at_once() {
+    // The handler awaits a group first and only later combines it with something else (e.g.
+    // a `gather` awaited, then raced): the new combinator must see whether the group
+    // succeeded or failed, although the group will never report again.
+    let t = with_journal(Transcript::v6().input(b""), call_cmds(3))
+        .entry(call_done(2, b"a"))
+        .entry(call_failed(4, 500, "b"))
+        .closed();
+    t.run(|vm| {
+        let c = calls(vm, 3);
+        let ok = vm
+            .combinator(Combinator::AllSucceededOrFirstFailed, &[c[0].1])
+            .unwrap();
+        ready(vm, ok);
+        let failed = vm
+            .combinator(Combinator::AllSucceededOrFirstFailed, &[c[1].1])
+            .unwrap();
+        ready(vm, failed);
+        assert_eq!(vm.outcome(ok), Some(outcome(true, None)));
+        assert_eq!(vm.outcome(failed), Some(outcome(false, Some(c[1].1))));
+        // Call C never completes: both results are decided by the resolved groups alone.
+        let any_ok = vm
+            .combinator(Combinator::FirstSucceededOrAllFailed, &[c[2].1, ok])
+            .unwrap();
+        assert_eq!(vm.outcome(any_ok), Some(outcome(true, Some(ok))));
+        let all_ok = vm
+            .combinator(Combinator::AllSucceededOrFirstFailed, &[c[2].1, failed])
+            .unwrap();
+        assert_eq!(vm.outcome(all_ok), Some(outcome(false, Some(failed))));
+    })
+    .expect(vec![]);
+}
+
+#[test]
+fn releasing_an_inner_combinator_keeps_its_parent_working() {
+    // A host releases a handle when the user drops its future; a group the user dropped but
+    // that is still part of a pending race must go on reporting to that race.
+    let t = with_journal(Transcript::v6().input(b""), three_sleep_cmds())
+        .entry(sleep_done(1))
+        .entry(sleep_done(2))
+        .closed();
+    t.run(|vm| {
+        let [a, b, c] = three_sleeps(vm);
+        let both = vm.combinator(Combinator::AllCompleted, &[a, b]).unwrap();
+        let race = vm
+            .combinator(Combinator::FirstCompleted, &[both, c])
+            .unwrap();
+        vm.release(both);
+        ready(vm, race);
+        assert_eq!(vm.outcome(race), Some(outcome(true, Some(both))));
+    })
+    .expect(vec![]);
+}
+
+#[test]
 fn empty_combinators() {
     Transcript::v6()
         .input(b"")

@@ -355,3 +355,65 @@ fn notify_error_writes_the_error_and_closes() {
             .stacktrace("trace")
             .retry_delay(250)]);
 }
+
+#[test]
+fn is_replaying_is_true_only_while_recorded_commands_remain() {
+    // SDKs mute logs and metrics of re-executed code with this flag: it must be on while the
+    // handler re-runs recorded commands and off from the first new command on.
+    Transcript::v6()
+        .input(b"")
+        .entry(sleep_cmd(1, 100, "nap"))
+        .entry(sleep_done(1))
+        .closed()
+        .run(|vm| {
+            assert!(vm.is_replaying());
+            vm.sys_input().unwrap();
+            assert!(vm.is_replaying());
+            let h = vm.sys_sleep("nap", 100).unwrap();
+            assert!(!vm.is_replaying());
+            ready(vm, h);
+            vm.sys_write_output(CommandResult::Value(Bytes::new()))
+                .unwrap();
+            assert!(!vm.is_replaying());
+            vm.sys_end().unwrap();
+            assert!(!vm.is_replaying());
+        })
+        .expect(vec![output(b""), end()]);
+    // A first attempt (only the input recorded) is not replaying once the input is read.
+    Transcript::v7()
+        .input(b"")
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            assert!(!vm.is_replaying());
+        })
+        .expect(vec![]);
+}
+
+#[test]
+fn has_output_tells_the_host_when_frames_wait_to_be_flushed() {
+    // A host flushes while `has_output()` is true before it blocks on input: a false answer
+    // would hold back a command the runtime must see before it can complete anything.
+    Transcript::v7()
+        .input(b"")
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            assert!(!vm.has_output(), "replaying the input writes nothing");
+            let h = vm.sys_sleep("", 100).unwrap();
+            assert!(vm.has_output());
+            assert_frames(&decode(&vm.take_output()), &[sleep_cmd(1, 100, "")]);
+            assert!(!vm.has_output());
+            assert_eq!(vm.do_await(h).unwrap(), WAITING_INPUT);
+            // The AwaitingOn hint is output too.
+            assert!(vm.has_output());
+            assert_frames(
+                &decode(&vm.take_output()),
+                &[awaiting_on(first_completed(&[1], &[1]))],
+            );
+            send(vm, [sleep_done(1)]);
+            ready(vm, h);
+            assert!(!vm.has_output());
+            finish(vm, b"");
+            assert!(vm.has_output());
+        })
+        .expect(vec![output(b""), end()]);
+}

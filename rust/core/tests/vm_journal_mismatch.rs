@@ -45,6 +45,118 @@ fn different_run_name() {
 }
 
 #[test]
+fn run_name_removed_is_a_mismatch() {
+    // The run was named in the journal and the handler now runs it unnamed: the empty name
+    // is a name like any other and must match the recorded one.
+    Transcript::v6()
+        .input(b"")
+        .entry(run_cmd(1, "charge-card"))
+        .entry(run_done(1, b"ok"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.sys_run("").unwrap_err()
+        })
+        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
+            1,
+            MessageType::RunCommand,
+            Some("charge-card"),
+        )])
+        .check_poisoned();
+}
+
+#[test]
+fn run_replacing_a_recorded_sleep_with_the_same_id_and_name() {
+    // The handler was edited: what was `sleep("wait", 5s)` is now `run("wait", ...)`. Both
+    // take completion id 1 and carry the same name; the command type alone tells them apart,
+    // and running the closure instead of replaying the timer would be silently wrong.
+    Transcript::v6()
+        .input(b"")
+        .entry(sleep_cmd(1, 5_000, "wait"))
+        .entry(sleep_done(1))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let e = vm.sys_run("wait").unwrap_err();
+            assert_eq!(e.code, codes::JOURNAL_MISMATCH);
+            e
+        })
+        .expect(vec![err(codes::JOURNAL_MISMATCH)
+            .message_contains("journal mismatch at command index 1")
+            .related(1, MessageType::SleepCommand, Some("wait"))])
+        .check_poisoned();
+}
+
+#[test]
+fn mismatch_message_shows_both_commands_whole_or_cut_to_512_bytes() {
+    // The message carries a rendering of the recorded and the attempted command. A command
+    // with a huge field (a long name, a big parameter) is cut to at most 512 bytes, never
+    // inside a UTF-8 character, and marked with "…"; one that fits is shown whole.
+    fn described(recorded_name: &str, attempted_name: &str) -> (String, String) {
+        let ran = Transcript::v6()
+            .input(b"")
+            .entry(run_cmd(1, recorded_name))
+            .closed()
+            .run(|vm| {
+                vm.sys_input().unwrap();
+                vm.sys_run(attempted_name).unwrap_err()
+            });
+        assert_eq!(ran.result.code, codes::JOURNAL_MISMATCH);
+        let m = ran.result.message;
+        let rest = m.split_once("the journal recorded ").expect(&m).1;
+        let (recorded, rest) = rest.split_once(" but the handler now attempts ").expect(&m);
+        let attempted = rest.split_once("; the handler").expect(&m).0;
+        (recorded.to_owned(), attempted.to_owned())
+    }
+    let full = |name: &str| {
+        format!(
+            "{:?}",
+            Command::Run {
+                result_completion_id: 1,
+                name: name.to_owned(),
+            }
+        )
+    };
+    let check_cut = |shown: &str, name: &str| {
+        let full = full(name);
+        let body = shown
+            .strip_suffix('…')
+            .unwrap_or_else(|| panic!("not cut: {shown}"));
+        assert!(full.starts_with(body), "{body} is not a prefix of {full}");
+        // A character is at most 4 bytes: the cut is at the last boundary at or before 512.
+        assert!((509..=512).contains(&body.len()), "cut at {}", body.len());
+    };
+
+    // Short commands are shown whole.
+    let (r, a) = described("charge-card", "send-email");
+    assert_eq!((r, a), (full("charge-card"), full("send-email")));
+
+    // A rendering of exactly 512 bytes fits.
+    let pad = 512 - full("").len();
+    let (at_limit, other) = ("a".repeat(pad), "b".repeat(pad));
+    assert_eq!(full(&at_limit).len(), 512);
+    assert_eq!(
+        described(&at_limit, &other),
+        (full(&at_limit), full(&other))
+    );
+
+    // Longer ones are cut, also when byte 512 falls inside a two-byte character (one of the
+    // two alignments below puts it there).
+    for (rec, att) in [
+        ("x".repeat(2000), "y".repeat(2000)),
+        ("é".repeat(400), "ü".repeat(400)),
+        (
+            format!("x{}", "é".repeat(400)),
+            format!("x{}", "ü".repeat(400)),
+        ),
+    ] {
+        let (r, a) = described(&rec, &att);
+        check_cut(&r, &rec);
+        check_cut(&a, &att);
+    }
+}
+
+#[test]
 fn different_call_target() {
     Transcript::v7()
         .input(b"")
@@ -175,6 +287,47 @@ fn awaiting_what_the_journal_never_completed_during_replay() {
             None,
         )])
         .check_poisoned();
+}
+
+#[test]
+fn the_mismatch_message_lists_what_the_handler_awaits_and_marks_a_cut_list() {
+    // The operator reads which completions the handler waited for. Long lists are cut after
+    // eight entries of each kind and end with "…", so a cut list is never mistaken for the
+    // whole set, and a complete one never looks cut.
+    let awaits = |sleeps: u32, kind: Combinator, with_signal: bool| {
+        let mut t = Transcript::v6().input(b"");
+        for id in 1..=sleeps {
+            t = t.entry(sleep_cmd(id, 10, ""));
+        }
+        let ran = t.entry(output(b"done")).closed().run(|vm| {
+            vm.sys_input().unwrap();
+            let mut children: Vec<Handle> =
+                (0..sleeps).map(|_| vm.sys_sleep("", 10).unwrap()).collect();
+            if with_signal {
+                children.push(vm.signal_handle("approve").unwrap());
+            }
+            let all = vm.combinator(kind, &children).unwrap();
+            vm.do_await(all).unwrap_err()
+        });
+        assert_eq!(ran.result.code, codes::JOURNAL_MISMATCH);
+        ran.result.message
+    };
+    let first_eight: Vec<String> = (1..=8).map(|i| format!("completion {i}")).collect();
+    let first_eight = first_eight.join(", ");
+
+    let m = awaits(10, Combinator::AllCompleted, false);
+    let expected = format!("the handler awaits {first_eight}, …, which");
+    assert!(m.contains(&expected), "{m}");
+
+    let m = awaits(9, Combinator::FirstCompleted, true);
+    let expected = format!("the handler awaits {first_eight}, signal 'approve', …, which");
+    assert!(m.contains(&expected), "{m}");
+
+    let m = awaits(1, Combinator::FirstCompleted, true);
+    assert!(
+        m.contains("the handler awaits completion 1, signal 'approve', which"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -281,3 +281,34 @@ fn after_suspension_even_completed_handles_cannot_be_awaited() {
         })
         .expect(vec![suspension_v6(&[2], &[1], &[])]);
 }
+
+#[test]
+fn a_journal_with_more_than_131072_completion_ids_replays() {
+    // A long-running loop records completion ids far above any fixed bound (the core refuses
+    // ids far beyond those in use, to bound memory). The completion of a late id arrives with
+    // the journal, before the handler has re-allocated that id on replay, and must be
+    // accepted; then a race over it (the last timer against a named signal) must resolve.
+    const SLEEPS: u32 = 132_000;
+    let mut t = Transcript::v6().input(b"");
+    for id in 1..=SLEEPS {
+        t = t.entry(sleep_cmd(id, 0, ""));
+    }
+    t.entry(sleep_done(SLEEPS))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let mut last = None;
+            for _ in 0..SLEEPS {
+                last = Some(vm.sys_sleep("", 0).unwrap());
+            }
+            let last = last.unwrap();
+            let stop = vm.signal_handle("stop").unwrap();
+            let race = vm
+                .combinator(Combinator::FirstCompleted, &[last, stop])
+                .unwrap();
+            ready(vm, race);
+            assert_eq!(vm.outcome(race).unwrap().decided_by, Some(last));
+            finish(vm, b"");
+        })
+        .expect(vec![output(b""), end()]);
+}

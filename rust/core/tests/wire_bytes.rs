@@ -1582,3 +1582,207 @@ fn vm_reproduces_recorded_responses_byte_for_byte() {
     assert_eq!(vm.select_next(sel).unwrap(), SelectOutcome::Suspended);
     assert_eq!(hex(&vm.take_output()), hex(&response));
 }
+
+// ---- decoding what other protobuf writers may produce, and the limits -------------------------
+
+/// A protobuf varint.
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// A length-delimited field.
+fn len_field(tag: u8, body: &[u8]) -> Vec<u8> {
+    cat(&[&[tag], &varint(body.len() as u64), body])
+}
+
+fn decode_one(bytes: &[u8]) -> Result<Message, durable_futures_core::Error> {
+    let mut frames = decode_all(bytes)?;
+    assert_eq!(frames.len(), 1);
+    Ok(frames.remove(0).1)
+}
+
+#[test]
+fn other_protobuf_encodings_and_unknown_fields_are_read() {
+    // A runtime built with another protobuf library may write repeated ids unpacked, write a
+    // `false` bool explicitly, and (in a newer version) add fields of any wire type, which an
+    // older reader must skip. AwaitingOn {Future{completions 5, 7 (unpacked), ALL_SUCCEEDED
+    // (4), unknown fixed64 field 6, unknown fixed32 field 7}, executing_side_effects}.
+    let future = cat(&[
+        &[0x08, 0x05, 0x08, 0x07],
+        &[0x28, 0x04],
+        &[0x31, 1, 2, 3, 4, 5, 6, 7, 8],
+        &[0x3D, 1, 2, 3, 4],
+    ]);
+    let code = MessageType::AwaitingOn.code();
+    for (exec_byte, exec) in [(1u8, true), (0, false)] {
+        let payload = cat(&[&len_field(0x0A, &future), &[0x10, exec_byte]]);
+        assert_eq!(
+            decode_one(&frame(code, 0, &payload)).unwrap(),
+            Message::AwaitingOn {
+                awaiting_on: WireFuture {
+                    waiting_completions: vec![5, 7],
+                    waiting_signals: vec![],
+                    waiting_named_signals: vec![],
+                    nested_futures: vec![],
+                    combinator_type: CombinatorType::AllSucceededOrFirstFailed,
+                },
+                executing_side_effects: exec,
+            }
+        );
+    }
+}
+
+#[test]
+fn future_trees_nest_up_to_64_levels_below_the_root() {
+    // The nesting bound protects the reader's stack from a hostile peer; trees as deep as the
+    // bound are accepted, one level more is refused.
+    fn tree(nestings: u32) -> Vec<u8> {
+        let mut f = vec![0x28, 0x01];
+        for _ in 0..nestings {
+            f = cat(&[&len_field(0x22, &f), &[0x28, 0x02]]);
+        }
+        f
+    }
+    let awaiting = |nestings| {
+        frame(
+            MessageType::AwaitingOn.code(),
+            0,
+            &len_field(0x0A, &tree(nestings)),
+        )
+    };
+    let Message::AwaitingOn { awaiting_on, .. } = decode_one(&awaiting(64)).unwrap() else {
+        panic!("not an AwaitingOn");
+    };
+    let mut depth = 0;
+    let mut f = &awaiting_on;
+    while let Some(inner) = f.nested_futures.first() {
+        depth += 1;
+        f = inner;
+    }
+    assert_eq!(depth, 64);
+    assert_eq!(f.combinator_type, CombinatorType::FirstCompleted);
+    let e = decode_one(&awaiting(65)).unwrap_err();
+    assert!(e.message.contains("too deep"), "{}", e.message);
+}
+
+#[test]
+fn a_varint_over_64_bits_is_refused_and_the_error_says_why() {
+    // A sleep completion whose id is a 10-byte varint with bits above the 64th set.
+    let id = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02];
+    let payload = cat(&[&[0x08], &id, &[0x22, 0x00]]);
+    let bytes = frame(MessageType::SleepCompletionNotification.code(), 0, &payload);
+    let e = decode_one(&bytes).unwrap_err();
+    assert!(
+        e.message.contains("varint overflows 64 bits"),
+        "{}",
+        e.message
+    );
+    // The largest 64-bit varint (last byte 1) is fine as such; as a completion id it is out
+    // of the uint32 range.
+    let mut max = id;
+    max[9] = 0x01;
+    let payload = cat(&[&[0x08], &max, &[0x22, 0x00]]);
+    let e = decode_one(&frame(
+        MessageType::SleepCompletionNotification.code(),
+        0,
+        &payload,
+    ))
+    .unwrap_err();
+    assert!(!e.message.contains("overflows 64 bits"), "{}", e.message);
+}
+
+#[test]
+fn a_two_mib_state_value_fits_in_the_default_frame_limit() {
+    // Frames up to 32 MiB are accepted by default: a large eager state value arrives whole.
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let expected = big.clone();
+    common::Transcript::v6()
+        .state("blob", &big)
+        .input(b"")
+        .closed()
+        .run(move |vm| {
+            vm.sys_input().unwrap();
+            let h = vm.sys_state_get("blob").unwrap();
+            assert_eq!(common::await_value(vm, h), common::val(&expected));
+        });
+}
+
+#[test]
+fn a_frame_exactly_at_the_configured_limit_is_accepted() {
+    let mut d = durable_futures_core::protocol::Decoder::new(64);
+    d.push(&frame(0xFC02, 0, &[b'x'; 64]));
+    assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 64);
+    let mut d = durable_futures_core::protocol::Decoder::new(64);
+    d.push(&frame(0xFC02, 0, &[b'x'; 65]));
+    assert!(d.next_frame().is_err());
+}
+
+#[test]
+fn the_decoder_reports_how_many_bytes_wait_for_the_rest_of_a_frame() {
+    // Hosts use `buffered()` to bound what a slow or hostile peer can make them hold.
+    let bytes = frame(0xFC02, 0, b"0123456789");
+    let mut d = durable_futures_core::protocol::Decoder::default();
+    d.push(&bytes[..13]);
+    assert_eq!(d.buffered(), 13);
+    assert!(d.next_frame().unwrap().is_none());
+    // The header is consumed; five payload bytes wait.
+    assert_eq!(d.buffered(), 5);
+    d.push(&bytes[13..]);
+    assert_eq!(
+        d.next_frame().unwrap().unwrap().payload.as_ref(),
+        b"0123456789"
+    );
+    assert_eq!(d.buffered(), 0);
+}
+
+#[test]
+fn only_v7_run_proposals_ask_for_an_ack_in_the_frame_header() {
+    use durable_futures_core::protocol::FrameHeader;
+    for (version, acked) in [(Version::V6, false), (Version::V7, true)] {
+        let mut vm = Vm::new(version.content_type(), VmOptions::default()).unwrap();
+        let start = Message::Start(StartMessage {
+            id: Bytes::from_static(INVOCATION_ID),
+            known_entries: 1,
+            ..StartMessage::default()
+        });
+        let mut input = Vec::new();
+        encode_frame(&mut input, &start, 0);
+        encode_frame(
+            &mut input,
+            &Message::Command(Command::Input {
+                headers: vec![],
+                value: Bytes::new(),
+                name: String::new(),
+            }),
+            0,
+        );
+        vm.notify_input(&input);
+        vm.sys_input().unwrap();
+        let r = vm.sys_run("r").unwrap();
+        vm.take_output();
+        vm.propose_run_completion(
+            r.handle,
+            RunExit::Success(Bytes::new()),
+            &RetryPolicy::default(),
+        )
+        .unwrap();
+        let out = vm.take_output();
+        let header = FrameHeader::parse(out[..8].try_into().unwrap());
+        assert_eq!(header.code, MessageType::ProposeRunCompletion.code());
+        assert_eq!(header.requested_ack(), acked, "{version:?}");
+    }
+}
+
+#[test]
+fn versions_are_numbered_as_in_their_content_type() {
+    for v in [Version::V5, Version::V6, Version::V7] {
+        let suffix = format!(".v{}", v.number());
+        assert!(v.content_type().ends_with(&suffix), "{v:?}");
+    }
+}
