@@ -104,19 +104,13 @@ fn mismatch_message_shows_both_commands_whole_or_cut_to_512_bytes() {
         assert_eq!(ran.result.code, codes::JOURNAL_MISMATCH);
         let m = ran.result.message;
         let rest = m.split_once("the journal recorded ").expect(&m).1;
-        let (recorded, rest) = rest.split_once(" but the handler now attempts ").expect(&m);
+        let (recorded, rest) = rest
+            .split_once(", but the handler now attempts ")
+            .expect(&m);
         let attempted = rest.split_once("; the handler").expect(&m).0;
         (recorded.to_owned(), attempted.to_owned())
     }
-    let full = |name: &str| {
-        format!(
-            "{:?}",
-            Command::Run {
-                result_completion_id: 1,
-                name: name.to_owned(),
-            }
-        )
-    };
+    let full = |name: &str| format!("run \"{name}\"");
     let check_cut = |shown: &str, name: &str| {
         let full = full(name);
         let body = shown
@@ -259,7 +253,7 @@ fn handler_ends_before_the_journal_does() {
         // The error names the next recorded command, the first one the handler skipped.
         .expect(vec![Message::Error(ErrorMessage {
             code: 570,
-            message: "the handler ended".into(),
+            message: "the handler now ends before it".into(),
             related_command_index: Some(1),
             related_command_type: Some(0x040C),
             ..ErrorMessage::default()
@@ -316,16 +310,16 @@ fn the_mismatch_message_lists_what_the_handler_awaits_and_marks_a_cut_list() {
     let first_eight = first_eight.join(", ");
 
     let m = awaits(10, Combinator::AllCompleted, false);
-    let expected = format!("the handler awaits {first_eight}, …, which");
+    let expected = format!("the handler now awaits {first_eight}, …, which");
     assert!(m.contains(&expected), "{m}");
 
     let m = awaits(9, Combinator::FirstCompleted, true);
-    let expected = format!("the handler awaits {first_eight}, signal 'approve', …, which");
+    let expected = format!("the handler now awaits {first_eight}, signal \"approve\", …, which");
     assert!(m.contains(&expected), "{m}");
 
     let m = awaits(1, Combinator::FirstCompleted, true);
     assert!(
-        m.contains("the handler awaits completion 1, signal 'approve', which"),
+        m.contains("the handler now awaits completion 1, signal \"approve\", which"),
         "{m}"
     );
 }
@@ -342,13 +336,14 @@ fn awaiting_a_run_the_journal_never_completed_during_replay() {
             let r = vm.sys_run("r").unwrap();
             assert!(!r.replayed);
             let e = vm.do_await(r.handle).unwrap_err();
-            assert!(e.message.contains("run 'r'"), "{}", e.message);
+            assert!(e.message.contains("run \"r\""), "{}", e.message);
             e
         })
+        // The related command is the next recorded one, named like in every other mismatch.
         .expect(vec![err(codes::JOURNAL_MISMATCH).related(
             2,
             MessageType::SleepCommand,
-            None,
+            Some("later"),
         )])
         .check_poisoned();
 }
