@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from .. import _core
+from .._asgi import (
+    SERVER_HEADER,
+    App,
+    Receive,
+    Scope,
+    Send,
+    drain,
+    header,
+    lifespan,
+    respond,
+)
 from .._invocation import Invocation
 from ..context import context_type
 from ..errors import DurableError
@@ -19,43 +30,12 @@ from ..service import Handler, Service
 
 __all__ = ["asgi_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-SERVER_HEADER = (b"x-restate-server", f"durable-futures/{_core.__version__}".encode())
 _MANIFEST_VERSIONS = (4, 3, 2)
 _MANIFEST_CT = "application/vnd.restate.endpointmanifest.v{}+json"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", ()):
-        if k.lower() == name:
-            return bytes(v).decode("latin-1")
-    return None
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), SERVER_HEADER],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 async def _text(send: Send, status: int, message: str) -> None:
-    await _respond(send, status, message.encode(), b"text/plain; charset=utf-8")
-
-
-async def _drain(receive: Receive) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] != "http.request" or not msg.get("more_body", False):
-            return
+    await respond(send, status, message.encode(), b"text/plain; charset=utf-8")
 
 
 class _App:
@@ -80,7 +60,7 @@ class _App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -89,12 +69,12 @@ class _App:
         # `/invoke/{service}/{handler}` first: a handler may be named `health` or `discover`.
         invoke = len(parts) >= 4 and parts[-3] == "invoke"
         if parts[-1] == "health" and not invoke:
-            await _respond(send, 200, b'{"status":"ok"}', b"application/json")
+            await respond(send, 200, b'{"status":"ok"}')
             return
         if self.verifier is not None:
             problem = self.verifier.verify(scope, path)
             if problem is not None:
-                await _drain(receive)
+                await drain(receive)
                 await _text(send, 401, problem)
                 return
         if parts[-1] == "discover" and not invoke:
@@ -104,22 +84,13 @@ class _App:
             service = self.services.get(parts[-2])
             handler = service.handlers.get(parts[-1]) if service else None
             if service is None or handler is None:
-                await _drain(receive)
+                await drain(receive)
                 await _text(send, 404, f"no handler {parts[-2]}/{parts[-1]}")
                 return
             await self._invoke(scope, receive, send, service, handler)
             return
-        await _drain(receive)
+        await drain(receive)
         await _text(send, 404, f"not found: {path}")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     def manifest(self, protocol_mode: str) -> dict[str, Any]:
         lo, hi = _core.PROTOCOL_VERSIONS
@@ -131,7 +102,7 @@ class _App:
         }
 
     async def _discover(self, scope: Scope, send: Send) -> None:
-        accept = _header(scope, b"accept")
+        accept = header(scope, b"accept")
         version = None
         if accept is not None:
             for v in _MANIFEST_VERSIONS:
@@ -148,16 +119,16 @@ class _App:
         else:
             mode = "REQUEST_RESPONSE" if scope.get("http_version") == "1.1" else "BIDI_STREAM"
         body = json.dumps(self.manifest(mode)).encode()
-        await _respond(send, 200, body, _MANIFEST_CT.format(version).encode())
+        await respond(send, 200, body, _MANIFEST_CT.format(version).encode())
 
     async def _invoke(
         self, scope: Scope, receive: Receive, send: Send, service: Service, handler: Handler[Any, Any]
     ) -> None:
-        content_type = _header(scope, b"content-type") or ""
+        content_type = header(scope, b"content-type") or ""
         try:
             vm = _core.Vm(content_type)
         except DurableError as e:
-            await _drain(receive)
+            await drain(receive)
             await _text(send, 415, e.message)
             return
         loop = asyncio.get_running_loop()
@@ -244,7 +215,7 @@ def asgi_app(
     *services: Service,
     protocol: Literal["bidi", "request_response"] | None = None,
     identity_keys: Iterable[str] = (),
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+) -> App:
     """The ASGI app serving ``services`` to restate-server.
 
     ``protocol`` fixes the mode announced at discovery; by default it follows the HTTP

@@ -23,25 +23,28 @@ import asyncio
 import json
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from .. import _core
+from .._asgi import (
+    JSON,
+    Receive,
+    Scope,
+    Send,
+    header,
+    lifespan,
+    read_body,
+    respond,
+)
 from ..errors import DurableError
 from ..service import Handler, Service, _ct
 from .engine import LocalEngine
 
 __all__ = ["Ingress", "serve"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
 
-SERVER_HEADER = (b"x-restate-server", f"durable-futures/{_core.__version__}".encode())
-_JSON_CT = b"application/json"
 # restate-server answers 470 ("not ready") to /output of an invocation still running.
 NOT_READY = 470
 
@@ -83,21 +86,21 @@ class Ingress:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         try:
             await self._route(scope, receive, send)
         except HttpError as e:
-            await _respond(send, e.status, _error_body(e.status, e.message))
+            await respond(send, e.status, _error_body(e.status, e.message))
         except _ShuttingDown:
             message = "the engine is shutting down; unfinished invocations resume when it restarts"
-            await _respond(send, 503, _error_body(503, message))
+            await respond(send, 503, _error_body(503, message))
         except DurableError as e:  # storage failure, malformed id, ...
-            await _respond(send, _status_for(e.code), _error_body(e.code, e.message))
+            await respond(send, _status_for(e.code), _error_body(e.code, e.message))
         except Exception as e:  # noqa: BLE001 - a bug here must still answer in JSON
-            await _respond(send, 500, _error_body(500, f"{type(e).__name__}: {e}"))
+            await respond(send, 500, _error_body(500, f"{type(e).__name__}: {e}"))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope.get("method", "GET").upper()
@@ -116,9 +119,9 @@ class Ingress:
             raise HttpError(404, f"handler '{service.name}/{handler_name}' not found")
         if method != "POST":
             raise HttpError(405, f"use POST to invoke {service.name}/{handler_name}")
-        body = await _read_body(receive)
+        body = await read_body(receive)
         _check_input(handler, body)
-        idempotency_key = _header(scope, b"idempotency-key") or None
+        idempotency_key = header(scope, b"idempotency-key") or None
         if is_send:
             delay = _delay(scope)
             inv_id, existing, _ = self._call(
@@ -133,7 +136,7 @@ class Ingress:
             )
             await self._wait(self._call(self.engine.flush))  # accepted means on disk
             answer = {"invocationId": inv_id, "status": "PreviouslyAccepted" if existing else "Accepted"}
-            await _respond(send, 202, json.dumps(answer).encode())
+            await respond(send, 202, json.dumps(answer).encode())
             return
         inv_id, ok, value = await self._wait(
             self.engine.invoke_raw(
@@ -146,12 +149,12 @@ class Ingress:
         self, method: str, parts: list[str], scope: Scope, receive: Receive, send: Send
     ) -> None:
         if parts == ["health"]:
-            await _respond(send, 200, b'{"status":"ok"}')
+            await respond(send, 200, b'{"status":"ok"}')
             return
         if len(parts) == 3 and parts[0] == "awakeables" and parts[2] in ("resolve", "reject"):
             if method != "POST":
                 raise HttpError(405, f"use POST to {parts[2]} an awakeable")
-            body = await _read_body(receive)
+            body = await read_body(receive)
             if parts[2] == "resolve":
                 try:
                     value = json.loads(body) if body.strip() else None
@@ -162,7 +165,7 @@ class Ingress:
                 message = body.decode("utf-8", "replace")
                 self._call(self.engine.reject_awakeable, parts[1], message)
             await self._wait(self._call(self.engine.flush))  # accepted means on disk
-            await _respond(send, 202, b"")
+            await respond(send, 202, b"")
             return
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("attach", "output"):
             if method != "GET":
@@ -231,11 +234,11 @@ class Ingress:
     ) -> None:
         headers = [(b"x-restate-id", inv_id.encode())]
         if ok:
-            ct = _ct(handler.output_serde).encode() if handler is not None else _JSON_CT
-            await _respond(send, 200, bytes(value), ct, headers)
+            ct = _ct(handler.output_serde).encode() if handler is not None else JSON
+            await respond(send, 200, bytes(value), ct, headers)
             return
         code, message = value
-        await _respond(send, _status_for(code), _error_body(code, message), _JSON_CT, headers)
+        await respond(send, _status_for(code), _error_body(code, message), JSON, headers)
 
 
 # ---- request parsing -----------------------------------------------------------------------------
@@ -301,13 +304,6 @@ def _check_input(handler: Handler[Any, Any], body: bytes) -> None:
         ) from e
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", ()):
-        if bytes(k).lower() == name:
-            return bytes(v).decode("latin-1")
-    return None
-
-
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -342,45 +338,6 @@ def _delay(scope: Scope) -> timedelta | None:
         return parse_duration(values[-1])
     except ValueError as e:
         raise HttpError(400, str(e)) from e
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            break
-        chunks.append(bytes(msg.get("body", b"")))
-        if not msg.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = _JSON_CT,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), SERVER_HEADER, *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # ---- serving ---------------------------------------------------------------------------------
