@@ -1,10 +1,11 @@
 """ASGI plumbing shared by the endpoint (:mod:`durable_futures.endpoint.asgi`) and the
 embedded engine's ingress (:mod:`durable_futures.local.ingress`): the ASGI 3 types, reading
-headers and bodies, whole responses, the lifespan protocol.
+headers and bodies, whole responses, the lifespan protocol, and a guard for hypercorn.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "body_chunks",
     "drain",
     "header",
+    "guard_hypercorn",
     "lifespan",
     "read_body",
     "respond",
@@ -93,3 +95,58 @@ async def lifespan(receive: Receive, send: Send) -> None:
         elif msg["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+# ---- hypercorn's HTTP/2 KeyError --------------------------------------------------------------
+
+
+class _GoneStream:
+    """Stands in for a stream that hypercorn has already closed: events for it go nowhere."""
+
+    idle = True
+
+    async def handle(self, event: object) -> None:
+        pass
+
+
+_GONE = _GoneStream()
+
+
+class _Streams(dict[int, Any]):
+    """hypercorn's table of open HTTP/2 streams, where a closed one reads as :data:`_GONE`."""
+
+    def __missing__(self, stream_id: int) -> _GoneStream:
+        return _GONE
+
+
+def guard_hypercorn() -> None:
+    """Guards hypercorn's HTTP/2 protocol against data arriving for a stream it already
+    closed (idempotent; nothing to do if hypercorn is not installed).
+
+    ``hypercorn.protocol.h2.H2Protocol._handle_events`` (hypercorn 0.17 and 0.18, the latest)
+    looks the stream of each ``DataReceived`` event up in ``self.streams`` without a guard.
+    The stream is gone once the connection is closed: when restate-server is killed or loses
+    leadership, a write fails, hypercorn closes every stream, and the request data still
+    buffered from that connection is then handed over for streams that no longer exist. The
+    ``KeyError`` kills the connection's task and asyncio logs it as "Unhandled exception in
+    client_connected_cb". With the guard that data is dropped, as data for a stream that
+    ended normally already is (the ``StreamEnded`` branch next to it catches the
+    ``KeyError``); flow control is still acknowledged, since hypercorn does that after the
+    lookup.
+    """
+    try:
+        from hypercorn.protocol.h2 import H2Protocol
+    except ImportError:  # pragma: no cover - hypercorn is a dependency
+        return
+    unguarded = H2Protocol._handle_events
+    if getattr(unguarded, "_durable_futures_guard", False):
+        return
+
+    @functools.wraps(unguarded)
+    async def _handle_events(self: Any, events: list[Any]) -> None:
+        if type(self.streams) is dict:
+            self.streams = _Streams(self.streams)
+        await unguarded(self, events)
+
+    _handle_events._durable_futures_guard = True  # type: ignore[attr-defined]
+    H2Protocol._handle_events = _handle_events  # type: ignore[method-assign]

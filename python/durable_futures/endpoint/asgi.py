@@ -19,6 +19,7 @@ from .._asgi import (
     Scope,
     Send,
     drain,
+    guard_hypercorn,
     header,
     lifespan,
     respond,
@@ -222,5 +223,9 @@ def asgi_app(
     version of the discovery request (HTTP/1.1 → request/response, HTTP/2 → bidi).
     ``identity_keys`` (``publickeyv1_…``) make the endpoint accept only requests signed by
     the runtime (401 otherwise).
+
+    Serve it with hypercorn (the app guards hypercorn against a peer that goes away
+    mid-stream, see :func:`durable_futures._asgi.guard_hypercorn`) or any ASGI server.
     """
+    guard_hypercorn()
     return _App(services, protocol, identity_keys)

@@ -32,6 +32,7 @@ from .._asgi import (
     Receive,
     Scope,
     Send,
+    guard_hypercorn,
     header,
     lifespan,
     read_body,
@@ -74,6 +75,7 @@ class Ingress:
     """The ASGI app: routes ingress requests to ``engine`` (which must be started)."""
 
     def __init__(self, engine: LocalEngine) -> None:
+        guard_hypercorn()
         self.engine = engine
         self._stopping = asyncio.Event()
 
