@@ -25,6 +25,8 @@
 #![deny(missing_docs)]
 
 pub mod error;
+#[cfg(feature = "request-identity")]
+pub mod identity;
 pub mod protocol;
 pub mod retry;
 mod util;
