@@ -2,7 +2,14 @@
 
 from typing import Any, final
 
-__all__ = ["PROTOCOL_VERSIONS", "Engine", "Vm", "__version__"]
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "Engine",
+    "IdentityVerifier",
+    "Vm",
+    "__version__",
+    "parse_identity_key",
+]
 
 __version__: str
 PROTOCOL_VERSIONS: tuple[int, int]
@@ -136,3 +143,12 @@ class Engine:
     def list_invocations(self, limit: int) -> list[tuple[str, str, str, str, str, int, int]]: ...
     def invocation(self, id: str) -> tuple[str, str, str, str] | None: ...
     def journal(self, id: str) -> list[bytes]: ...
+
+@final
+class IdentityVerifier:
+    """Checks the runtime's request signatures (the Rust core's ``identity`` module)."""
+
+    def __new__(cls, keys: list[str]) -> IdentityVerifier: ...
+    def verify(self, scheme: str | None, jwt: str | None, path: str, now: float) -> str | None: ...
+
+def parse_identity_key(key: str) -> bytes: ...

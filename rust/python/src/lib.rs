@@ -492,6 +492,8 @@ fn target(
     }
 }
 
+mod identity;
+
 /// Python module `durable_futures._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -499,6 +501,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROTOCOL_VERSIONS", (5u32, 7u32))?;
     m.add_class::<PyVm>()?;
     m.add_class::<engine_bindings::PyEngine>()?;
+    identity::register(m)?;
     Ok(())
 }
 
