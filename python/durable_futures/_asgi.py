@@ -15,6 +15,7 @@ __all__ = [
     "JSON",
     "SERVER_HEADER",
     "App",
+    "HttpApp",
     "Message",
     "Receive",
     "Scope",
@@ -95,6 +96,25 @@ async def lifespan(receive: Receive, send: Send) -> None:
         elif msg["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+class HttpApp:
+    """Base of the package's ASGI apps: answers the lifespan protocol, ignores other scopes
+    (websockets) and hands HTTP requests to :meth:`http`. Creating one guards hypercorn
+    (:func:`guard_hypercorn`), the server the apps are meant for."""
+
+    def __init__(self) -> None:
+        guard_hypercorn()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers one HTTP request."""
+        raise NotImplementedError
 
 
 # ---- hypercorn's HTTP/2 KeyError --------------------------------------------------------------

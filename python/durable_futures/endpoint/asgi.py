@@ -15,13 +15,12 @@ from .. import _core
 from .._asgi import (
     SERVER_HEADER,
     App,
+    HttpApp,
     Receive,
     Scope,
     Send,
     drain,
-    guard_hypercorn,
     header,
-    lifespan,
     respond,
 )
 from .._invocation import Invocation
@@ -39,13 +38,14 @@ async def _text(send: Send, status: int, message: str) -> None:
     await respond(send, status, message.encode(), b"text/plain; charset=utf-8")
 
 
-class _App:
+class _App(HttpApp):
     def __init__(
         self,
         services: Iterable[Service],
         protocol: Literal["bidi", "request_response"] | None,
         identity_keys: Iterable[str],
     ) -> None:
+        super().__init__()
         self.services: dict[str, Service] = {}
         for s in services:
             if s.name in self.services:
@@ -59,12 +59,7 @@ class _App:
 
             self.verifier = IdentityVerifier(keys)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         parts = path.rstrip("/").split("/")
         # `/invoke/{service}/{handler}` first: a handler may be named `health` or `discover`.
@@ -227,5 +222,4 @@ def asgi_app(
     Serve it with hypercorn (the app guards hypercorn against a peer that goes away
     mid-stream, see :func:`durable_futures._asgi.guard_hypercorn`) or any ASGI server.
     """
-    guard_hypercorn()
     return _App(services, protocol, identity_keys)

@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 
 from .._asgi import (
     JSON,
+    HttpApp,
     Receive,
     Scope,
     Send,
-    guard_hypercorn,
     header,
-    lifespan,
     read_body,
     respond,
 )
@@ -71,11 +70,11 @@ def _error_body(code: int, message: str) -> bytes:
     return json.dumps({"code": code, "message": message}).encode()
 
 
-class Ingress:
+class Ingress(HttpApp):
     """The ASGI app: routes ingress requests to ``engine`` (which must be started)."""
 
     def __init__(self, engine: LocalEngine) -> None:
-        guard_hypercorn()
+        super().__init__()
         self.engine = engine
         self._stopping = asyncio.Event()
 
@@ -86,12 +85,7 @@ class Ingress:
 
     # ---- ASGI ----------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._route(scope, receive, send)
         except HttpError as e:
