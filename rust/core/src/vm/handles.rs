@@ -14,6 +14,7 @@ use crate::vm::{Vm, VmResult};
 
 impl Vm {
     /// The next completion id (they are allocated in journal order, from 1).
+    #[inline]
     pub(crate) fn alloc_completion(&mut self) -> u32 {
         let id = self.next_completion_id;
         self.next_completion_id += 1;
@@ -21,22 +22,29 @@ impl Vm {
     }
 
     /// A new handle for one notification.
+    #[inline]
     pub(crate) fn leaf(&mut self, id: NotificationId) -> Handle {
         let h = Handle(self.handles.len() as u32);
         self.handles.push(HandleKind::Leaf(id));
         h
     }
 
+    /// A new handle for completion `id`.
+    #[inline]
     pub(crate) fn completion_leaf(&mut self, id: u32) -> Handle {
         self.leaf(NotificationId::Completion(id))
     }
 
+    /// What `h` refers to; an unknown handle is a bad request.
+    #[inline]
     pub(crate) fn kind(&self, h: Handle) -> VmResult<&HandleKind> {
         self.handles
             .get(h.0 as usize)
             .ok_or_else(|| Error::new(codes::BAD_REQUEST, format!("unknown handle {}", h.0)))
     }
 
+    /// The node `h` refers to; a leaf is a bad request.
+    #[inline]
     pub(crate) fn node_of(&self, h: Handle) -> VmResult<u32> {
         match self.kind(h)? {
             HandleKind::Node(n) => Ok(*n),
@@ -48,6 +56,7 @@ impl Vm {
     }
 
     /// `Some((failed, seq))` if `h` has completed.
+    #[inline]
     pub(crate) fn completion_of(&self, h: Handle) -> Option<(bool, u64)> {
         match &self.handles[h.0 as usize] {
             HandleKind::Leaf(id) => match self.notes.slot(id).map(|s| &s.state) {

@@ -54,6 +54,7 @@ pub(crate) enum Phase {
 
 impl Phase {
     /// The public face of this phase.
+    #[inline]
     pub(crate) fn state(&self) -> State {
         match self {
             Phase::WaitingStart => State::WaitingStart,
@@ -64,11 +65,14 @@ impl Phase {
         }
     }
 
+    /// Whether the VM ended, suspended or failed.
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self, Phase::Closed { .. })
     }
 
     /// The next recorded command the handler has to reproduce, while replaying.
+    #[inline]
     pub(crate) fn next_recorded(&self) -> Option<&RawFrame> {
         match self {
             Phase::Replaying { commands } => commands.front(),

@@ -67,9 +67,34 @@ impl Vm {
     }
 
     fn on_frame(&mut self, frame: RawFrame) -> VmResult<()> {
-        match self.phase {
+        match &mut self.phase {
             Phase::WaitingStart => self.on_start(frame),
-            Phase::WaitingReplayEntries { .. } => self.on_journal_entry(frame),
+            // Inline rather than a method of its own: the whole journal comes through here,
+            // and the state is matched once per entry.
+            Phase::WaitingReplayEntries { received, commands } => {
+                let ty = frame.ty;
+                *received += 1;
+                let complete = *received == self.start.known_entries;
+                if ty.is_command() {
+                    if *received == 1 && ty != MessageType::InputCommand {
+                        return Err(Error::protocol(format!(
+                            "the journal must start with an InputCommand, got {ty:?}"
+                        )));
+                    }
+                    commands.push_back(frame);
+                    self.recorded_commands += 1;
+                } else if ty.is_notification() {
+                    self.on_notification(&frame)?;
+                } else if !matches!(ty, MessageType::Custom(_)) {
+                    return Err(Error::protocol(format!(
+                        "expected journal entries while receiving the journal, got {ty:?}"
+                    )));
+                }
+                if complete {
+                    self.start_replaying()?;
+                }
+                Ok(())
+            }
             Phase::Replaying { .. } | Phase::Processing => self.on_running_frame(frame),
             Phase::Closed { .. } => Ok(()),
         }
@@ -104,38 +129,16 @@ impl Vm {
         Ok(())
     }
 
-    /// One recorded entry; the last one takes `WaitingReplayEntries → Replaying`.
-    fn on_journal_entry(&mut self, frame: RawFrame) -> VmResult<()> {
-        let ty = frame.ty;
-        if ty.is_notification() {
-            self.on_notification(&frame)?;
-        } else if ty.is_command() {
-            let Phase::WaitingReplayEntries { received, commands } = &mut self.phase else {
-                unreachable!("called while receiving the journal")
-            };
-            if *received == 0 && ty != MessageType::InputCommand {
-                return Err(Error::protocol(format!(
-                    "the journal must start with an InputCommand, got {ty:?}"
-                )));
-            }
-            commands.push_back(frame);
-            self.recorded_commands += 1;
-        } else if !matches!(ty, MessageType::Custom(_)) {
-            return Err(Error::protocol(format!(
-                "expected journal entries while receiving the journal, got {ty:?}"
-            )));
-        }
-        let Phase::WaitingReplayEntries { received, commands } = &mut self.phase else {
+    /// `WaitingReplayEntries → Replaying`: the last of the known entries arrived.
+    fn start_replaying(&mut self) -> VmResult<()> {
+        let Phase::WaitingReplayEntries { commands, .. } = &mut self.phase else {
             unreachable!("called while receiving the journal")
         };
-        *received += 1;
-        if *received == self.start.known_entries {
-            if commands.is_empty() {
-                return Err(Error::protocol("the journal holds no InputCommand"));
-            }
-            let commands = std::mem::take(commands);
-            self.phase = Phase::Replaying { commands };
+        if commands.is_empty() {
+            return Err(Error::protocol("the journal holds no InputCommand"));
         }
+        let commands = std::mem::take(commands);
+        self.phase = Phase::Replaying { commands };
         Ok(())
     }
 

@@ -26,18 +26,29 @@ pub(crate) fn related(index: u32, ty: MessageType, name: &str) -> RelatedCommand
 
 impl Vm {
     /// Errs unless the handler may run: the journal is received and the VM is open.
+    #[inline]
     pub(crate) fn check_running(&self) -> VmResult<()> {
         match self.phase {
             Phase::Replaying { .. } | Phase::Processing => Ok(()),
-            Phase::Closed { .. } => Err(self.closed_error()),
-            _ => Err(Error::new(
+            _ => Err(self.not_running()),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_running(&self) -> Error {
+        if self.phase.is_closed() {
+            self.closed_error()
+        } else {
+            Error::new(
                 codes::INTERNAL,
                 "the handler cannot run before the whole journal is received",
-            )),
+            )
         }
     }
 
     /// The index the next command consumed or written gets.
+    #[inline]
     pub(crate) fn next_index(&self) -> u32 {
         (self.command_index + 1) as u32
     }
@@ -46,6 +57,7 @@ impl Vm {
     ///
     /// Taking the last one is the edge `Replaying → Processing`: from the next command on,
     /// the handler writes new entries.
+    #[inline]
     pub(crate) fn pop_recorded(&mut self) -> Option<RawFrame> {
         let Phase::Replaying { commands } = &mut self.phase else {
             return None;
