@@ -1,8 +1,9 @@
 //! Notification storage: the input FIFO ("to process") and the ready set.
 //!
 //! Notifications enter the FIFO in the order they arrive, which is journal order. They move
-//! to the ready set one at a time, and only while the handler awaits (see `Vm::pump`): this is
-//! what makes the winner of a race a pure function of the journal.
+//! to the ready set one at a time, and only while the handler awaits (see
+//! `transitions/awaiting.rs`): this is what makes the winner of a race a pure function of the
+//! journal.
 //!
 //! Completion and signal ids are small dense integers, so slots live in vectors indexed by id;
 //! only named signals need a map.
