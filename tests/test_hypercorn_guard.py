@@ -15,6 +15,7 @@ import gc
 import logging
 import socket
 import struct
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -38,19 +39,26 @@ DATA_FRAMES = 40
 seen: list[str] = []
 
 
-async def _slow_reader(scope: Any, receive: Any, send: Any) -> None:
+class SlowReader(_asgi.HttpApp):
     """Answers at once, sends again after the client has gone, reads the request last."""
-    if scope["type"] != "http":
+
+    async def http(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await asyncio.sleep(0.3)  # the client resets the connection meanwhile
+        await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+        await asyncio.sleep(0.3)  # hypercorn's write fails: it closes the stream
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        seen.append("disconnect")
+
+
+async def _unguarded_slow_reader(scope: Any, receive: Any, send: Any) -> None:
+    """The same app, without the package's base class (that guards hypercorn)."""
+    if scope["type"] == "lifespan":
         await _asgi.lifespan(receive, send)
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"first", "more_body": True})
-    await asyncio.sleep(0.3)  # the client resets the connection meanwhile
-    await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
-    await asyncio.sleep(0.3)  # hypercorn's write fails: it closes the stream
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    seen.append("disconnect")
+    else:
+        await SlowReader().http(scope, receive, send)
 
 
 async def _peer_resets_mid_stream(port: int) -> None:
@@ -77,7 +85,7 @@ async def _peer_resets_mid_stream(port: int) -> None:
     writer.transport.abort()
 
 
-async def _serve_one_reset() -> None:
+async def _serve_one_reset(app: Any) -> None:
     seen.clear()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,7 +95,7 @@ async def _serve_one_reset() -> None:
     config.accesslog = None
     config.graceful_timeout = 1.0
     stop = asyncio.Event()
-    server = asyncio.create_task(serve(_slow_reader, config, shutdown_trigger=stop.wait))
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     try:
         for _ in range(100):
             try:
@@ -109,15 +117,28 @@ def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def _unguarded(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Takes the guard out of hypercorn for this test; returns the unguarded method."""
+    _asgi.guard_hypercorn()
+    guarded: Any = H2Protocol._handle_events
+    monkeypatch.setattr(H2Protocol, "_handle_events", guarded.__wrapped__)
+    monkeypatch.setattr(_asgi._guard, "installed", False)
+    return guarded.__wrapped__
+
+
+def _guarded() -> bool:
+    return getattr(H2Protocol._handle_events, "_durable_futures_guard", False)
+
+
 def test_without_the_guard_the_reset_is_logged_as_an_unhandled_key_error(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reproduction is real: unguarded hypercorn fails exactly there. (Once a hypercorn
     release handles it, this fails: drop the guard then.)"""
-    _asgi.guard_hypercorn()
-    monkeypatch.setattr(H2Protocol, "_handle_events", _unguarded())
+    _unguarded(monkeypatch)
     with caplog.at_level(logging.ERROR):
-        asyncio.run(_serve_one_reset())
+        asyncio.run(_serve_one_reset(_unguarded_slow_reader))
+    assert not _guarded()
     errors = _errors(caplog)
     assert errors, "the peer's reset did not reproduce hypercorn's KeyError"
     assert "Unhandled exception in client_connected_cb" in errors[0].getMessage()
@@ -127,29 +148,55 @@ def test_without_the_guard_the_reset_is_logged_as_an_unhandled_key_error(
     assert "KeyError" in text and "protocol/h2.py" in text and "_handle_events" in text, text
 
 
-def test_with_the_guard_the_reset_leaves_a_clean_log(caplog: pytest.LogCaptureFixture) -> None:
-    _asgi.guard_hypercorn()
+def test_with_the_guard_the_reset_leaves_a_clean_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unguarded(monkeypatch)
     with caplog.at_level(logging.DEBUG):
-        asyncio.run(_serve_one_reset())
+        asyncio.run(_serve_one_reset(SlowReader()))
+    assert _guarded()  # by the app itself, on hypercorn's lifespan scope
     assert _errors(caplog) == []
     assert seen == ["disconnect"]  # the app learnt that the client went away
 
 
-def _unguarded() -> Any:
-    _asgi.guard_hypercorn()
-    guarded: Any = H2Protocol._handle_events
-    return guarded.__wrapped__
+async def _lifespan(app: Any) -> None:
+    queue = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, str]:
+        return queue.pop(0)
+
+    async def send(msg: dict[str, str]) -> None:
+        sent.append(msg["type"])
+
+    await app({"type": "lifespan"}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-def test_the_endpoint_and_the_ingress_install_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
-    unguarded = _unguarded()
-    makers: list[Callable[[], object]] = [
+def test_the_endpoint_and_the_ingress_guard_hypercorn_on_their_first_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unguarded = _unguarded(monkeypatch)
+    makers: list[Callable[[], Any]] = [
         lambda: df.asgi_app(df.Service("Guarded")),
         lambda: Ingress(df.LocalEngine()),
     ]
     for make in makers:
         monkeypatch.setattr(H2Protocol, "_handle_events", unguarded)
-        make()
-        assert getattr(H2Protocol._handle_events, "_durable_futures_guard", False)
+        monkeypatch.setattr(_asgi._guard, "installed", False)
+        app = make()
+        assert not _guarded()  # creating an app changes nothing
+        asyncio.run(_lifespan(app))
+        assert _guarded()
     _asgi.guard_hypercorn()  # idempotent: no second wrapper
-    assert _unguarded() is unguarded
+    wrapped: Any = H2Protocol._handle_events
+    assert wrapped.__wrapped__ is unguarded
+
+
+def test_without_hypercorn_loaded_there_is_nothing_to_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unguarded = _unguarded(monkeypatch)
+    monkeypatch.delitem(sys.modules, "hypercorn.protocol.h2")
+    _asgi.guard_hypercorn()
+    assert H2Protocol._handle_events is unguarded and not _asgi._guard.installed

@@ -6,6 +6,7 @@ headers and bodies, whole responses, the lifespan protocol, and a guard for hype
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -100,13 +101,12 @@ async def lifespan(receive: Receive, send: Send) -> None:
 
 class HttpApp:
     """Base of the package's ASGI apps: answers the lifespan protocol, ignores other scopes
-    (websockets) and hands HTTP requests to :meth:`http`. Creating one guards hypercorn
-    (:func:`guard_hypercorn`), the server the apps are meant for."""
-
-    def __init__(self) -> None:
-        guard_hypercorn()
+    (websockets) and hands HTTP requests to :meth:`http`. Served by hypercorn, the server the
+    apps are meant for, the first scope guards it (:func:`guard_hypercorn`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _guard.installed:
+            guard_hypercorn()
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http":
@@ -139,9 +139,18 @@ class _Streams(dict[int, Any]):
         return _GONE
 
 
+class _Guard:
+    installed = False
+
+
+_guard = _Guard()
+
+
 def guard_hypercorn() -> None:
     """Guards hypercorn's HTTP/2 protocol against data arriving for a stream it already
-    closed (idempotent; nothing to do if hypercorn is not installed).
+    closed, if hypercorn has loaded it, that is if hypercorn serves this process (the apps
+    call this on their first scope, so it costs nothing to serve them with something else).
+    Idempotent.
 
     ``hypercorn.protocol.h2.H2Protocol._handle_events`` (hypercorn 0.17 and 0.18, the latest)
     looks the stream of each ``DataReceived`` event up in ``self.streams`` without a guard.
@@ -152,21 +161,21 @@ def guard_hypercorn() -> None:
     client_connected_cb". With the guard that data is dropped, as data for a stream that
     ended normally already is (the ``StreamEnded`` branch next to it catches the
     ``KeyError``); flow control is still acknowledged, since hypercorn does that after the
-    lookup.
+    lookup. Connections that are already open are guarded from their next read on.
     """
-    try:
-        from hypercorn.protocol.h2 import H2Protocol
-    except ImportError:  # pragma: no cover - hypercorn is a dependency
+    h2 = sys.modules.get("hypercorn.protocol.h2")
+    protocol: Any = getattr(h2, "H2Protocol", None)
+    if protocol is None:
         return
-    unguarded = H2Protocol._handle_events
-    if getattr(unguarded, "_durable_futures_guard", False):
-        return
+    unguarded = protocol._handle_events
+    if not getattr(unguarded, "_durable_futures_guard", False):
 
-    @functools.wraps(unguarded)
-    async def _handle_events(self: Any, events: list[Any]) -> None:
-        if type(self.streams) is dict:
-            self.streams = _Streams(self.streams)
-        await unguarded(self, events)
+        @functools.wraps(unguarded)
+        async def _handle_events(self: Any, events: list[Any]) -> None:
+            if type(self.streams) is dict:
+                self.streams = _Streams(self.streams)
+            await unguarded(self, events)
 
-    _handle_events._durable_futures_guard = True  # type: ignore[attr-defined]
-    H2Protocol._handle_events = _handle_events  # type: ignore[method-assign]
+        _handle_events._durable_futures_guard = True  # type: ignore[attr-defined]
+        protocol._handle_events = _handle_events
+    _guard.installed = True

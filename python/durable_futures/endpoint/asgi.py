@@ -45,7 +45,6 @@ class _App(HttpApp):
         protocol: Literal["bidi", "request_response"] | None,
         identity_keys: Iterable[str],
     ) -> None:
-        super().__init__()
         self.services: dict[str, Service] = {}
         for s in services:
             if s.name in self.services:
@@ -220,6 +219,6 @@ def asgi_app(
     the runtime (401 otherwise).
 
     Serve it with hypercorn (the app guards hypercorn against a peer that goes away
-    mid-stream, see :func:`durable_futures._asgi.guard_hypercorn`) or any ASGI server.
+    mid-stream, :func:`durable_futures._asgi.guard_hypercorn`) or any ASGI server.
     """
     return _App(services, protocol, identity_keys)

@@ -74,7 +74,6 @@ class Ingress(HttpApp):
     """The ASGI app: routes ingress requests to ``engine`` (which must be started)."""
 
     def __init__(self, engine: LocalEngine) -> None:
-        super().__init__()
         self.engine = engine
         self._stopping = asyncio.Event()
 
