@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,27 +17,10 @@ import pytest
 
 import durable_futures as df
 
-from .restate_harness import AsgiServer, RestateClient, RestateServer
+from . import conformance_service
+from .restate_harness import AsgiServer, RestateClient, RestateServer, wait_until
 
 pytestmark = pytest.mark.e2e
-
-svc = df.Service("NodeFailure")
-started = threading.Event()
-
-
-def step(i: int) -> int:
-    return i
-
-
-@svc.handler()
-async def churn(ctx: df.Context, steps: int) -> int:
-    """Journal traffic both ways for as long as the node lives."""
-    total = 0
-    for i in range(steps):
-        total += await ctx.run(f"step-{i}", step, i)
-        started.set()
-    return total
-
 
 KILLS = 3
 
@@ -46,7 +28,9 @@ KILLS = 3
 def test_killing_the_node_mid_invocation_leaves_a_clean_endpoint_log(
     restate_binary: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    endpoint = AsgiServer(df.asgi_app(svc, protocol="bidi"), log_path=tmp_path / "hypercorn.log")
+    # `sequence` journals one run after another: traffic both ways while the node lives.
+    app = df.asgi_app(conformance_service.svc, protocol="bidi")
+    endpoint = AsgiServer(app, log_path=tmp_path / "hypercorn.log")
     endpoint.start()
     try:
         with caplog.at_level(logging.WARNING):
@@ -56,10 +40,10 @@ def test_killing_the_node_mid_invocation_leaves_a_clean_endpoint_log(
                 try:
                     client = RestateClient(server, timeout=30)
                     client.register(endpoint.url, use_http_11=False)
-                    started.clear()
+                    conformance_service.executions.clear()
                     for _ in range(4):
-                        client.send("NodeFailure", "churn", 100_000)
-                    assert started.wait(20), "no invocation started"
+                        client.send("Conformance", "sequence", 100_000)
+                    wait_until(lambda: len(conformance_service.executions) > 100, 20)
                     time.sleep(0.5)
                     assert server.proc is not None
                     os.killpg(server.proc.pid, signal.SIGKILL)
@@ -71,5 +55,6 @@ def test_killing_the_node_mid_invocation_leaves_a_clean_endpoint_log(
         log = endpoint.log_tail(400)
     finally:
         endpoint.stop()
+        conformance_service.executions.clear()
     assert errors == [], [r.getMessage() for r in errors]
     assert "Traceback" not in log and "KeyError" not in log, log
