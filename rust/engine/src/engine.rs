@@ -76,9 +76,20 @@ pub struct Attempt {
     pub content_type: &'static str,
 }
 
-/// Something the host must do after a commit.
+/// The request body that starts an attempt, as a server sends it (see [`attempt_request`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
+pub struct AttemptRequest {
+    /// `StartMessage` + the stored journal.
+    pub body: Vec<u8>,
+    /// Entries in the journal (`StartMessage.known_entries`).
+    pub entries: u32,
+    /// Content type of the stream.
+    pub content_type: &'static str,
+}
+
+/// Something the host must do after a commit. Not `non_exhaustive`: a host must handle
+/// every kind, and a new one should fail to compile there rather than be skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Feed these frames to the live attempt `token` of `id`.
     Deliver {
@@ -545,38 +556,12 @@ impl Engine {
     }
 
     fn start_attempt(&mut self, id: InvocationId) -> Result<Attempt, EngineError> {
-        let journal = self.store.journal(&id)?;
-        let live = self.live.get_mut(&id).expect("live invocation");
-        let state_map = if live.row.key.is_empty() {
-            Vec::new()
-        } else {
-            self.store
-                .state(&live.row.service, &live.row.key)?
-                .into_iter()
-                .map(|(k, v)| (Bytes::from(k.into_bytes()), Bytes::from(v)))
-                .collect()
-        };
+        let live = self.live.get(&id).expect("live invocation");
+        let request = attempt_request(&self.store, &live.row)?;
         let live = self.live.get_mut(&id).expect("live invocation");
         let token = self.next_token;
         self.next_token += 1;
-        let seed = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
-        let start = StartMessage {
-            id: Bytes::copy_from_slice(&id.0),
-            debug_id: id.to_text(),
-            known_entries: journal.len() as u32,
-            state_map,
-            partial_state: false,
-            key: live.row.key.clone(),
-            retry_count_since_last_stored_entry: live.row.attempt,
-            duration_since_last_stored_entry: 0,
-            random_seed: seed,
-            ..StartMessage::default()
-        };
-        let mut request = frame(&Message::Start(start));
-        for entry in &journal {
-            request.extend_from_slice(entry);
-        }
-        live.journal_len = journal.len() as u32;
+        live.journal_len = request.entries;
         live.output = None;
         live.attempt = Some(Running {
             token,
@@ -588,8 +573,8 @@ impl Engine {
             token,
             service: live.row.service.clone(),
             handler: live.row.handler.clone(),
-            request,
-            content_type: Version::V6.content_type(),
+            request: request.body,
+            content_type: request.content_type,
         })
     }
 
@@ -1269,6 +1254,21 @@ impl Engine {
         Ok(self.store.journal(id)?)
     }
 
+    /// How many entries an invocation's stored journal has (0 for an unknown id).
+    pub fn journal_len(&self, id: &InvocationId) -> Result<u32, EngineError> {
+        Ok(self.store.journal_len(id)?)
+    }
+
+    /// The request an attempt of `id` would start with now, from what is stored (for an
+    /// offline replay): the same bytes [`Engine::next_attempt`] hands out.
+    pub fn attempt_request(&self, id: &InvocationId) -> Result<AttemptRequest, EngineError> {
+        let row = self
+            .store
+            .invocation(id)?
+            .ok_or_else(|| EngineError::UnknownInvocation(id.to_text()))?;
+        Ok(attempt_request(&self.store, &row)?)
+    }
+
     /// The newest invocations.
     pub fn list(&self, limit: usize) -> Result<Vec<InvocationRow>, EngineError> {
         Ok(self.store.list(limit)?)
@@ -1284,6 +1284,44 @@ impl Engine {
     pub fn set_size_limit(&mut self, bytes: Option<u64>) -> Result<(), EngineError> {
         Ok(self.store.set_size_limit(bytes)?)
     }
+}
+
+/// The request that starts an attempt of `row`: `StartMessage` + its stored journal. The
+/// start message carries the id (raw and printable), the entry count, the failed attempts
+/// so far, the object's key and its whole state (a complete map: the handler reads state
+/// from it, never lazily), and the random seed taken from the id.
+pub fn attempt_request(store: &Store, row: &InvocationRow) -> Result<AttemptRequest, StoreError> {
+    let journal = store.journal(&row.id)?;
+    let state_map = if row.key.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .state(&row.service, &row.key)?
+            .into_iter()
+            .map(|(k, v)| (Bytes::from(k.into_bytes()), Bytes::from(v)))
+            .collect()
+    };
+    let start = StartMessage {
+        id: Bytes::copy_from_slice(&row.id.0),
+        debug_id: row.id.to_text(),
+        known_entries: journal.len() as u32,
+        state_map,
+        partial_state: false,
+        key: row.key.clone(),
+        retry_count_since_last_stored_entry: row.attempt,
+        duration_since_last_stored_entry: 0,
+        random_seed: u64::from_be_bytes(row.id.0[..8].try_into().expect("8 bytes")),
+        ..StartMessage::default()
+    };
+    let mut body = frame(&Message::Start(start));
+    for entry in &journal {
+        body.extend_from_slice(entry);
+    }
+    Ok(AttemptRequest {
+        body,
+        entries: journal.len() as u32,
+        content_type: Version::V6.content_type(),
+    })
 }
 
 fn entry_is_notification(entry: &[u8]) -> bool {

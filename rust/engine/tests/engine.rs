@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use durable_futures_core::protocol::{decode_all, Message};
 use durable_futures_core::{
     AwaitOutcome, CommandResult, Handle, RetryPolicy, RunExit, SelectOutcome, Target, Value, Vm,
     VmOptions,
@@ -1042,4 +1043,60 @@ fn a_timer_due_while_the_engine_was_down_fires_at_restart() {
     assert_eq!(h.outcome(id), Outcome::Success(b"\"rested\"".to_vec()));
     assert_eq!(h.now, restart, "no waiting");
     assert_eq!(entries_of_type(&h, id, SLEEP_COMPLETION), 2);
+}
+
+// ---- the attempt request, for an offline replay --------------------------------------------
+
+/// `Engine::attempt_request` is the request the next attempt starts with: the same bytes,
+/// with the object's state in the start message (complete, not partial).
+#[test]
+fn the_attempt_request_is_what_the_next_attempt_starts_with() {
+    let mut h = Host::new(memory());
+    h.handler("set", |ctx, input| {
+        ctx.vm
+            .sys_state_set("count", Bytes::copy_from_slice(input))
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        Ok(Vec::new())
+    });
+    let submit_to = |h: &mut Host, input: &[u8]| {
+        let now = h.now;
+        let s = Submission {
+            service: "Obj",
+            handler: "set",
+            key: "k1",
+            input,
+            idempotency_key: None,
+            invoke_at: 0,
+        };
+        h.engine.submit(&s, now).unwrap().id
+    };
+    let first = submit_to(&mut h, b"7");
+    h.run_until_idle();
+    let second = submit_to(&mut h, b"8");
+    h.commit();
+
+    let request = h.engine.attempt_request(&second).unwrap();
+    assert_eq!(request.entries, 1, "the input only");
+    let attempt = h.engine.next_attempt(h.now).unwrap().unwrap();
+    assert_eq!(attempt.id, second);
+    assert_eq!(attempt.request, request.body);
+    assert_eq!(attempt.content_type, request.content_type);
+    let frames = decode_all(&request.body).unwrap();
+    let Message::Start(start) = &frames[0].1 else {
+        panic!("the request starts with {:?}", frames[0].1)
+    };
+    assert_eq!(start.key, "k1");
+    assert_eq!(start.known_entries, 1);
+    assert!(!start.partial_state);
+    assert_eq!(
+        start.state_map,
+        vec![(Bytes::from_static(b"count"), Bytes::from_static(b"7"))]
+    );
+    assert_eq!(frames.len(), 2);
+
+    // A completed invocation has one too (its whole journal), and an unknown id none.
+    let done = h.engine.attempt_request(&first).unwrap();
+    assert_eq!(done.entries, h.engine.journal_len(&first).unwrap());
+    assert_eq!(done.entries as usize, h.engine.journal(&first).unwrap().len());
+    assert!(h.engine.attempt_request(&InvocationId([9; 16])).is_err());
 }
