@@ -24,17 +24,19 @@ from typing import Any
 from . import _core
 from .errors import CANCELLED, DurableError, TerminalError
 
-READY = 0
-CANCELLED_CODE = 1
-PENDING = 2
-SUSPENDED = 3
-EXHAUSTED = 4
+# What the VM's waits return (``do_await``, ``await_take``, ``select_next``).
+READY = _core.OUTCOME_READY
+CANCELLED_CODE = _core.OUTCOME_CANCELLED
+PENDING = _core.OUTCOME_PENDING
+SUSPENDED = _core.OUTCOME_SUSPENDED
+EXHAUSTED = _core.OUTCOME_EXHAUSTED
 
-VOID = 0
-VALUE = 1
-FAILURE = 2
-INVOCATION_ID = 3
-STATE_KEYS = 4
+# Kinds of the ``(kind, payload)`` values of completed handles.
+VOID = _core.KIND_VOID
+VALUE = _core.KIND_VALUE
+FAILURE = _core.KIND_FAILURE
+INVOCATION_ID = _core.KIND_INVOCATION_ID
+STATE_KEYS = _core.KIND_STATE_KEYS
 
 # Shared pools: sync run closures, and sync handlers (each blocked handler holds a thread).
 _RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
@@ -491,13 +493,13 @@ class Invocation:
         """Runs the handler to its end and journals the outcome."""
         try:
             with self.lock:
-                inv_id, key, headers, payload, seed = self.vm.sys_input()
-            ctx = make_context(self, inv_id, key, headers, seed)
+                start = self.vm.sys_input()
+            ctx = make_context(self, start.invocation_id, start.key, start.headers, start.random_seed)
             if is_async:
-                result = await call(ctx, decode_input(payload))
+                result = await call(ctx, decode_input(start.input))
             else:
                 cv = contextvars.copy_context()
-                arg = decode_input(payload)
+                arg = decode_input(start.input)
                 fn = functools.partial(cv.run, call, ctx, arg)
                 self._sync_handler_running = True
                 try:

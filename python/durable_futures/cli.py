@@ -30,11 +30,15 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import _core
 from .endpoint import asgi_app
 from .errors import DurableError
 from .service import Service
+
+if TYPE_CHECKING:
+    from .local.journal import JournalSource
 
 __all__ = ["load_services", "main"]
 
@@ -176,8 +180,6 @@ class _Store:
     """Read access to a database file without running anything (for journal and replay)."""
 
     def __init__(self, path: str) -> None:
-        from . import _core
-
         if not os.path.isfile(path):
             raise CliError(f"no database at {path} (use --db PATH)")
         self.path = path
@@ -186,10 +188,20 @@ class _Store:
     def journal(self, invocation_id: str) -> list[bytes]:
         return self._core.journal(invocation_id)
 
-    def invocations(self, limit: int = 50) -> list[tuple[str, str, str, str, str, int, int]]:
+    def journal_len(self, invocation_id: str) -> int:
+        return self._core.journal_len(invocation_id)
+
+    def invocations(self, limit: int = 50) -> list[_core.InvocationRow]:
         return self._core.list_invocations(limit)
 
-    def invocation(self, invocation_id: str) -> tuple[str, str, str, str]:
+    def invocation(self, invocation_id: str) -> _core.InvocationRow | None:
+        return self._core.invocation(invocation_id)
+
+    def attempt_request(self, invocation_id: str) -> _core.AttemptRequest:
+        return self._core.attempt_request(invocation_id)
+
+    def existing(self, invocation_id: str) -> _core.InvocationRow:
+        """The invocation, or a clear error for an unknown (or malformed) id."""
         try:
             row = self._core.invocation(invocation_id)
         except DurableError as e:
@@ -200,28 +212,28 @@ class _Store:
 
 
 def _journal_list(args: argparse.Namespace) -> int:
-    from .local.journal import InvocationInfo, render_invocations
+    from .local.journal import render_invocations
 
     store = _Store(args.db)
-    rows = [InvocationInfo(*r) for r in store.invocations(args.limit)]
+    rows = store.invocations(args.limit)
     if not rows:
         print(f"no invocations in {args.db}")
         return 0
-    print(render_invocations(rows, [len(store.journal(r.id)) for r in rows]))
+    print(render_invocations(rows, [store.journal_len(r.id) for r in rows]))
     return 0
 
 
-def show_journal(source: Any, invocation_id: str) -> str:
+def show_journal(source: JournalSource, invocation_id: str) -> str:
     """``durable-futures journal show``: an invocation's journal as a table. ``source`` is a
-    ``LocalEngine`` or anything with ``journal(id)`` and ``invocations(limit)``."""
-    from .local.journal import find_invocation, render
+    ``LocalEngine`` or anything with ``journal(id)`` and ``invocation(id)``."""
+    from .local.journal import render
 
-    return render(source.journal(invocation_id), find_invocation(source, invocation_id), invocation_id)
+    return render(source.journal(invocation_id), source.invocation(invocation_id), invocation_id)
 
 
 def _journal_show(args: argparse.Namespace) -> int:
     store = _Store(args.db)
-    store.invocation(args.id)  # a clear error for an unknown id
+    store.existing(args.id)
     print(show_journal(store, args.id))
     return 0
 
@@ -230,13 +242,11 @@ async def _replay(args: argparse.Namespace) -> int:
     from .local.replay import replay
 
     store = _Store(args.db)
-    service, handler, key, _status = store.invocation(args.id)
-    frames = store.journal(args.id)
+    row = store.existing(args.id)
+    request = store.attempt_request(args.id)
     services, module = _load(args.module)
     files = {os.path.abspath(f) for f in _module_files(module, services)}
-    report = await replay(
-        services, args.id, service, handler, key, frames, user_files=files, timeout=args.timeout
-    )
+    report = await replay(services, row, request, user_files=files, timeout=args.timeout)
     print(report.render())
     return 0 if report.ok else 1
 

@@ -15,7 +15,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -364,9 +364,14 @@ class LocalEngine:
         """The stored journal of an invocation: protocol frames in order."""
         return self._require().journal(invocation_id)
 
-    def invocations(self, limit: int = 50) -> Sequence[tuple[str, str, str, str, str, int, int]]:
-        """``(id, service, handler, key, status, failed_attempts, created_at_ms)``, newest first."""
+    def invocations(self, limit: int = 50) -> list[_core.InvocationRow]:
+        """The newest invocations, newest first: named tuples ``(id, service, handler, key,
+        status, failed_attempts, created_at_ms)``."""
         return self._require().list_invocations(limit)
+
+    def invocation(self, invocation_id: str) -> _core.InvocationRow | None:
+        """One stored invocation (``None`` if unknown; submissions count once committed)."""
+        return self._require().invocation(invocation_id)
 
     def _require(self) -> _core.Engine:
         if self._core is None:
@@ -388,7 +393,7 @@ class LocalEngine:
             self._wake.clear()
             now = self._clock()
             core.fire_timers(now)
-            effects: list[tuple[Any, ...]] = []
+            effects: list[_core.Deliver | _core.Completed] = []
             if self._should_commit(core):
                 try:
                     effects = self._commit(now)
@@ -415,7 +420,9 @@ class LocalEngine:
                     timeout = _BUSY_THREAD_POLL if timeout is None else min(timeout, _BUSY_THREAD_POLL)
             await self._sleep(timeout)
 
-    def _release(self, core: _core.Engine, effects: list[tuple[Any, ...]], now: int) -> None:
+    def _release(
+        self, core: _core.Engine, effects: list[_core.Deliver | _core.Completed], now: int
+    ) -> None:
         """Hands out what a commit released, then starts the attempts it made ready.
 
         Meanwhile no commit happens (``_releasing``): one made by an attempt reacting to
@@ -429,11 +436,11 @@ class LocalEngine:
                 attempt = core.next_attempt(now)
                 if attempt is None:
                     break
-                self._start_attempt(*attempt)
+                self._start_attempt(attempt)
         finally:
             self._releasing = outer
 
-    def _commit(self, now: int) -> list[tuple[Any, ...]]:
+    def _commit(self, now: int) -> list[_core.Deliver | _core.Completed]:
         """One group commit. On a storage error nothing of it was written: the error goes to
         ``last_error`` and is raised, and callers waiting for submissions it dropped get it."""
         core = self._require()
@@ -515,22 +522,27 @@ class LocalEngine:
         """Whether a sync handler is working on its thread (not waiting for a future)."""
         return any(live.inv.busy_on_a_thread() for live in self._attempts.values())
 
-    def _apply(self, effect: tuple[Any, ...]) -> None:
-        if effect[0] == "deliver":
-            _, inv_id, token, frames = effect
-            live = self._attempts.get(inv_id)
+    def _apply(self, effect: _core.Deliver | _core.Completed) -> None:
+        if isinstance(effect, _core.Deliver):
+            live = self._attempts.get(effect.id)
             # An attempt whose input is closed (idle, or always_replay) must not read more:
             # it suspends, and the engine starts a new attempt that replays these frames.
-            if live is None or live.token != token or live.vm.is_closed() or live.inv.input_closed:
-                self._require().not_delivered(inv_id, token)
+            if (
+                live is None
+                or live.token != effect.token
+                or live.vm.is_closed()
+                or live.inv.input_closed
+            ):
+                self._require().not_delivered(effect.id, effect.token)
                 return
             live.last_activity = time.monotonic()
-            live.inv.feed(frames)
-        else:
-            _, inv_id, outcome = effect
-            for fut in self._waiters.pop(inv_id, []):
+            live.inv.feed(effect.frames)
+        elif isinstance(effect, _core.Completed):
+            for fut in self._waiters.pop(effect.id, []):
                 if not fut.done():
-                    fut.set_result(outcome)
+                    fut.set_result(effect.outcome)
+        else:
+            raise TypeError(f"unknown effect of a commit: {effect!r}")
 
     def _arm_idle_timer(self) -> None:
         """While attempts are open, wakes the driver for the next idle check (one timer at a
@@ -627,22 +639,25 @@ class LocalEngine:
         self._group_timer = None
         self._poke()
 
-    def _start_attempt(
-        self, inv_id: str, token: int, service: str, handler: str, request: bytes, content_type: str
-    ) -> None:
+    def _start_attempt(self, attempt: _core.Attempt) -> None:
         assert self._loop is not None
+        inv_id, token = attempt.id, attempt.token
         old = self._attempts.get(inv_id)
         if old is not None:
             # The engine gave up on that attempt (a failed commit reloaded the invocation
             # from its journal): stop it rather than leave it waiting forever.
             old.inv.disconnect()
-        vm = _core.Vm(content_type)
+        vm = _core.Vm(attempt.content_type)
         inv = Invocation(
             vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
-        task = self._loop.create_task(self._run_attempt(inv_id, token, service, handler, request, inv, vm))
+        task = self._loop.create_task(
+            self._run_attempt(
+                inv_id, token, attempt.service, attempt.handler, attempt.request, inv, vm
+            )
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -1,7 +1,8 @@
 """Offline replay: a stored journal against the current code, with nothing executed.
 
-The handler runs through a fresh VM that receives ``StartMessage`` + the stored journal and
-then has its input closed, exactly as the embedded engine starts an attempt. Every command the
+The handler runs through a fresh VM that receives the request the embedded engine would start
+an attempt with (``Engine.attempt_request``: ``StartMessage`` + the stored journal) and then has
+its input closed. Every command the
 code makes is checked against the journal by the core (error 570 names the command index, the
 recorded and the attempted command); this module adds the line of the user's code that made
 the mismatching call, taken from the traceback. Runs never execute: a run whose completion is
@@ -25,25 +26,9 @@ from .._invocation import Invocation, Suspended
 from ..context import context_type
 from ..errors import JOURNAL_MISMATCH
 from ..service import Handler, Service
-from .journal import (
-    JournalEntry,
-    _fields,
-    frame,
-    is_command,
-    parse_entry,
-    parse_journal,
-    split_frames,
-    start_message,
-)
+from .journal import JournalEntry, describe, describe_journal, target
 
 __all__ = ["ReplayReport", "SourceLine", "replay"]
-
-CONTENT_TYPE = "application/vnd.restate.invocation.v6"  # what the embedded engine uses
-
-_ERROR = 0x0002
-_SUSPENSION = 0x0001
-_END = 0x0003
-_OUTPUT = 0x0401
 
 
 @dataclass(frozen=True)
@@ -144,27 +129,27 @@ class _ReplayInvocation(Invocation):
 
 async def replay(
     services: Sequence[Service],
-    invocation_id: str,
-    service: str,
-    handler: str,
-    key: str,
-    journal: Sequence[bytes],
+    invocation: _core.InvocationRow,
+    request: _core.AttemptRequest,
     *,
     user_files: Collection[str] = (),
     timeout: float = 60.0,
 ) -> ReplayReport:
-    """Replays ``journal`` (stored frames) of ``invocation_id`` against ``services``.
+    """Replays the stored journal of ``invocation`` against ``services``, starting the VM
+    with ``request`` (``Engine.attempt_request``).
 
     ``user_files`` are the source files whose lines are reported (default: the files
     defining the services' handlers).
     """
-    entries = parse_journal(journal)
-    target = f"{service}/{key}/{handler}" if key else f"{service}/{handler}"
-    report = ReplayReport(invocation_id, target, len(entries), "error")
-    svc = next((s for s in services if s.name == service), None)
-    h = svc.handlers.get(handler) if svc is not None else None
+    # The journal: what follows the StartMessage.
+    entries = describe_journal(_core.decode_frames(request.body)[1:])
+    report = ReplayReport(invocation.id, target(invocation), request.entries, "error")
+    svc = next((s for s in services if s.name == invocation.service), None)
+    h = svc.handlers.get(invocation.handler) if svc is not None else None
     if svc is None or h is None:
-        report.message = f"no handler {service}/{handler} in the given module"
+        report.message = (
+            f"no handler {invocation.service}/{invocation.handler} in the given module"
+        )
         return report
     files = {os.path.abspath(f) for f in user_files} or {
         os.path.abspath(inspect.getsourcefile(x.fn) or x.fn.__code__.co_filename)
@@ -174,15 +159,14 @@ async def replay(
 
     loop = asyncio.get_running_loop()
     out = bytearray()
-    vm = _core.Vm(CONTENT_TYPE)
+    vm = _core.Vm(request.content_type)
     inv = _ReplayInvocation(vm, loop, out.extend)
-    request = start_message(invocation_id, len(journal), key=key) + b"".join(journal)
     captured: list[BaseException] = []
     call = _capturing(h, captured)
     ctx_type = context_type(svc.ty, h.kind)
     stopped: _JournalEnds | None = None
     try:
-        inv.feed(request)
+        inv.feed(request.body)
         inv.feed_closed()
         await asyncio.wait_for(
             inv.run_handler(call, h.is_async, h.decode_input, h.output_serde.serialize, ctx_type),
@@ -196,21 +180,20 @@ async def replay(
     finally:
         inv.disconnect()
 
-    written = split_frames(bytes(out))
+    written = _core.decode_frames(bytes(out))
+    ends = {m.type_name for m in written if m.kind == "control"}
     exc = captured[-1] if captured else None
     source = _user_line(exc, files) if exc is not None else None
-    report.beyond = [
-        parse_entry(-1, frame(ty, payload)) for ty, _f, payload in written if is_command(ty)
-    ]
-    error = next((p for ty, _f, p in written if ty == _ERROR), None)
+    report.beyond = [describe(-1, m) for m in written if m.kind == "command"]
+    error = vm.last_error()
 
     if error is not None:
-        code, message, cmd_index = _error_fields(error)
-        report.code = code
-        report.message = message
-        report.outcome = "mismatch" if code == JOURNAL_MISMATCH else "error"
-        if cmd_index is not None:
-            report.entry = next((e for e in entries if e.command_index == cmd_index), None)
+        report.code = error.code
+        report.message = error.message
+        report.outcome = "mismatch" if error.code == JOURNAL_MISMATCH else "error"
+        if error.related_command_index is not None:
+            index = error.related_command_index
+            report.entry = next((e for e in entries if e.command_index == index), None)
         report.source = source or (_handler_line(h) if report.outcome == "mismatch" else None)
         if report.outcome == "mismatch" and source is None:
             report.message += " (at the handler's result)"
@@ -221,13 +204,13 @@ async def replay(
         report.message = str(stopped)
         report.source = source
         return report
-    if any(ty == _SUSPENSION for ty, _f, _p in written):
+    if "Suspension" in ends:
         report.outcome = "journal-ends"
         report.message = "the code waits for a completion the journal does not hold"
         report.source = source if isinstance(exc, Suspended) else None
         return report
-    if any(ty == _END for ty, _f, _p in written):
-        recorded_output = any(e.type == _OUTPUT for e in entries)
+    if "End" in ends:
+        recorded_output = any(e.type_name == "OutputCommand" for e in entries)
         report.outcome = "ok"
         if recorded_output:
             report.message = "the code wrote the recorded output"
@@ -284,18 +267,6 @@ def _handler_line(h: Handler[Any, Any]) -> SourceLine:
     except (OSError, TypeError):
         text, lineno = "", code.co_firstlineno
     return SourceLine(code.co_filename, lineno, h.fn.__name__, text)
-
-
-def _error_fields(payload: bytes) -> tuple[int, str, int | None]:
-    code, message, index = 0, "", None
-    for n, v in _fields(payload):
-        if n == 1 and isinstance(v, int):
-            code = v
-        elif n == 2 and isinstance(v, bytes):
-            message = v.decode("utf-8", "replace")
-        elif n == 4 and isinstance(v, int):
-            index = v
-    return code, message, index
 
 
 def _relative(path: str) -> str:

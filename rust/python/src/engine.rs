@@ -1,0 +1,393 @@
+//! `durable_futures._core.Engine`: the embedded engine, and the records it hands out.
+//!
+//! Records are classes with named fields (`Attempt`, `Deliver`, `Completed`, ...), and
+//! stored invocations are `InvocationRow` named tuples; the one exception is an outcome,
+//! `(ok, payload)`, which the Python engine hands to whoever waits as it is.
+
+use std::sync::{Mutex, PoisonError};
+
+use durable_futures_engine::engine::{Effect, Engine, EngineError, RetryOptions, Submission};
+use durable_futures_engine::model::{InvocationId, InvocationRow, Outcome, Status};
+use durable_futures_engine::store::{Durability, Store, StoreError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::to_py;
+
+fn engine_err(e: EngineError) -> PyErr {
+    let (code, message) = match &e {
+        EngineError::Store(StoreError::Full(..)) => (507, e.to_string()),
+        EngineError::Store(_) => (507, e.to_string()),
+        EngineError::UnknownInvocation(_) => (404, e.to_string()),
+        EngineError::BadAwakeable(_) => (400, e.to_string()),
+        _ => (500, e.to_string()),
+    };
+    to_py(durable_futures_core::Error::new(code, message))
+}
+
+fn parse_id(id: &str) -> PyResult<InvocationId> {
+    InvocationId::parse(id).ok_or_else(|| {
+        to_py(durable_futures_core::Error::new(
+            404,
+            format!("'{id}' is not an invocation id"),
+        ))
+    })
+}
+
+fn outcome_py(py: Python<'_>, o: Outcome) -> PyResult<PyObject> {
+    Ok(match o {
+        Outcome::Success(v) => (true, PyBytes::new(py, &v))
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        Outcome::Failure { code, message } => (false, (code, message))
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+    })
+}
+
+/// The fields of `InvocationRow`.
+const INVOCATION_ROW_FIELDS: [&str; 7] = [
+    "id",
+    "service",
+    "handler",
+    "key",
+    "status",
+    "failed_attempts",
+    "created_at_ms",
+];
+
+static INVOCATION_ROW: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// `InvocationRow`: a named tuple `(id, service, handler, key, status, failed_attempts,
+/// created_at_ms)`, `status` one of `"ready"`, `"suspended"`, `"completed"`.
+pub fn invocation_row_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    INVOCATION_ROW
+        .get_or_try_init(py, || -> PyResult<PyObject> {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("module", "durable_futures._core")?;
+            let ty = py
+                .import("collections")?
+                .getattr("namedtuple")?
+                .call(("InvocationRow", INVOCATION_ROW_FIELDS), Some(&kwargs))?;
+            ty.setattr(
+                "__doc__",
+                "A stored invocation: id, service, handler, key (\"\" for services), status \
+                 (\"ready\", \"suspended\" or \"completed\"), failed attempts so far and \
+                 creation time (ms since the epoch).",
+            )?;
+            Ok(ty.unbind())
+        })
+        .map(|ty| ty.bind(py))
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Ready => "ready",
+        Status::Suspended => "suspended",
+        _ => "completed",
+    }
+}
+
+fn row_py(py: Python<'_>, r: InvocationRow) -> PyResult<PyObject> {
+    let fields = (
+        r.id.to_text(),
+        r.service,
+        r.handler,
+        r.key,
+        status_name(r.status),
+        r.attempt,
+        r.created_at,
+    );
+    Ok(invocation_row_type(py)?.call1(fields)?.unbind())
+}
+
+/// An attempt to start (`Engine.next_attempt`).
+#[pyclass(module = "durable_futures._core", name = "Attempt", frozen, get_all)]
+pub struct PyAttempt {
+    id: String,
+    /// Identifies the attempt in `on_output`, `not_delivered` and `attempt_failed`.
+    token: u64,
+    service: String,
+    handler: String,
+    /// `StartMessage` + the journal.
+    request: Py<PyBytes>,
+    content_type: String,
+}
+
+/// The request an attempt would start with (`Engine.attempt_request`).
+#[pyclass(
+    module = "durable_futures._core",
+    name = "AttemptRequest",
+    frozen,
+    get_all
+)]
+pub struct PyAttemptRequest {
+    /// `StartMessage` + the journal.
+    body: Py<PyBytes>,
+    /// Entries in the journal.
+    entries: u32,
+    content_type: String,
+}
+
+/// Effect of a commit: feed `frames` to the live attempt `token` of `id`.
+#[pyclass(module = "durable_futures._core", name = "Deliver", frozen, get_all)]
+pub struct PyDeliver {
+    id: String,
+    token: u64,
+    frames: Py<PyBytes>,
+}
+
+/// Effect of a commit: invocation `id` completed with `outcome`, `(ok, payload)` as
+/// `Engine.outcome` returns it.
+#[pyclass(module = "durable_futures._core", name = "Completed", frozen, get_all)]
+pub struct PyCompleted {
+    id: String,
+    outcome: PyObject,
+}
+
+/// The embedded engine (see `durable_futures_engine::engine::Engine`). Used from one
+/// thread, the event loop's (it may be dropped on any).
+#[pyclass(module = "durable_futures._core", name = "Engine")]
+pub struct PyEngine {
+    // Used from the event loop's thread only; the mutex (never contended, and skipped by
+    // `get_mut`) makes the object Sync, so it can be dropped by the garbage collector on
+    // whichever thread it runs.
+    engine: Mutex<Engine>,
+}
+
+impl PyEngine {
+    fn eng(&mut self) -> &mut Engine {
+        self.engine
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path=None, durability="fsync", retry_initial_ms=50, retry_factor=2.0, retry_max_ms=10_000, retry_max_attempts=None, max_db_bytes=None))]
+    fn new(
+        path: Option<std::path::PathBuf>,
+        durability: &str,
+        retry_initial_ms: u64,
+        retry_factor: f64,
+        retry_max_ms: u64,
+        retry_max_attempts: Option<u32>,
+        max_db_bytes: Option<u64>,
+    ) -> PyResult<PyEngine> {
+        let durability = match durability {
+            "fsync" => Durability::Fsync,
+            "os" => Durability::Os,
+            other => {
+                return Err(to_py(durable_futures_core::Error::new(
+                    400,
+                    format!("durability must be 'fsync' or 'os', not {other:?}"),
+                )))
+            }
+        };
+        let mut store = match &path {
+            Some(p) => Store::open(p, durability),
+            None => Store::open_in_memory(),
+        }
+        .map_err(|e| engine_err(EngineError::Store(e)))?;
+        if max_db_bytes.is_some() {
+            store
+                .set_size_limit(max_db_bytes)
+                .map_err(|e| engine_err(EngineError::Store(e)))?;
+        }
+        let retry = RetryOptions {
+            initial_ms: retry_initial_ms,
+            factor: retry_factor,
+            max_ms: retry_max_ms,
+            max_attempts: retry_max_attempts,
+        };
+        Ok(PyEngine {
+            engine: Mutex::new(Engine::open(store, retry).map_err(engine_err)?),
+        })
+    }
+
+    /// `(invocation_id, existing)`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (service, handler, key, input, idempotency_key, invoke_at, now))]
+    fn submit(
+        &mut self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        input: &[u8],
+        idempotency_key: Option<&str>,
+        invoke_at: u64,
+        now: u64,
+    ) -> PyResult<(String, bool)> {
+        let req = Submission {
+            service,
+            handler,
+            key,
+            input,
+            idempotency_key,
+            invoke_at,
+        };
+        let s = self.eng().submit(&req, now).map_err(engine_err)?;
+        Ok((s.id.to_text(), s.existing))
+    }
+
+    /// The next attempt to start, if one is due at `now`.
+    fn next_attempt(&mut self, py: Python<'_>, now: u64) -> PyResult<Option<PyAttempt>> {
+        Ok(self
+            .eng()
+            .next_attempt(now)
+            .map_err(engine_err)?
+            .map(|a| PyAttempt {
+                id: a.id.to_text(),
+                token: a.token,
+                service: a.service,
+                handler: a.handler,
+                request: PyBytes::new(py, &a.request).unbind(),
+                content_type: a.content_type.to_owned(),
+            }))
+    }
+
+    fn on_output(&mut self, id: &str, token: u64, data: &[u8], now: u64) -> PyResult<()> {
+        self.eng().on_output(parse_id(id)?, token, data, now);
+        Ok(())
+    }
+
+    fn not_delivered(&mut self, id: &str, token: u64) -> PyResult<()> {
+        self.eng().not_delivered(parse_id(id)?, token);
+        Ok(())
+    }
+
+    fn attempt_failed(&mut self, id: &str, token: u64, reason: &str, now: u64) -> PyResult<()> {
+        self.eng().attempt_failed(parse_id(id)?, token, reason, now);
+        Ok(())
+    }
+
+    /// Group commit; what it released, in order: `Deliver` and `Completed` effects.
+    fn commit(&mut self, py: Python<'_>, now: u64) -> PyResult<Vec<PyObject>> {
+        let effects = self.eng().commit(now).map_err(engine_err)?;
+        let mut out = Vec::with_capacity(effects.len());
+        for e in effects {
+            // Exhaustive: a new kind of effect does not compile until it is handed out.
+            let effect = match e {
+                Effect::Deliver { id, token, frames } => PyDeliver {
+                    id: id.to_text(),
+                    token,
+                    frames: PyBytes::new(py, &frames).unbind(),
+                }
+                .into_pyobject(py)?
+                .into_any(),
+                Effect::Completed { id, outcome } => PyCompleted {
+                    id: id.to_text(),
+                    outcome: outcome_py(py, outcome)?,
+                }
+                .into_pyobject(py)?
+                .into_any(),
+            };
+            out.push(effect.unbind());
+        }
+        Ok(out)
+    }
+
+    fn fire_timers(&mut self, now: u64) -> usize {
+        self.eng().fire_timers(now)
+    }
+
+    fn next_wakeup(&mut self) -> Option<u64> {
+        self.eng().next_wakeup()
+    }
+
+    fn has_ready(&mut self) -> bool {
+        self.eng().has_ready()
+    }
+
+    fn commit_is_urgent(&mut self) -> bool {
+        self.eng().commit_is_urgent()
+    }
+
+    fn has_pending(&mut self) -> bool {
+        self.eng().has_pending()
+    }
+
+    fn set_shared_handlers(&mut self, handlers: Vec<(String, String)>) {
+        self.eng().set_shared_handlers(handlers);
+    }
+
+    fn unfinished(&mut self) -> usize {
+        self.eng().unfinished()
+    }
+
+    fn resolve_awakeable(&mut self, id: &str, value: &[u8]) -> PyResult<()> {
+        self.eng().resolve_awakeable(id, value).map_err(engine_err)
+    }
+
+    fn reject_awakeable(&mut self, id: &str, code: u32, message: &str) -> PyResult<()> {
+        self.eng()
+            .reject_awakeable(id, code, message)
+            .map_err(engine_err)
+    }
+
+    fn cancel(&mut self, id: &str) -> PyResult<()> {
+        self.eng().cancel(parse_id(id)?).map_err(engine_err)
+    }
+
+    /// `None` while running, else `(ok, payload)`.
+    fn outcome(&mut self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
+        match self.eng().outcome(&parse_id(id)?).map_err(engine_err)? {
+            Some(o) => Ok(Some(outcome_py(py, o)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The `limit` most recently created invocations, newest first.
+    fn list_invocations(&mut self, py: Python<'_>, limit: usize) -> PyResult<Vec<PyObject>> {
+        self.eng()
+            .list(limit)
+            .map_err(engine_err)?
+            .into_iter()
+            .map(|r| row_py(py, r))
+            .collect()
+    }
+
+    /// One stored invocation (an indexed lookup), `None` if unknown.
+    fn invocation(&mut self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
+        match self.eng().invocation(&parse_id(id)?).map_err(engine_err)? {
+            Some(r) => Ok(Some(row_py(py, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// How many entries the stored journal of `id` has (0 for an unknown id).
+    fn journal_len(&mut self, id: &str) -> PyResult<u32> {
+        self.eng().journal_len(&parse_id(id)?).map_err(engine_err)
+    }
+
+    /// The request an attempt of `id` would start with now (what the engine itself
+    /// sends: `StartMessage` with the object's state, then the stored journal), for an
+    /// offline replay.
+    fn attempt_request(&mut self, py: Python<'_>, id: &str) -> PyResult<PyAttemptRequest> {
+        let r = self
+            .eng()
+            .attempt_request(&parse_id(id)?)
+            .map_err(engine_err)?;
+        Ok(PyAttemptRequest {
+            body: PyBytes::new(py, &r.body).unbind(),
+            entries: r.entries,
+            content_type: r.content_type.to_owned(),
+        })
+    }
+
+    /// The stored journal: protocol frames, in order.
+    fn journal<'py>(&mut self, py: Python<'py>, id: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        Ok(self
+            .eng()
+            .journal(&parse_id(id)?)
+            .map_err(engine_err)?
+            .iter()
+            .map(|f| PyBytes::new(py, f))
+            .collect())
+    }
+}
