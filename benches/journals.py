@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from durable_futures._core import Message
 from tests.asgi_client import call
-from tests.frames import encode, frames, output_value
+from tests.frames import frames, output_value
 
 VECTORS = Path(__file__).parent.parent / "tests" / "conformance" / "vectors"
 V6 = "application/vnd.restate.invocation.v6"
@@ -23,29 +24,16 @@ def recorded(name: str) -> tuple[str, bytes, Any]:
     return last["path"], (VECTORS / name / last["req"]).read_bytes(), meta["output"]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(num: int, value: bytes | int) -> bytes:
-    if isinstance(value, int):
-        return _varint(num << 3) + _varint(value)
-    return _varint((num << 3) | 2) + _varint(len(value)) + value
-
-
 def runs_journal(n: int, input_json: bytes) -> bytes:
     """Start + Input + n RunCommands named r{i} + their completions in reverse order."""
     entries = 1 + 2 * n
-    start = _field(1, b"0123456789abcdef") + _field(2, b"inv_bench") + _field(3, entries)
-    out = [encode(0x0000, start), encode(0x0400, _field(14, _field(1, input_json)))]
-    out += [encode(0x0411, _field(11, i + 1) + _field(12, f"r{i}".encode())) for i in range(n)]
-    out += [encode(0x8011, _field(1, i + 1) + _field(5, _field(1, b"1"))) for i in reversed(range(n))]
-    return b"".join(out)
+    out = [
+        Message("Start", id=b"0123456789abcdef", debug_id="inv_bench", known_entries=entries),
+        Message("InputCommand", value=input_json),
+    ]
+    out += [Message("RunCommand", completion_id=i + 1, name=f"r{i}") for i in range(n)]
+    out += [Message("RunCompletion", completion_id=i + 1, value=b"1") for i in reversed(range(n))]
+    return b"".join(m.encode() for m in out)
 
 
 def replay(app: Any, path: str, body: bytes) -> Any:

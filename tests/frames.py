@@ -1,93 +1,33 @@
-"""A small reader of service-protocol frames, for assertions in tests."""
+"""Reading service-protocol frames in tests: the compiled core's decoder
+(``_core.decode_frames``, typed ``Message`` objects) and a few helpers over its messages."""
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-from typing import Any
+from durable_futures import _core
+from durable_futures._core import Message as Frame
 
+__all__ = ["Frame", "encode_frame", "error_of", "frames", "output_value"]
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    r = s = 0
-    while True:
-        x = b[i]
-        i += 1
-        r |= (x & 0x7F) << s
-        s += 7
-        if x < 0x80:
-            return r, i
-
-
-def fields(b: bytes) -> list[tuple[int, Any]]:
-    """Top-level protobuf fields: (number, int | bytes)."""
-    out: list[tuple[int, Any]] = []
-    i = 0
-    while i < len(b):
-        key, i = _varint(b, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(b, i)
-            out.append((num, v))
-        elif wire == 2:
-            n, i = _varint(b, i)
-            out.append((num, bytes(b[i : i + n])))
-            i += n
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"wire type {wire}")
-    return out
-
-
-@dataclass
-class Frame:
-    ty: int
-    flags: int
-    payload: bytes
-
-    def field(self, num: int) -> Any:
-        for n, v in fields(self.payload):
-            if n == num:
-                return v
-        return None
+#: A frame with any type code and an opaque payload: for malformed input only.
+encode_frame = _core.encode_frame
 
 
 def frames(data: bytes) -> list[Frame]:
-    out = []
-    i = 0
-    while i < len(data):
-        (h,) = struct.unpack(">Q", data[i : i + 8])
-        n = h & 0xFFFFFFFF
-        out.append(Frame(h >> 48, (h >> 32) & 0xFFFF, data[i + 8 : i + 8 + n]))
-        i += 8 + n
-    return out
-
-
-OUTPUT = 0x0401
-END = 0x0003
-ERROR = 0x0002
-SUSPENSION = 0x0001
-PROPOSE_RUN = 0x0005
+    """Every frame of a stream (a response body), decoded."""
+    return _core.decode_frames(data)
 
 
 def output_value(fs: list[Frame]) -> bytes | None:
-    """The value bytes of the OutputCommand, if any."""
+    """The value bytes of the OutputCommand, if any (``None`` for a failure)."""
     for f in fs:
-        if f.ty == OUTPUT:
-            value = f.field(14)
-            return None if value is None else dict(fields(value)).get(1, b"")
+        if f.type_name == "OutputCommand":
+            return f.value
     return None
 
 
 def error_of(fs: list[Frame]) -> tuple[int, str, int | None] | None:
+    """``(code, message, related command index)`` of the ErrorMessage, if any."""
     for f in fs:
-        if f.ty == ERROR:
-            d = dict(fields(f.payload))
-            return d.get(1, 0), d.get(2, b"").decode(), d.get(4)
+        if f.type_name == "Error":
+            return f.code, f.message, f.related_command_index
     return None
-
-
-def encode(ty: int, payload: bytes, flags: int = 0) -> bytes:
-    return struct.pack(">Q", (ty << 48) | (flags << 32) | len(payload)) + payload

@@ -1,7 +1,6 @@
 """Hand-built service-protocol traffic for in-process tests of the ASGI app.
 
-Protobuf encoding of the few messages the tests need (field numbers from Restate's
-``protocol.proto``, condensed in PROTOCOL.md §1.4 in ../shared/, outside this repository), a
+Messages are built and encoded by the compiled core (``_core.Message``); this module adds a
 ``Journal`` builder that fills in ``StartMessage.known_entries``, and a ``Session`` that talks
 to the app the way restate-server does in bidi mode: frames can be sent after reading output.
 """
@@ -13,84 +12,17 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from durable_futures._core import Failure, Message
+
 from .asgi_client import Response
-from .frames import Frame, encode, fields, frames
+from .frames import Frame, frames
 
 V5 = "application/vnd.restate.invocation.v5"
 V6 = "application/vnd.restate.invocation.v6"
 V7 = "application/vnd.restate.invocation.v7"
 
-# Control messages.
-START = 0x0000
-SUSPENSION = 0x0001
-ERROR = 0x0002
-END = 0x0003
-PROPOSE_RUN = 0x0005
-# Commands.
-INPUT = 0x0400
-OUTPUT = 0x0401
-GET_LAZY_STATE = 0x0402
-SET_STATE = 0x0403
-CLEAR_STATE = 0x0404
-CLEAR_ALL_STATE = 0x0405
-GET_LAZY_STATE_KEYS = 0x0406
-GET_EAGER_STATE = 0x0407
-GET_EAGER_STATE_KEYS = 0x0408
-SLEEP = 0x040C
-CALL = 0x040D
-ONE_WAY_CALL = 0x040E
-SEND_SIGNAL = 0x0410
-RUN = 0x0411
-COMPLETE_AWAKEABLE = 0x0414
-# Notifications.
-GET_LAZY_STATE_DONE = 0x8002
-GET_LAZY_STATE_KEYS_DONE = 0x8006
-SLEEP_DONE = 0x800C
-CALL_DONE = 0x800D
-CALL_ID_DONE = 0x800E
-RUN_DONE = 0x8011
-SIGNAL = 0xFBFF
-
 INVOCATION_ID = bytes(range(1, 23))
 DEBUG_ID = "inv_1testinvocation000000000000000"
-
-
-# ---- protobuf ---------------------------------------------------------------------------------
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def f_int(num: int, v: int) -> bytes:
-    return varint(num << 3) + varint(v)
-
-
-def f_bytes(num: int, v: bytes | str) -> bytes:
-    b = v.encode() if isinstance(v, str) else v
-    return varint((num << 3) | 2) + varint(len(b)) + b
-
-
-def value(content: bytes) -> bytes:
-    """``Value{content}``."""
-    return f_bytes(1, content)
-
-
-def failure(code: int, message: str) -> bytes:
-    """``Failure{code, message}``."""
-    return f_int(1, code) + f_bytes(2, message)
-
-
-def header(key: str, val: str) -> bytes:
-    return f_bytes(1, key) + f_bytes(2, val)
 
 
 # ---- messages ---------------------------------------------------------------------------------
@@ -107,74 +39,85 @@ def start(
     invocation_id: bytes = INVOCATION_ID,
     debug_id: str = DEBUG_ID,
 ) -> bytes:
-    p = f_bytes(1, invocation_id) + f_bytes(2, debug_id) + f_int(3, known_entries)
-    for k, v in (state or {}).items():
-        p += f_bytes(4, f_bytes(1, k) + f_bytes(2, v))
-    if partial_state:
-        p += f_int(5, 1)
-    if key:
-        p += f_bytes(6, key)
-    if retry_count:
-        p += f_int(7, retry_count)
-    p += f_int(9, seed)
-    return encode(START, p)
+    return Message(
+        "Start",
+        id=invocation_id,
+        debug_id=debug_id,
+        known_entries=known_entries,
+        state_map=[(k.encode(), v) for k, v in (state or {}).items()],
+        partial_state=partial_state,
+        key=key,
+        retry_count=retry_count,
+        random_seed=seed,
+    ).encode()
 
 
 def input_cmd(payload: bytes, headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    p = b"".join(f_bytes(1, header(k, v)) for k, v in headers) + f_bytes(14, value(payload))
-    return encode(INPUT, p)
+    return Message("InputCommand", headers=list(headers), value=payload).encode()
 
 
 def run_cmd(cid: int, name: str) -> bytes:
-    return encode(RUN, f_int(11, cid) + (f_bytes(12, name) if name else b""))
+    return Message("RunCommand", completion_id=cid, name=name).encode()
 
 
 def sleep_cmd(cid: int, wake_up_time: int = 1, name: str = "") -> bytes:
-    return encode(SLEEP, f_int(1, wake_up_time) + f_int(11, cid) + (f_bytes(12, name) if name else b""))
+    return Message("SleepCommand", wake_up_time=wake_up_time, completion_id=cid, name=name).encode()
 
 
 def call_cmd(
     service: str, handler: str, parameter: bytes, id_idx: int, result_idx: int, key: str = ""
 ) -> bytes:
-    p = f_bytes(1, service) + f_bytes(2, handler) + f_bytes(3, parameter)
-    if key:
-        p += f_bytes(5, key)
-    return encode(CALL, p + f_int(10, id_idx) + f_int(11, result_idx))
+    return Message(
+        "CallCommand",
+        service=service,
+        handler=handler,
+        parameter=parameter,
+        key=key,
+        invocation_id_notification_idx=id_idx,
+        completion_id=result_idx,
+    ).encode()
+
+
+def one_way_call_cmd(service: str, handler: str, parameter: bytes, id_idx: int) -> bytes:
+    return Message(
+        "OneWayCallCommand",
+        service=service,
+        handler=handler,
+        parameter=parameter,
+        invocation_id_notification_idx=id_idx,
+    ).encode()
 
 
 def get_lazy_state_cmd(key: str, cid: int) -> bytes:
-    return encode(GET_LAZY_STATE, f_bytes(1, key) + f_int(11, cid))
-
-
-def _result(
-    ok: bytes | None, err: tuple[int, str] | None, void: bool, invocation_id: str | None
-) -> bytes:
-    if ok is not None:
-        return f_bytes(5, value(ok))
-    if err is not None:
-        return f_bytes(6, failure(*err))
-    if invocation_id is not None:
-        return f_bytes(16, invocation_id)
-    assert void
-    return f_bytes(4, b"")
+    return Message("GetLazyStateCommand", state_key=key.encode(), completion_id=cid).encode()
 
 
 def notification(
-    ty: int,
+    ty: str,
     cid: int,
     ok: bytes | None = None,
     *,
-    err: tuple[int, str] | None = None,
+    err: tuple[int, str] | Failure | None = None,
     void: bool = False,
     invocation_id: str | None = None,
 ) -> bytes:
-    """A completion notification: ``ok`` value, ``err=(code, message)``, ``void`` or an id."""
-    return encode(ty, f_int(1, cid) + _result(ok, err, void, invocation_id))
+    """A completion notification of type ``ty`` (``"RunCompletion"``, ...): ``ok`` value,
+    ``err=(code, message)`` (or a ``Failure``), ``void`` or an invocation id."""
+    failure = Failure(*err) if isinstance(err, tuple) else err
+    return Message(
+        ty, completion_id=cid, value=ok, failure=failure, void=void, invocation_id=invocation_id
+    ).encode()
 
 
 def signal(idx: int, ok: bytes | None = None, *, err: tuple[int, str] | None = None) -> bytes:
     """An unnamed signal (1 = cancel, 17.. = awakeables); void unless ``ok``/``err``."""
-    return encode(SIGNAL, f_int(2, idx) + _result(ok, err, ok is None and err is None, None))
+    return Message(
+        "Signal",
+        signal_id=idx,
+        value=ok,
+        failure=None if err is None else Failure(*err),
+        void=ok is None and err is None,
+    ).encode()
 
 
 CANCEL = signal(1)
@@ -198,34 +141,27 @@ class Journal:
 # ---- reading output ---------------------------------------------------------------------------
 
 
-def of_type(fs: list[Frame], ty: int) -> list[Frame]:
-    return [f for f in fs if f.ty == ty]
-
-
-def decoded(f: Frame) -> dict[int, Any]:
-    """Top-level fields of a frame (the last occurrence of repeated ones)."""
-    return dict(fields(f.payload))
+def of_type(fs: list[Frame], ty: str) -> list[Frame]:
+    """The frames of type ``ty`` (``"RunCommand"``, ``"ProposeRunCompletion"``, ...)."""
+    return [f for f in fs if f.type_name == ty]
 
 
 def proposals(fs: list[Frame]) -> dict[int, tuple[str, Any]]:
     """``ProposeRunCompletion`` frames: completion id → ("value", bytes) | ("failure", (code, msg))."""
     out: dict[int, tuple[str, Any]] = {}
-    for f in of_type(fs, PROPOSE_RUN):
-        d = decoded(f)
-        if 14 in d:
-            out[d[1]] = ("value", d[14])
+    for f in of_type(fs, "ProposeRunCompletion"):
+        assert f.completion_id is not None
+        if f.failure is None:
+            out[f.completion_id] = ("value", f.value)
         else:
-            fd = dict(fields(d[15]))
-            out[d[1]] = ("failure", (fd.get(1, 0), fd.get(2, b"").decode()))
+            out[f.completion_id] = ("failure", (f.failure.code, f.failure.message))
     return out
 
 
 def output_failure(fs: list[Frame]) -> tuple[int, str] | None:
-    for f in of_type(fs, OUTPUT):
-        d = decoded(f)
-        if 15 in d:
-            fd = dict(fields(d[15]))
-            return fd.get(1, 0), fd.get(2, b"").decode()
+    for f in of_type(fs, "OutputCommand"):
+        if f.failure is not None:
+            return f.failure.code, f.failure.message
     return None
 
 
@@ -317,7 +253,7 @@ class Session:
                 assert self._task is not None
                 if self._task.done():
                     self._task.result()
-                    raise AssertionError(f"the app ended without that; frames {[hex(f.ty) for f in fs]}")
+                    raise AssertionError(f"the app ended without that; frames {[f.type_name for f in fs]}")
                 self._changed.clear()
                 await self._changed.wait()
 

@@ -19,7 +19,7 @@ import durable_futures as df
 
 from . import conformance_service
 from .asgi_client import call
-from .frames import END, ERROR, SUSPENSION, error_of, frames, output_value
+from .frames import error_of, frames, output_value
 
 VECTORS = Path(__file__).parent / "conformance" / "vectors"
 
@@ -68,7 +68,7 @@ def test_last_attempt_replays_to_the_recorded_output(name: str, chunking: str) -
     assert resp.headers["content-type"] == last["content_type"]
     fs = frames(resp.body)
     assert error_of(fs) is None
-    assert [f.ty for f in fs][-2:] == [0x0401, END]
+    assert [f.type_name for f in fs][-2:] == ["OutputCommand", "End"]
     assert json.loads(output_value(fs) or b"null") == meta["output"]
     assert conformance_service.executions == [], "a replayed run executed"
 
@@ -88,7 +88,7 @@ def test_earlier_attempts_never_error(name: str) -> None:
         resp = replay(meta, attempt, APP, [13])
         fs = frames(resp.body)
         assert error_of(fs) is None, error_of(fs)
-        assert fs and fs[-1].ty in (SUSPENSION, END), [hex(f.ty) for f in fs]
+        assert fs and fs[-1].type_name in ("Suspension", "End"), [f.type_name for f in fs]
 
 
 def _mutated_app(name: str) -> Any:
@@ -140,9 +140,9 @@ def test_a_handler_that_differs_is_a_journal_mismatch(name: str) -> None:
     resp = replay(meta, meta["attempts"][-1], _mutated_app(name), [7])
     fs = frames(resp.body)
     err = error_of(fs)
-    assert err is not None, [hex(f.ty) for f in fs]
+    assert err is not None, [f.type_name for f in fs]
     code, message, index = err
     assert code == 570
     assert index is not None and "command index" in message
-    assert fs[-1].ty == ERROR
+    assert fs[-1].type_name == "Error"
     assert conformance_service.executions == []

@@ -43,10 +43,6 @@ STAGGER_MS = 250
 KILLS = 20
 BUDGET_S = 50.0
 
-INPUT, OUTPUT = 0x0400, 0x0401
-SLEEP, CALL, ONE_WAY_CALL, RUN = 0x040C, 0x040D, 0x040E, 0x0411
-SLEEP_DONE, CALL_DONE, CALL_ID_DONE, RUN_DONE = 0x800C, 0x800D, 0x800E, 0x8011
-SIGNAL = 0xFBFF
 COMPLETED = 2
 
 
@@ -70,10 +66,10 @@ class Snapshot:
         for inv, journal in self.journals.items():
             names: dict[int, str] = {}
             for f in map(decode, journal):
-                if f.ty == RUN:
-                    names[f.field(11)] = (f.field(12) or b"").decode()
-                elif f.ty == RUN_DONE and f.field(1) in names:
-                    out.add((inv, names[f.field(1)]))
+                if f.type_name == "RunCommand" and f.completion_id is not None:
+                    names[f.completion_id] = f.name
+                elif f.type_name == "RunCompletion" and f.completion_id in names:
+                    out.add((inv, names[f.completion_id]))
         return out
 
 
@@ -122,31 +118,40 @@ def check_journal(inv: str, journal: list[bytes], complete: bool) -> None:
     """One invocation's journal: well formed, nothing duplicated; ``complete``: nothing
     missing either."""
     fs = [decode(raw) for raw in journal]
-    assert fs and fs[0].ty == INPUT, f"{inv}: the journal starts with its input"
+    assert fs and fs[0].type_name == "InputCommand", f"{inv}: the journal starts with its input"
     run_names: Counter[str] = Counter()
-    expect: set[tuple[int, int]] = set()  # (completion type, completion id) of commands so far
-    ids: set[int] = set()
-    completions: Counter[tuple[int, int]] = Counter()
-    signals: Counter[int] = Counter()
+    # (completion type, completion id) of commands so far
+    expect: set[tuple[str, int | None]] = set()
+    ids: set[int | None] = set()
+    completions: Counter[tuple[str, int | None]] = Counter()
+    signals: Counter[int | None] = Counter()
     outputs = 0
     for pos, f in enumerate(fs):
-        wanted: list[tuple[int, int]] = []
-        if f.ty == RUN:
-            run_names[(f.field(12) or b"").decode()] += 1
-            wanted = [(RUN_DONE, f.field(11))]
-        elif f.ty == SLEEP:
-            wanted = [(SLEEP_DONE, f.field(11))]
-        elif f.ty == CALL:
-            wanted = [(CALL_ID_DONE, f.field(10)), (CALL_DONE, f.field(11))]
-        elif f.ty == ONE_WAY_CALL:
-            wanted = [(CALL_ID_DONE, f.field(10))]
-        elif f.ty in (RUN_DONE, SLEEP_DONE, CALL_DONE, CALL_ID_DONE):
-            key = (f.ty, f.field(1))
+        wanted: list[tuple[str, int | None]] = []
+        if f.type_name == "RunCommand":
+            run_names[f.name] += 1
+            wanted = [("RunCompletion", f.completion_id)]
+        elif f.type_name == "SleepCommand":
+            wanted = [("SleepCompletion", f.completion_id)]
+        elif f.type_name == "CallCommand":
+            wanted = [
+                ("CallInvocationIdCompletion", f.invocation_id_notification_idx),
+                ("CallCompletion", f.completion_id),
+            ]
+        elif f.type_name == "OneWayCallCommand":
+            wanted = [("CallInvocationIdCompletion", f.invocation_id_notification_idx)]
+        elif f.type_name in (
+            "RunCompletion",
+            "SleepCompletion",
+            "CallCompletion",
+            "CallInvocationIdCompletion",
+        ):
+            key = (f.type_name, f.completion_id)
             assert key in expect, f"{inv}: entry {pos}: completion {key} before its command"
             completions[key] += 1
-        elif f.ty == SIGNAL:
-            signals[f.field(2)] += 1
-        elif f.ty == OUTPUT:
+        elif f.type_name == "Signal":
+            signals[f.signal_id] += 1
+        elif f.type_name == "OutputCommand":
             outputs += 1
             assert pos == len(fs) - 1, f"{inv}: the output is the last entry"
         for key in wanted:
@@ -250,7 +255,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
     for inv, journal in final.journals.items():
         check_journal(inv, journal, complete=True)
         if inv in jobs:  # its awakeable was resolved once
-            assert [decode(raw).ty for raw in journal].count(SIGNAL) == 1, where
+            assert [decode(raw).type_name for raw in journal].count("Signal") == 1, where
     for n, snap in enumerate(snapshots[:-1]):
         for inv, journal in snap.journals.items():
             check_journal(inv, journal, complete=False)

@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 
 import durable_futures as df
+from durable_futures._core import Message
 
 from .asgi_client import Response, call
-from .frames import Frame, encode, error_of, frames, output_value
+from .frames import Frame, encode_frame, error_of, frames, output_value
 from .journal import (
-    END,
-    ERROR,
-    OUTPUT,
-    SLEEP,
-    SLEEP_DONE,
-    SUSPENSION,
     V5,
     V6,
     V7,
@@ -132,7 +127,7 @@ def greet_ok(app: Any = APP) -> None:
     fs = frames(resp.body)
     assert error_of(fs) is None
     assert json.loads(output_value(fs) or b"") == "hello ann"
-    assert fs[-1].ty == END
+    assert fs[-1].type_name == "End"
 
 
 # ---- /health -------------------------------------------------------------------------------------
@@ -286,16 +281,19 @@ def test_a_failing_handler_fails_the_attempt_and_the_app_goes_on() -> None:
 # ---- bad input -----------------------------------------------------------------------------------
 
 GOOD = Journal(b'"x"').body()
+# Type codes of frames built with a malformed payload.
+START, INPUT = Message("Start").type, Message("InputCommand").type
 
 BAD_INPUT: dict[str, tuple[bytes, int, str]] = {
     "garbage": (b"this is not a frame, just some text", 571, "unknown message type"),
     "garbage_after_start": (start(2) + b"\x7f\x7f\x7f\x7fgarbage-garbage", 571, "unknown message type 0x7f7f"),
-    "undecodable_start": (encode(0x0000, b"\xff\xff\xff"), 571, "cannot decode Start"),
-    "undecodable_input": (start(1) + encode(0x0400, b"\x72\x10abc"), 571, "cannot decode"),
+    "undecodable_start": (encode_frame(START, b"\xff\xff\xff"), 571, "cannot decode Start"),
+    # The value field (14) announces 16 bytes; 3 follow.
+    "undecodable_input": (start(1) + encode_frame(INPUT, b"\x72\x10abc"), 571, "cannot decode"),
     "truncated_header": (GOOD + b"\x04\x00\x00", 571, "ended inside a frame"),
     "truncated_payload": (GOOD[:-3], 571, "ended inside a frame"),
-    "unknown_message_type": (start(2) + input_cmd(b'"x"') + encode(0x0300, b""), 571, "unknown message type 0x0300"),
-    "unknown_type_after_replay": (GOOD + encode(0x03FF, b"\x08\x01"), 571, "unknown message type 0x03ff"),
+    "unknown_message_type": (start(2) + input_cmd(b'"x"') + encode_frame(0x0300, b""), 571, "unknown message type 0x0300"),
+    "unknown_type_after_replay": (GOOD + encode_frame(0x03FF, b"\x08\x01"), 571, "unknown message type 0x03ff"),
     "oversized_frame": (start(2) + input_cmd(b'"x"') + b"\x04\x01\x00\x00\xff\xff\xff\xff", 571, "over the limit"),
     "command_after_replay": (GOOD + sleep_cmd(1), 571, "after the journal was replayed"),
     "start_missing": (input_cmd(b'"x"'), 571, "expected a StartMessage"),
@@ -314,11 +312,11 @@ def test_bad_input_gets_a_protocol_error_and_the_app_goes_on(case: str, chunks: 
     assert resp.status == 200  # the head went out before the body was read
     fs = frames(resp.body)
     err = error_of(fs)
-    assert err is not None, [hex(f.ty) for f in fs]
+    assert err is not None, [f.type_name for f in fs]
     assert err[0] == code
     assert fragment in err[1], err[1]
-    assert fs[-1].ty == ERROR
-    assert not of_type(fs, OUTPUT)
+    assert fs[-1].type_name == "Error"
+    assert not of_type(fs, "OutputCommand")
     greet_ok()
 
 
@@ -329,14 +327,14 @@ def test_input_that_does_not_decode_is_a_terminal_400(handler: str, payload: byt
     if payload is None:  # raw and no-input handlers accept anything
         resp = request(APP, f"/invoke/Greeter/{handler}", Journal(b"\xff{").body(), headers=[("content-type", V6)])
         fs = frames(resp.body)
-        assert error_of(fs) is None and output_failure(fs) is None and fs[-1].ty == END
+        assert error_of(fs) is None and output_failure(fs) is None and fs[-1].type_name == "End"
         return
     resp = request(APP, f"/invoke/Greeter/{handler}", Journal(payload).body(), headers=[("content-type", V6)])
     fs = frames(resp.body)
     assert error_of(fs) is None
     failure = output_failure(fs)
     assert failure is not None and failure[0] == 400 and "cannot decode" in failure[1]
-    assert fs[-1].ty == END
+    assert fs[-1].type_name == "End"
     greet_ok()
 
 
@@ -348,7 +346,7 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
         s = Session(APP, "/invoke/Greeter/greet")
         s.begin()
         s.send(start(2) + input_cmd(b'"x"') + b"\x04\x01\x00\x00\xff\xff\xff\xff")
-        fs = await s.wait_for(lambda fs: bool(of_type(fs, ERROR)), timeout=5)
+        fs = await s.wait_for(lambda fs: bool(of_type(fs, "Error")), timeout=5)
         s.send(b"\x00" * 1024)  # the runtime keeps writing: ignored
         await s.finish()
         return fs
@@ -363,7 +361,7 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
 @pytest.mark.parametrize("handler", ["wait_signal", "sync_wait"])
 @pytest.mark.parametrize(
     "bad",
-    [b"garbage!" * 3, sleep_cmd(1), encode(0x0300, b""), b"\x80\x00\x00\x00\x7f\xff\xff\xff"],
+    [b"garbage!" * 3, sleep_cmd(1), encode_frame(0x0300, b""), b"\x80\x00\x00\x00\x7f\xff\xff\xff"],
     ids=["garbage", "command", "unknown_type", "oversized"],
 )
 def test_bad_input_while_a_handler_waits(handler: str, bad: bytes) -> None:
@@ -376,14 +374,14 @@ def test_bad_input_while_a_handler_waits(handler: str, bad: bytes) -> None:
         s.send(Journal().body())
         await asyncio.sleep(0.02)  # the handler is now waiting
         s.send(bad)
-        fs = await s.wait_for(lambda fs: bool(of_type(fs, ERROR)))
+        fs = await s.wait_for(lambda fs: bool(of_type(fs, "Error")))
         await s.finish()
         return fs
 
     fs = run_in_thread(scenario())
     err = error_of(fs)
     assert err is not None and err[0] == 571
-    assert not of_type(fs, OUTPUT)
+    assert not of_type(fs, "OutputCommand")
     greet_ok()
 
 
@@ -401,7 +399,7 @@ def test_a_runtime_that_disconnects_does_not_hang_the_app(handler: str) -> None:
 
     resp = run_in_thread(scenario())
     assert resp.status == 200
-    assert not of_type(frames(resp.body), OUTPUT)
+    assert not of_type(frames(resp.body), "OutputCommand")
     greet_ok()
 
 
@@ -412,7 +410,7 @@ def test_a_bidi_invocation_completes_when_notified() -> None:
         s.send(Journal().body())
         await asyncio.sleep(0.02)
         s.send(signal(17, b'"hey"'))
-        await s.wait_for(lambda fs: bool(of_type(fs, END)))
+        await s.wait_for(lambda fs: bool(of_type(fs, "End")))
         return await s.finish()
 
     fs = run_in_thread(scenario())
@@ -424,12 +422,12 @@ def test_input_closing_mid_wait_suspends() -> None:
         s = Session(APP, "/invoke/Greeter/waits_on_run")
         s.begin()
         s.send(Journal().body())
-        await s.wait_for(lambda fs: bool(of_type(fs, SLEEP)))
+        await s.wait_for(lambda fs: bool(of_type(fs, "SleepCommand")))
         return await s.finish()
 
     fs = run_in_thread(scenario())
-    assert fs[-1].ty == SUSPENSION
-    body = Journal().add(sleep_cmd(1), notification(SLEEP_DONE, 1, void=True)).body()
+    assert fs[-1].type_name == "Suspension"
+    body = Journal().add(sleep_cmd(1), notification("SleepCompletion", 1, void=True)).body()
     resp = request(APP, "/invoke/Greeter/waits_on_run", body, headers=[("content-type", V6)])
     assert json.loads(output_value(frames(resp.body)) or b"") == "woke"
 

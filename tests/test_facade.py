@@ -21,44 +21,21 @@ from typing import Any, Optional, TypedDict
 import pytest
 
 import durable_futures as df
+from durable_futures._core import Failure, Message
 
 from .asgi_client import call
-from .frames import Frame, encode, error_of, fields, frames, output_value
+from .frames import Frame, error_of, frames, output_value
 from .journal import (
-    CALL,
-    CALL_DONE,
-    CALL_ID_DONE,
     CANCEL,
-    CLEAR_ALL_STATE,
-    CLEAR_STATE,
-    COMPLETE_AWAKEABLE,
-    END,
-    ERROR,
-    GET_EAGER_STATE,
-    GET_EAGER_STATE_KEYS,
-    GET_LAZY_STATE,
-    GET_LAZY_STATE_DONE,
-    ONE_WAY_CALL,
-    OUTPUT,
-    PROPOSE_RUN,
-    RUN,
-    RUN_DONE,
-    SEND_SIGNAL,
-    SET_STATE,
-    SLEEP,
-    SLEEP_DONE,
-    SUSPENSION,
     V6,
     V7,
     Journal,
     Session,
     call_cmd,
-    decoded,
-    f_bytes,
-    f_int,
     get_lazy_state_cmd,
     notification,
     of_type,
+    one_way_call_cmd,
     output_failure,
     proposals,
     run_cmd,
@@ -93,7 +70,7 @@ def invoke(handler: str, body: bytes, *, service: str = "Facade", ct: str = V6) 
 def ended_with(fs: list[Frame]) -> Any:
     """The JSON output of an invocation that ended (OutputCommand + End, no error)."""
     assert error_of(fs) is None, error_of(fs)
-    assert [f.ty for f in fs][-2:] == [OUTPUT, END], [hex(f.ty) for f in fs]
+    assert [f.type_name for f in fs][-2:] == ["OutputCommand", "End"], [f.type_name for f in fs]
     out = output_value(fs)
     assert out is not None, output_failure(fs)
     return json.loads(out)
@@ -101,8 +78,8 @@ def ended_with(fs: list[Frame]) -> Any:
 
 def suspended(fs: list[Frame]) -> None:
     assert error_of(fs) is None, error_of(fs)
-    assert fs and fs[-1].ty == SUSPENSION, [hex(f.ty) for f in fs]
-    assert not of_type(fs, OUTPUT)
+    assert fs and fs[-1].type_name == "Suspension", [f.type_name for f in fs]
+    assert not of_type(fs, "OutputCommand")
 
 
 def js(v: Any) -> bytes:
@@ -142,7 +119,7 @@ def test_runs_start_before_they_are_awaited() -> None:
     fs = invoke("eager", Journal().body())
     assert sorted(events[:2]) == ["async:b", "sync:a"]
     assert events[2] == "first await"
-    assert [decoded(f)[12] for f in of_type(fs, RUN)] == [b"sync", b"async"]
+    assert [f.name for f in of_type(fs, "RunCommand")] == ["sync", "async"]
     assert proposals(fs) == {1: ("value", b'"a"'), 2: ("value", b'"b"')}
     suspended(fs)
 
@@ -153,14 +130,15 @@ def test_eager_runs_complete_live_in_a_bidi_session(ct: str) -> None:
         s = Session(APP, "/invoke/Facade/eager", ct)
         s.begin()
         s.send(Journal().body())
-        fs = await s.wait_for(lambda fs: len(of_type(fs, PROPOSE_RUN)) == 2)
-        for f in of_type(fs, PROPOSE_RUN):
+        fs = await s.wait_for(lambda fs: len(of_type(fs, "ProposeRunCompletion")) == 2)
+        for f in of_type(fs, "ProposeRunCompletion"):
             assert f.flags == (0x8000 if ct == V7 else 0)  # REQUESTED_ACK from V7 on
         # The runtime journals the proposals and echoes them: as notifications up to V6, as
         # acks of the cached proposals from V7 on (in reverse order here).
         for cid, (_, payload) in sorted(proposals(fs).items(), reverse=True):
-            s.send(encode(0x0007, f_int(1, cid)) if ct == V7 else notification(RUN_DONE, cid, payload))
-        await s.wait_for(lambda fs: bool(of_type(fs, END)))
+            ack = Message("ProposeRunCompletionAck", completion_id=cid).encode()
+            s.send(ack if ct == V7 else notification("RunCompletion", cid, payload))
+        await s.wait_for(lambda fs: bool(of_type(fs, "End")))
         return await s.finish()
 
     fs = run_in_thread(scenario())
@@ -245,7 +223,7 @@ async def replayed_run(ctx: df.Context, _: str) -> str:
 
 
 def test_a_replayed_run_is_not_executed() -> None:
-    body = Journal().add(run_cmd(1, "effect"), notification(RUN_DONE, 1, b'"journaled"')).body()
+    body = Journal().add(run_cmd(1, "effect"), notification("RunCompletion", 1, b'"journaled"')).body()
     assert ended_with(invoke("replayed_run", body)) == "journaled"
     assert events == []
 
@@ -279,7 +257,7 @@ def test_a_run_raising_terminal_error_is_journaled_as_a_failure() -> None:
 def test_awaiting_a_failed_run_raises_terminal_error(catch: bool) -> None:
     body = (
         Journal(js(catch))
-        .add(run_cmd(1, "teapot"), notification(RUN_DONE, 1, err=(418, "short and stout")))
+        .add(run_cmd(1, "teapot"), notification("RunCompletion", 1, err=(418, "short and stout")))
         .body()
     )
     fs = invoke("terminal_run", body)
@@ -288,7 +266,7 @@ def test_awaiting_a_failed_run_raises_terminal_error(catch: bool) -> None:
         assert ended_with(fs) == "TerminalError 418 short and stout"
     else:
         assert output_failure(fs) == (418, "short and stout")
-        assert fs[-1].ty == END
+        assert fs[-1].type_name == "End"
 
 
 def flaky() -> str:
@@ -314,7 +292,7 @@ def test_a_run_failing_its_last_attempt_becomes_a_terminal_failure() -> None:
     assert "ValueError" in message and "not today" in message
     suspended(fs)
     # The runtime journals the failure; the next attempt replays it into the handler.
-    body = Journal(b"1").add(run_cmd(1, "flaky"), notification(RUN_DONE, 1, err=(code, message))).body()
+    body = Journal(b"1").add(run_cmd(1, "flaky"), notification("RunCompletion", 1, err=(code, message))).body()
     assert ended_with(invoke("retryable_run", body)) == f"terminal 500: {message}"
     assert events == ["flaky"]
 
@@ -322,15 +300,15 @@ def test_a_run_failing_its_last_attempt_becomes_a_terminal_failure() -> None:
 def test_a_run_failing_without_options_fails_the_attempt() -> None:
     fs = invoke("retryable_run", Journal(b"null").body())
     assert events == ["flaky"]
-    assert not of_type(fs, PROPOSE_RUN)
-    assert fs[-1].ty == ERROR
-    err = decoded(fs[-1])
-    assert err[1] == 500
-    assert b"ValueError: not today" in err[2]
-    assert b"flaky" in err.get(3, b"")  # the stack trace
-    assert err[4] == 1  # related command index: the run (the input is command 0)
-    assert err[5] == b"flaky"
-    assert err[6] == RUN
+    assert not of_type(fs, "ProposeRunCompletion")
+    assert fs[-1].type_name == "Error"
+    err = fs[-1]
+    assert err.code == 500
+    assert "ValueError: not today" in err.message
+    assert "flaky" in err.stacktrace
+    assert err.related_command_index == 1  # the run (the input is command 0)
+    assert err.related_command_name == "flaky"
+    assert err.related_command_type == Message("RunCommand").type
 
 
 def slow_flaky() -> str:
@@ -380,9 +358,9 @@ def test_run_options_drive_the_retry_policy(case: str, retry_count: int, expecte
         assert proposals(fs) == {1: ("failure", (500, "ValueError: still not today"))}
         suspended(fs)
     else:
-        assert not of_type(fs, PROPOSE_RUN)
-        err = decoded(fs[-1])
-        assert fs[-1].ty == ERROR and err[1] == 500 and err[8] == expected  # next_retry_delay
+        assert not of_type(fs, "ProposeRunCompletion")
+        err = fs[-1]
+        assert err.type_name == "Error" and err.code == 500 and err.next_retry_delay == expected
 
 
 @svc.handler()
@@ -399,11 +377,11 @@ def test_run_sleep_and_request_shorthands() -> None:
     suspended(fs)
     j = Journal().add(
         run_cmd(1, "effect"),
-        notification(RUN_DONE, 1, b'"journaled"'),
+        notification("RunCompletion", 1, b'"journaled"'),
         sleep_cmd(2, name="nap"),
-        notification(SLEEP_DONE, 2, void=True),
+        notification("SleepCompletion", 2, void=True),
         call_cmd("Other", "h", b'"journaled"', 3, 4),
-        notification(CALL_DONE, 4, b"[1]"),
+        notification("CallCompletion", 4, b"[1]"),
     )
     assert ended_with(invoke("sugar", j.body())) == ["journaled", [1]]
     assert events == ["sync:fresh"]  # only the first attempt executed the run
@@ -427,7 +405,7 @@ def sync_sum(ctx: df.Context, n: int) -> int:
 def test_sync_handler_result_blocks_and_replays() -> None:
     j = Journal(b"3")
     j.add(*(run_cmd(i + 1, f"step-{i}") for i in range(3)))
-    j.add(*(notification(RUN_DONE, i + 1, js(i * 10)) for i in (2, 0, 1)))
+    j.add(*(notification("RunCompletion", i + 1, js(i * 10)) for i in (2, 0, 1)))
     assert ended_with(invoke("sync_sum", j.body())) == 30
     assert events == []
 
@@ -444,10 +422,10 @@ def test_sync_handler_in_a_bidi_session_blocks_until_notified() -> None:
         s = Session(APP, "/invoke/Facade/sync_sum")
         s.begin()
         s.send(Journal(b"2").body())
-        fs = await s.wait_for(lambda fs: len(of_type(fs, PROPOSE_RUN)) == 2)
+        fs = await s.wait_for(lambda fs: len(of_type(fs, "ProposeRunCompletion")) == 2)
         for cid, (_, payload) in sorted(proposals(fs).items(), reverse=True):
-            s.send(notification(RUN_DONE, cid, payload))
-        await s.wait_for(lambda fs: bool(of_type(fs, END)))
+            s.send(notification("RunCompletion", cid, payload))
+        await s.wait_for(lambda fs: bool(of_type(fs, "End")))
         return await s.finish()
 
     assert ended_with(run_in_thread(scenario())) == 10
@@ -551,9 +529,9 @@ def test_awaiting_a_completed_future_twice_neither_changes_nor_yields() -> None:
         run_cmd(1, "r"),
         run_cmd(2, "f"),
         sleep_cmd(3),
-        notification(RUN_DONE, 1, b'{"k":[1,2]}'),
-        notification(RUN_DONE, 2, err=(500, "nope")),
-        notification(SLEEP_DONE, 3, void=True),
+        notification("RunCompletion", 1, b'{"k":[1,2]}'),
+        notification("RunCompletion", 2, err=(500, "nope")),
+        notification("SleepCompletion", 3, void=True),
     )
     assert ended_with(invoke("await_twice", j.body())) == {
         "value": {"k": [1, 2]},
@@ -570,9 +548,9 @@ def test_awaiting_a_completed_future_twice_neither_changes_nor_yields() -> None:
 # ---- selector ------------------------------------------------------------------------------------
 
 ORDER_NOTIFICATIONS = {
-    "timer": notification(SLEEP_DONE, 1, void=True),
-    "call": notification(CALL_DONE, 3, b'"called"'),
-    "run": notification(RUN_DONE, 4, b'"ran"'),
+    "timer": notification("SleepCompletion", 1, void=True),
+    "call": notification("CallCompletion", 3, b'"called"'),
+    "run": notification("RunCompletion", 4, b'"ran"'),
     "awakeable": signal(17, b'"woken"'),
 }
 
@@ -639,12 +617,12 @@ def test_the_selector_follows_the_arrival_order_live() -> None:
         s = Session(APP, "/invoke/Facade/select_order")
         s.begin()
         s.send(Journal(b'"remaining"').body())
-        fs = await s.wait_for(lambda fs: bool(of_type(fs, PROPOSE_RUN)))
-        assert [f.ty for f in fs[:3]] == [SLEEP, CALL, RUN]
+        fs = await s.wait_for(lambda fs: bool(of_type(fs, "ProposeRunCompletion")))
+        assert [f.type_name for f in fs[:3]] == ["SleepCommand", "CallCommand", "RunCommand"]
         for n in ["awakeable", "timer", "run", "call"]:
             s.send(ORDER_NOTIFICATIONS[n])
             await asyncio.sleep(0.01)  # let the handler see each one alone
-        await s.wait_for(lambda fs: bool(of_type(fs, END)))
+        await s.wait_for(lambda fs: bool(of_type(fs, "End")))
         return await s.finish()
 
     out = ended_with(run_in_thread(scenario()))
@@ -681,7 +659,7 @@ def test_cancellation_raises_terminal_error_409(how: str) -> None:
 def test_uncaught_cancellation_fails_the_invocation_with_409() -> None:
     fs = invoke("cancellable", Journal(b'"uncaught"').add(sleep_cmd(1), CANCEL).body())
     assert output_failure(fs) == (409, "cancelled")
-    assert fs[-1].ty == END
+    assert fs[-1].type_name == "End"
 
 
 def test_cancellation_while_selecting_live() -> None:
@@ -689,10 +667,10 @@ def test_cancellation_while_selecting_live() -> None:
         s = Session(APP, "/invoke/Facade/cancellable")
         s.begin()
         s.send(Journal(b'"select"').body())
-        await s.wait_for(lambda fs: bool(of_type(fs, SLEEP)))
+        await s.wait_for(lambda fs: bool(of_type(fs, "SleepCommand")))
         await asyncio.sleep(0.01)
         s.send(CANCEL)
-        await s.wait_for(lambda fs: bool(of_type(fs, END)))
+        await s.wait_for(lambda fs: bool(of_type(fs, "End")))
         return await s.finish()
 
     assert ended_with(run_in_thread(scenario())) == 409
@@ -707,12 +685,12 @@ def test_cancellation_propagates_to_a_call_in_flight() -> None:
     body = (
         Journal()
         .add(call_cmd("Other", "slow", b"1", 1, 2))
-        .add(notification(CALL_ID_DONE, 1, invocation_id="inv_child"), CANCEL)
+        .add(notification("CallInvocationIdCompletion", 1, invocation_id="inv_child"), CANCEL)
         .body()
     )
     fs = invoke("cancel_call", body)
-    (sig,) = of_type(fs, SEND_SIGNAL)
-    assert decoded(sig)[1] == b"inv_child" and decoded(sig)[2] == 1
+    (sig,) = of_type(fs, "SendSignalCommand")
+    assert sig.target_invocation_id == "inv_child" and sig.signal_id == 1
     assert output_failure(fs) == (409, "cancelled")
 
 
@@ -834,8 +812,7 @@ def test_an_unresolved_combinator_suspends(case: str) -> None:
     body = Journal(js(case)).add(*notifications[:1]).body()
     fs = invoke("combinators", body)
     suspended(fs)
-    waiting = dict(fields(fs[-1].payload))
-    assert waiting.get(2)  # V6 suspension: the awaited signal ids (with cancel, 1)
+    assert fs[-1].waiting_signals  # V6 suspension: the awaited signal ids (with cancel, 1)
 
 
 @svc.handler()
@@ -1033,7 +1010,7 @@ for _name, _tp, _, _ in SERDE_CASES:
 @pytest.mark.parametrize(("name", "tp", "payload", "expected"), SERDE_CASES, ids=[c[0] for c in SERDE_CASES])
 def test_inputs_and_outputs_follow_the_type_hints(name: str, tp: Any, payload: bytes, expected: Any) -> None:
     fs = invoke(f"typed_{name}", Journal(payload).body())
-    assert error_of(fs) is None and fs[-1].ty == END
+    assert error_of(fs) is None and fs[-1].type_name == "End"
     assert received[name] == expected
     assert type(received[name]) is type(expected)
     if isinstance(expected, Order):
@@ -1068,7 +1045,7 @@ async def typed_results(ctx: df.Context, _: str) -> list[str]:
 
 def test_run_and_awakeable_results_are_decoded_from_type_hints() -> None:
     j = Journal().add(run_cmd(1, "sync"), run_cmd(2, "async"))
-    j.add(notification(RUN_DONE, 1, b'{"sku":"x","qty":1}'), notification(RUN_DONE, 2, b'{"sku":"y","qty":2}'))
+    j.add(notification("RunCompletion", 1, b'{"sku":"x","qty":1}'), notification("RunCompletion", 2, b'{"sku":"y","qty":2}'))
     j.add(signal(17, b'{"sku":"z","qty":3}'))
     assert ended_with(invoke("typed_results", j.body())) == ["Item(x,1)", "Item(y,2)", "Item(z,3)"]
     assert events == []
@@ -1104,7 +1081,7 @@ def test_input_that_does_not_decode_fails_terminally_with_400(handler: str, payl
     code, message = failure_
     assert code == 400
     assert "cannot decode" in message
-    assert fs[-1].ty == END
+    assert fs[-1].type_name == "End"
 
 
 # ---- calls, sends, awakeables, state -------------------------------------------------------------
@@ -1146,11 +1123,10 @@ async def calls(ctx: df.Context, what: str) -> Any:
 
 def test_request_future_emits_a_call_with_a_json_parameter() -> None:
     fs = invoke("calls", Journal(b'"request_future"').body())
-    (cmd,) = of_type(fs, CALL)
-    d = decoded(cmd)
-    assert (d[1], d[2], d[3]) == (b"Other", b"handler", b'{"a":[1,"b"]}')
-    assert (d[10], d[11]) == (1, 2)
-    assert 5 not in d  # no key for a plain service
+    (cmd,) = of_type(fs, "CallCommand")
+    assert (cmd.service, cmd.handler, cmd.parameter) == ("Other", "handler", b'{"a":[1,"b"]}')
+    assert (cmd.invocation_id_notification_idx, cmd.completion_id) == (1, 2)
+    assert cmd.key == ""  # no key for a plain service
     suspended(fs)
 
 
@@ -1158,7 +1134,7 @@ def test_invocation_id_resolves_from_its_notification() -> None:
     body = (
         Journal(b'"invocation_id"')
         .add(call_cmd("Other", "handler", b'{"a":[1,"b"]}', 1, 2))
-        .add(notification(CALL_ID_DONE, 1, invocation_id="inv_callee"))
+        .add(notification("CallInvocationIdCompletion", 1, invocation_id="inv_callee"))
         .body()
     )
     assert ended_with(invoke("calls", body)) == "inv_callee"
@@ -1168,7 +1144,7 @@ def test_request_result_comes_from_the_call_completion() -> None:
     body = (
         Journal(b'"request_future"')
         .add(call_cmd("Other", "handler", b'{"a":[1,"b"]}', 1, 2))
-        .add(notification(CALL_DONE, 2, b'{"answer":42}'))
+        .add(notification("CallCompletion", 2, b'{"answer":42}'))
         .body()
     )
     assert ended_with(invoke("calls", body)) == {"answer": 42}
@@ -1176,9 +1152,8 @@ def test_request_result_comes_from_the_call_completion() -> None:
 
 def test_a_typed_client_targets_the_handler() -> None:
     fs = invoke("calls", Journal(b'"typed"').body())
-    (cmd,) = of_type(fs, CALL)
-    d = decoded(cmd)
-    assert (d[1], d[2], d[3]) == (b"Facade", b"echo", b'"hello"')
+    (cmd,) = of_type(fs, "CallCommand")
+    assert (cmd.service, cmd.handler, cmd.parameter) == ("Facade", "echo", b'"hello"')
 
 
 def test_a_client_for_an_unregistered_function_is_refused() -> None:
@@ -1188,11 +1163,11 @@ def test_a_client_for_an_unregistered_function_is_refused() -> None:
 
 def test_an_object_client_sets_the_key() -> None:
     fs = invoke("calls", Journal(b'"object"').body())
-    d = decoded(of_type(fs, CALL)[0])
-    assert (d[1], d[2], d[3], d[5]) == (b"Cart", b"add", b"3", b"user-1")
+    d = of_type(fs, "CallCommand")[0]
+    assert (d.service, d.handler, d.parameter, d.key) == ("Cart", "add", b"3", "user-1")
     fs = invoke("calls", Journal(b'"send_object"').body())
-    d = decoded(of_type(fs, ONE_WAY_CALL)[0])
-    assert (d[1], d[2], d[3], d[6]) == (b"Cart", b"add", b"4", b"user-2")
+    d = of_type(fs, "OneWayCallCommand")[0]
+    assert (d.service, d.handler, d.parameter, d.key) == ("Cart", "add", b"4", "user-2")
     assert ended_with(fs) is None
 
 
@@ -1200,26 +1175,27 @@ def test_send_with_delay_sets_the_invoke_time() -> None:
     before = int(time.time() * 1000)
     fs = invoke("calls", Journal(b'"send_delay"').body())
     after = int(time.time() * 1000)
-    d = decoded(of_type(fs, ONE_WAY_CALL)[0])
-    assert (d[1], d[2], d[3], d[10]) == (b"Other", b"later", b'"x"', 1)
-    assert before + 30_000 <= d[4] <= after + 30_000
+    d = of_type(fs, "OneWayCallCommand")[0]
+    assert (d.service, d.handler, d.parameter, d.invocation_id_notification_idx) == (
+        "Other",
+        "later",
+        b'"x"',
+        1,
+    )
+    assert before + 30_000 <= d.invoke_time <= after + 30_000
     suspended(fs)
     fs = invoke("calls", Journal(b'"send_now"').body())
-    assert 4 not in decoded(of_type(fs, ONE_WAY_CALL)[0])
+    assert of_type(fs, "OneWayCallCommand")[0].invoke_time == 0  # not set: now
 
 
 def test_a_send_invocation_id_resolves_on_replay() -> None:
     body = (
         Journal(b'"send_now"')
-        .add(encode_one_way("Other", "now", b'"y"', 1))
-        .add(notification(CALL_ID_DONE, 1, invocation_id="inv_sent"))
+        .add(one_way_call_cmd("Other", "now", b'"y"', 1))
+        .add(notification("CallInvocationIdCompletion", 1, invocation_id="inv_sent"))
         .body()
     )
     assert ended_with(invoke("calls", body)) == "inv_sent"
-
-
-def encode_one_way(service: str, handler: str, parameter: bytes, id_idx: int) -> bytes:
-    return encode(ONE_WAY_CALL, f_bytes(1, service) + f_bytes(2, handler) + f_bytes(3, parameter) + f_int(10, id_idx))
 
 
 AWAKEABLE_ID = "sign_16iHYzWxTjecDEJZ4H6vgrVGkeMkbP_8eAAAAEQ"
@@ -1235,11 +1211,11 @@ async def complete_awakeables(ctx: df.Context, ids: list[str]) -> str:
 def test_resolve_and_reject_awakeable_emit_completions() -> None:
     fs = invoke("complete_awakeables", Journal(js([AWAKEABLE_ID, AWAKEABLE_ID])).body())
     assert ended_with(fs) == "done"
-    resolve, reject = (decoded(f) for f in of_type(fs, COMPLETE_AWAKEABLE))
-    assert resolve[1] == AWAKEABLE_ID.encode()
-    assert dict(fields(resolve[2])) == {1: b'{"v":1}'}
-    assert reject[1] == AWAKEABLE_ID.encode()
-    assert dict(fields(reject[3])) == {1: 451, 2: b"no thanks"}
+    resolve, reject = of_type(fs, "CompleteAwakeableCommand")
+    assert resolve.awakeable_id == AWAKEABLE_ID
+    assert resolve.value == b'{"v":1}' and resolve.failure is None
+    assert reject.awakeable_id == AWAKEABLE_ID
+    assert reject.value is None and reject.failure == Failure(451, "no thanks")
 
 
 def test_a_malformed_awakeable_id_is_a_terminal_400() -> None:
@@ -1248,7 +1224,7 @@ def test_a_malformed_awakeable_id_is_a_terminal_400() -> None:
     assert error_of(fs) is None
     failure = output_failure(fs)
     assert failure is not None and failure[0] == 400 and "not-an-awakeable" in failure[1]
-    assert fs[-1].ty == END and not of_type(fs, COMPLETE_AWAKEABLE)
+    assert fs[-1].type_name == "End" and not of_type(fs, "CompleteAwakeableCommand")
 
 
 @svc.handler()
@@ -1285,21 +1261,21 @@ def test_object_state_get_set_clear() -> None:
         "after": 42,
         "gone": None,
     }
-    assert [f.ty for f in fs] == [
-        GET_EAGER_STATE,
-        GET_EAGER_STATE,
-        SET_STATE,
-        CLEAR_STATE,
-        GET_EAGER_STATE_KEYS,
-        GET_EAGER_STATE,
-        CLEAR_ALL_STATE,
-        GET_EAGER_STATE,
-        OUTPUT,
-        END,
+    assert [f.type_name for f in fs] == [
+        "GetEagerStateCommand",
+        "GetEagerStateCommand",
+        "SetStateCommand",
+        "ClearStateCommand",
+        "GetEagerStateKeysCommand",
+        "GetEagerStateCommand",
+        "ClearAllStateCommand",
+        "GetEagerStateCommand",
+        "OutputCommand",
+        "End",
     ]
-    set_ = decoded(of_type(fs, SET_STATE)[0])
-    assert set_[1] == b"count" and dict(fields(set_[3])) == {1: b"42"}
-    assert decoded(of_type(fs, CLEAR_STATE)[0])[1] == b"old"
+    set_ = of_type(fs, "SetStateCommand")[0]
+    assert set_.state_key == b"count" and set_.value == b"42"
+    assert of_type(fs, "ClearStateCommand")[0].state_key == b"old"
 
 
 @cart.handler(kind="shared")
@@ -1309,10 +1285,10 @@ async def peek(ctx: df.ObjectContext, _: str) -> int | None:
 
 def test_partial_state_reads_lazily() -> None:
     fs = invoke("peek", Journal(key="k").body(), service="Cart")
-    (get,) = of_type(fs, GET_LAZY_STATE)
-    assert decoded(get)[1] == b"count"
+    (get,) = of_type(fs, "GetLazyStateCommand")
+    assert get.state_key == b"count"
     suspended(fs)
-    body = Journal(key="k").add(get_lazy_state_cmd("count", 1), notification(GET_LAZY_STATE_DONE, 1, b"7")).body()
+    body = Journal(key="k").add(get_lazy_state_cmd("count", 1), notification("GetLazyStateCompletion", 1, b"7")).body()
     assert ended_with(invoke("peek", body, service="Cart")) == 7
 
 

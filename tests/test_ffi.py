@@ -4,60 +4,32 @@ vectors (tests/conformance/README.md).
 The library is loaded with ``ffi.dlopen`` from ``target/debug`` (built by a session fixture
 when it is missing or older than the Rust sources) and declared with ``ffi.cdef`` from the
 committed cffi header. Every code the library returns is mapped to the same exception
-classes as the PyO3 facade (``durable_futures.errors``).
+classes as the PyO3 facade (``durable_futures.errors``). What the VM writes is read with the
+compiled core's decoder (``durable_futures._core.decode_frames``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cffi  # type: ignore[import-untyped, unused-ignore]
 import pytest
+
+from durable_futures import _core, errors
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "conformance" / "vectors"
 CFFI_HEADER = ROOT / "rust" / "ffi" / "include" / "durable_futures_cffi.h"
 SOURCES = [ROOT / "rust" / "ffi" / "src", ROOT / "rust" / "core" / "src"]
-
-
-def _load_errors() -> ModuleType:
-    """``durable_futures.errors``; loaded from its file when the package itself cannot be
-    imported (its ``__init__`` needs the compiled PyO3 extension, this test does not)."""
-    try:
-        from durable_futures import errors
-
-        return errors
-    except ImportError:
-        path = ROOT / "python" / "durable_futures" / "errors.py"
-        spec = importlib.util.spec_from_file_location("_durable_futures_errors", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-
-
-if TYPE_CHECKING:
-    from durable_futures import errors
-else:
-    errors = _load_errors()
-
-# Frame types (Restate's service protocol, protocol.proto; PROTOCOL.md §1.3 in ../shared/).
-SUSPENSION, ERROR, END = 0x0001, 0x0002, 0x0003
-PROPOSE_RUN_COMPLETION = 0x0005
-OUTPUT_COMMAND, RUN_COMMAND = 0x0401, 0x0411
 
 
 # ---- loading the library ----------------------------------------------------------------
@@ -380,62 +352,29 @@ HANDLERS: dict[str, Handler] = {
 # ---- driving one attempt ----------------------------------------------------------------
 
 
-def frames(data: bytes) -> list[tuple[int, bytes]]:
-    out, at = [], 0
-    while at < len(data):
-        ty, _flags, n = struct.unpack_from(">HHI", data, at)
-        out.append((ty, data[at + 8 : at + 8 + n]))
-        at += 8 + n
-    assert at == len(data)
-    return out
-
-
-def pb_fields(data: bytes) -> dict[int, Any]:
-    """The last value of each field of a protobuf message (varints and bytes only)."""
-
-    def varint(at: int) -> tuple[int, int]:
-        v = shift = 0
-        while True:
-            b = data[at]
-            at += 1
-            v |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return v, at
-
-    fields: dict[int, Any] = {}
-    at = 0
-    while at < len(data):
-        key, at = varint(at)
-        if key & 7 == 0:
-            fields[key >> 3], at = varint(at)
-        elif key & 7 == 2:
-            n, at = varint(at)
-            fields[key >> 3] = data[at : at + n]
-            at += n
-        else:
-            raise AssertionError(f"unexpected wire type in {data!r}")
-    return fields
+def frames(data: bytes) -> list[_core.Message]:
+    return _core.decode_frames(data)
 
 
 @dataclass
 class Attempt:
-    output: list[tuple[int, bytes]]
+    output: list[_core.Message]
     executed: list[str]
     error: Exception | None = None
 
     @property
-    def types(self) -> list[int]:
-        return [t for t, _ in self.output]
+    def types(self) -> list[str]:
+        return [m.type_name for m in self.output]
 
     def result(self) -> Any:
         """The JSON value of the OutputCommand."""
-        [payload] = [p for t, p in self.output if t == OUTPUT_COMMAND]
-        return json.loads(pb_fields(pb_fields(payload)[14])[1])
+        [output] = [m for m in self.output if m.type_name == "OutputCommand"]
+        assert output.value is not None, output
+        return json.loads(output.value)
 
-    def error_message(self) -> dict[int, Any]:
-        [payload] = [p for t, p in self.output if t == ERROR]
-        return pb_fields(payload)
+    def error_message(self) -> _core.Message:
+        [error] = [m for m in self.output if m.type_name == "Error"]
+        return error
 
 
 def vector(name: str) -> dict[str, Any]:
@@ -482,7 +421,7 @@ def test_last_attempt_replays_to_output_and_end(api: Api, name: str, seed: int) 
     last = len(vector(name)["attempts"]) - 1
     attempt = drive(api, name, last, HANDLERS[name], random.Random(seed))
     assert attempt.error is None
-    assert attempt.types == [OUTPUT_COMMAND, END]
+    assert attempt.types == ["OutputCommand", "End"]
     assert attempt.result() == vector(name)["output"]
     assert attempt.executed == [], "a replayed run executed its closure"
 
@@ -507,8 +446,8 @@ def test_one_byte_chunks(api: Api) -> None:
 def test_first_attempt_is_accepted(api: Api, name: str) -> None:
     attempt = drive(api, name, 0, HANDLERS[name], random.Random(0))
     assert attempt.error is None
-    assert ERROR not in attempt.types
-    assert attempt.types[-1] in (SUSPENSION, END)
+    assert "Error" not in attempt.types
+    assert attempt.types[-1] in ("Suspension", "End")
 
 
 def test_first_attempt_executes_runs_eagerly(api: Api) -> None:
@@ -516,7 +455,7 @@ def test_first_attempt_executes_runs_eagerly(api: Api) -> None:
     assert attempt.executed == ["task-0", "task-1", "task-2"]
     # Each run starts (and, in this synchronous driver, finishes) when it is created; the
     # protocol V6 runtime must acknowledge the proposals, so awaiting task-0 suspends.
-    assert attempt.types == [RUN_COMMAND, PROPOSE_RUN_COMPLETION] * 3 + [SUSPENSION]
+    assert attempt.types == ["RunCommand", "ProposeRunCompletion"] * 3 + ["Suspension"]
 
 
 MUTATIONS: list[tuple[str, Handler, int]] = [
@@ -543,10 +482,10 @@ def test_mutated_handler_is_a_journal_mismatch(
     assert attempt.error.code == 570
     assert f"command index {index}" in attempt.error.message
     assert attempt.executed == []
-    assert attempt.types == [ERROR]
+    assert attempt.types == ["Error"]
     err = attempt.error_message()
-    assert err[1] == 570
-    assert err[4] == index  # related_command_index
+    assert err.code == 570
+    assert err.related_command_index == index
 
 
 def test_mismatch_poisons_the_vm(api: Api) -> None:
@@ -583,7 +522,7 @@ def test_bad_frame_is_a_protocol_error(api: Api) -> None:
     assert e.value.code == 571
     with pytest.raises(errors.ProtocolError):
         vm.ready()
-    assert ERROR in [t for t, _ in frames(vm.take_output())]
+    assert "Error" in [m.type_name for m in frames(vm.take_output())]
 
 
 def test_truncated_stream_is_a_protocol_error(api: Api) -> None:
@@ -632,7 +571,7 @@ def test_calls_after_end_are_closed_errors(api: Api) -> None:
 
 def test_suspension_then_closed(api: Api) -> None:
     attempt = drive(api, "race-call", 0, race_call)
-    assert attempt.types[-1] == SUSPENSION
+    assert attempt.types[-1] == "Suspension"
     assert attempt.error is None
 
 
@@ -657,8 +596,8 @@ def test_notify_error_uses_the_hosts_code(api: Api) -> None:
     vm.close_input()
     Ctx(vm).input()
     vm.check(vm.lib.df_vm_notify_error(vm.ptr, 503, vm.slice(b"flaky"), vm.slice(b"")))
-    [(ty, payload)] = frames(vm.take_output())
-    assert ty == ERROR and pb_fields(payload)[1] == 503
+    [error] = frames(vm.take_output())
+    assert error.type_name == "Error" and error.code == 503
     with pytest.raises(errors.DurableError) as e:
         Ctx(vm).sleep(1)
     assert type(e.value) is errors.DurableError and e.value.code == 503

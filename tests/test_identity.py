@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 import durable_futures as df
 
 from .asgi_client import Response, call
-from .frames import END, frames, output_value
+from .frames import frames, output_value
 from .journal import V6, Journal, run_in_thread
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -95,7 +95,7 @@ def test_a_valid_signature_is_accepted(path: str) -> None:
     assert resp.status == 200, resp.body
     if path == INVOKE:
         fs = frames(resp.body)
-        assert json.loads(output_value(fs) or b"") == "hi sig" and fs[-1].ty == END
+        assert json.loads(output_value(fs) or b"") == "hi sig" and fs[-1].type_name == "End"
     else:
         assert json.loads(resp.body)["services"][0]["name"] == "Signed"
 

@@ -28,12 +28,6 @@ from .stored import invocation_stored
 
 T = TypeVar("T")
 
-RUN = 0x0411
-RUN_DONE = 0x8011
-SLEEP = 0x040C
-SLEEP_DONE = 0x800C
-OUTPUT = 0x0401
-
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
     """Runs a test body in a fresh event loop, bounded."""
@@ -55,16 +49,16 @@ def engine(*services: df.Service, path: Path, **kw: Any) -> df.LocalEngine:
     return df.LocalEngine(*services, path=path, **kw)
 
 
-def journal_types(e: df.LocalEngine, inv_id: str) -> list[int]:
-    return [frames(f)[0].ty for f in e.journal(inv_id)]
+def journal_types(e: df.LocalEngine, inv_id: str) -> list[str]:
+    return [frames(f)[0].type_name for f in e.journal(inv_id)]
 
 
 def run_names(e: df.LocalEngine, inv_id: str) -> list[str]:
     out = []
     for raw in e.journal(inv_id):
         f = frames(raw)[0]
-        if f.ty == RUN:
-            out.append((f.field(12) or b"").decode())
+        if f.type_name == "RunCommand":
+            out.append(f.name)
     return out
 
 
@@ -371,7 +365,7 @@ def test_selector_order_is_stable_across_restarts(db: Path) -> None:
     async def phase1() -> str:
         async with engine(svc, path=db) as e:
             inv = e.send(order)
-            await until(lambda: SLEEP in journal_types(e, inv), what="the sleep")
+            await until(lambda: "SleepCommand" in journal_types(e, inv), what="the sleep")
             return inv
 
     async def phase2(inv: str) -> list[str]:
@@ -1072,7 +1066,7 @@ def test_restart_resumes_a_sleeping_invocation_without_rerunning_journaled_runs(
     async def phase1() -> str:
         async with engine(svc, path=db, durability="fsync") as e:
             inv = e.send(long_job)
-            await until(lambda: SLEEP in journal_types(e, inv), what="the sleep")
+            await until(lambda: "SleepCommand" in journal_types(e, inv), what="the sleep")
             return inv
 
     async def phase2(inv: str) -> Any:
@@ -1105,7 +1099,7 @@ def test_restart_mid_sleep_resumes_and_waits_for_the_rest(db: Path) -> None:
         async with engine(svc, path=db) as e:
             inv = e.send(job)
             done = e.send(job, idempotency_key="other")
-            await until(lambda: SLEEP in journal_types(e, inv), what="the sleep")
+            await until(lambda: "SleepCommand" in journal_types(e, inv), what="the sleep")
             return inv, done
 
     async def phase2(inv: str, other: str) -> Any:
@@ -1140,7 +1134,8 @@ def test_a_handler_missing_after_restart_waits_for_its_return(db: Path) -> None:
             a = e.send(going_away)
             b = e.send(staying)
             await until(
-                lambda: SLEEP in journal_types(e, a) and SLEEP in journal_types(e, b),
+                lambda: "SleepCommand" in journal_types(e, a)
+                and "SleepCommand" in journal_types(e, b),
                 what="both sleeps",
             )
             return a, b
@@ -1356,14 +1351,12 @@ def test_a_caller_attached_by_idempotency_key_gets_the_result_after_a_restart(db
         await ctx.run("publish", lambda: published.append(awk_id))
         return await fut
 
-    CALL_ID_DONE = 0x800E
-
     async def phase1() -> list[str]:
         async with engine(svc, path=db) as e:
             parents = [e.send(parent, "a"), e.send(parent, "b")]
             await until(
                 lambda: bool(published)
-                and all(CALL_ID_DONE in journal_types(e, p) for p in parents),
+                and all("CallInvocationIdCompletion" in journal_types(e, p) for p in parents),
                 what="both calls and the callee's awakeable",
             )
             assert len([r for r in e.invocations() if r[2] == "child"]) == 1
@@ -1523,6 +1516,6 @@ def test_in_memory_engine(db: Path) -> None:
             inv = e.send(hello, "mem")
             assert await e.result(inv) == "hello mem"
             types = journal_types(e, inv)
-            assert types[0] == 0x0400 and OUTPUT in types and RUN_DONE in types
+            assert types[0] == "InputCommand" and "OutputCommand" in types and "RunCompletion" in types
 
     run(body())

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import durable_futures as df
+from durable_futures._core import Failure
 
 from .asgi_client import call
-from .frames import encode, fields, frames
-from .journal import Journal, f_bytes, f_int, of_type, run_cmd, run_in_thread
+from .frames import Frame, frames
+from .journal import Journal, notification, of_type, run_cmd, run_in_thread
 
 svc = df.Service("Meta")
 APP = df.asgi_app(svc)
 V6 = "application/vnd.restate.invocation.v6"
-OUTPUT, PROPOSE = 0x0401, 0x0005
 
 
 def refuse() -> None:
@@ -38,41 +38,33 @@ async def sees_metadata(ctx: df.Context, _: str) -> dict[str, str]:
     return {}
 
 
-def invoke(handler: str, body: bytes) -> list[object]:
+def invoke(handler: str, body: bytes) -> list[Frame]:
     resp = run_in_thread(call(APP, f"/invoke/Meta/{handler}", body, headers=[("content-type", V6)]))
-    return frames(resp.body)  # type: ignore[return-value]
+    return frames(resp.body)
 
 
-def metadata_of(failure: bytes) -> dict[str, str]:
-    out = {}
-    for num, entry in fields(failure):
-        if num == 3:
-            kv = dict(fields(entry))
-            out[kv[1].decode()] = kv[2].decode()
-    return out
+def failure_of(f: Frame) -> Failure:
+    assert f.failure is not None, f
+    return f.failure
 
 
 def test_run_failure_metadata_is_proposed() -> None:
     fs = invoke("run_fails", Journal().body())
-    (propose,) = of_type(fs, PROPOSE)  # type: ignore[arg-type]
-    failure = dict(fields(propose.payload))[15]
-    assert dict(fields(failure))[1] == 422
-    assert metadata_of(failure) == {"reason": "policy"}
+    (propose,) = of_type(fs, "ProposeRunCompletion")
+    failure = failure_of(propose)
+    assert failure.code == 422
+    assert dict(failure.metadata) == {"reason": "policy"}
 
 
 def test_handler_failure_metadata_is_in_the_output() -> None:
     fs = invoke("handler_fails", Journal().body())
-    (output,) = of_type(fs, OUTPUT)  # type: ignore[arg-type]
-    failure = dict(fields(output.payload))[15]
-    assert metadata_of(failure) == {"field": "name", "hint": "non-empty"}
+    (output,) = of_type(fs, "OutputCommand")
+    assert dict(failure_of(output).metadata) == {"field": "name", "hint": "non-empty"}
 
 
 def test_recorded_failure_metadata_reaches_the_handler() -> None:
-    meta = f_bytes(3, f_bytes(1, "reason") + f_bytes(2, "policy"))
-    failure = f_int(1, 422) + f_bytes(2, "no") + meta
-    note = encode(0x8011, f_int(1, 1) + f_bytes(6, failure))
-    body = Journal().add(run_cmd(1, "refuse"), note).body()
+    failure = Failure(422, "no", [("reason", "policy")])
+    body = Journal().add(run_cmd(1, "refuse"), notification("RunCompletion", 1, err=failure)).body()
     fs = invoke("sees_metadata", body)
-    (output,) = of_type(fs, OUTPUT)  # type: ignore[arg-type]
-    value = dict(fields(dict(fields(output.payload))[14]))[1]
-    assert value == b'{"reason":"policy"}'
+    (output,) = of_type(fs, "OutputCommand")
+    assert output.value == b'{"reason":"policy"}'

@@ -33,8 +33,6 @@ from .frames import frames
 
 T = TypeVar("T")
 
-SLEEP = 0x040C
-
 
 def join_run_threads(timeout: float = 5.0) -> None:
     """Returns once every closure submitted to the run thread pool so far has returned.
@@ -94,7 +92,7 @@ def make_service(kind: str, executions: Counter[str]) -> tuple[df.Service, Any]:
 
 
 def sleep_journaled(e: df.LocalEngine, inv_id: str) -> bool:
-    return any(frames(f)[0].ty == SLEEP for f in e.journal(inv_id))
+    return any(frames(f)[0].type_name == "SleepCommand" for f in e.journal(inv_id))
 
 
 KINDS = ["plain", "coroutine"]

@@ -169,13 +169,12 @@ def _published(journal: list[bytes]) -> str:
     """The awakeable id the handler journaled as the result of its 'publish' run."""
     import json
 
-    from .frames import fields, frames
+    from .frames import frames
 
     for raw in journal:
         f = frames(raw)[0]
-        if f.ty == 0x8011:  # run completion: value message in field 5, its bytes in field 1
-            value = dict(fields(f.field(5)))[1]
-            return json.loads(value)  # type: ignore[no-any-return]
+        if f.type_name == "RunCompletion" and f.value is not None:
+            return json.loads(f.value)  # type: ignore[no-any-return]
     raise AssertionError("no run completion in the journal")
 
 

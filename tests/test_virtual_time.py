@@ -24,7 +24,6 @@ from durable_futures.testing import run
 
 from .frames import frames
 
-SLEEP = 0x040C
 START_MS = 1_700_000_000_000
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -145,7 +144,7 @@ def test_a_timer_keeps_its_deadline_across_a_restart(
         async with df.LocalEngine(svc, path=db, durability="os", clock=current[0]) as e:
             inv_id = e.send(nap)
             deadline = time.monotonic() + 10
-            while not any(frames(f)[0].ty == SLEEP for f in e.journal(inv_id)):
+            while not any(frames(f)[0].type_name == "SleepCommand" for f in e.journal(inv_id)):
                 assert time.monotonic() < deadline, "the handler never reached its sleep"
                 await asyncio.sleep(0.005)
             return inv_id
