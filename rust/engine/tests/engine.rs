@@ -1097,6 +1097,9 @@ fn the_attempt_request_is_what_the_next_attempt_starts_with() {
     // A completed invocation has one too (its whole journal), and an unknown id none.
     let done = h.engine.attempt_request(&first).unwrap();
     assert_eq!(done.entries, h.engine.journal_len(&first).unwrap());
-    assert_eq!(done.entries as usize, h.engine.journal(&first).unwrap().len());
+    assert_eq!(
+        done.entries as usize,
+        h.engine.journal(&first).unwrap().len()
+    );
     assert!(h.engine.attempt_request(&InvocationId([9; 16])).is_err());
 }
