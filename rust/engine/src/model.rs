@@ -36,9 +36,8 @@ impl InvocationId {
     }
 }
 
-/// Where an invocation is in its life.
+/// Where an invocation is in its life. Not `non_exhaustive`: hosts name every status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Status {
     /// Waiting to run (new, or woken by a notification, or retrying at `next_retry_at`).
     Ready,

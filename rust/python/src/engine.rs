@@ -87,7 +87,7 @@ fn status_name(s: Status) -> &'static str {
     match s {
         Status::Ready => "ready",
         Status::Suspended => "suspended",
-        _ => "completed",
+        Status::Completed => "completed",
     }
 }
 
