@@ -278,6 +278,7 @@ class Invocation:
 
     def start_run(
         self,
+        name: str,
         handle: int,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -285,7 +286,7 @@ class Invocation:
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
     ) -> None:
-        """Starts a run closure now (from any thread).
+        """Starts the closure of run ``handle`` (journaled as ``name``) now, from any thread.
 
         On the loop, a coroutine function gets its task at once, as usual, and is also
         registered: should the handler await its future before the task's first step

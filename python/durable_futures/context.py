@@ -249,7 +249,7 @@ class Context:
         with inv.lock:
             handle, replayed = inv.vm.sys_run(name)
         if not replayed:
-            inv.start_run(handle, fn, args, kwargs, serde.serialize, retry)
+            inv.start_run(name, handle, fn, args, kwargs, serde.serialize, retry)
         return RunFuture(inv, handle, serde.deserialize)
 
     @overload

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +112,7 @@ class _ReplayInvocation(Invocation):
 
     def start_run(
         self,
+        name: str,
         handle: int,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -120,8 +120,6 @@ class _ReplayInvocation(Invocation):
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
     ) -> None:
-        caller = sys._getframe(1).f_locals  # Context._start, which holds the run's name
-        name = caller.get("name", "")
         raise _JournalEnds(
             f"run {name!r} has no completion in the journal (not executed during a replay)"
         )
