@@ -16,6 +16,7 @@ import inspect
 from collections.abc import AsyncIterator, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _core
 from ._invocation import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Invocation
 from .errors import BadRequestError, TerminalError
 
@@ -231,10 +232,10 @@ class _SelectAwaitable:
 
 
 # Combinator kinds, as the core numbers them.
-FIRST_COMPLETED = 0
-ALL_COMPLETED = 1
-FIRST_SUCCEEDED = 2
-ALL_SUCCEEDED = 3
+FIRST_COMPLETED = _core.COMBINATOR_FIRST_COMPLETED
+ALL_COMPLETED = _core.COMBINATOR_ALL_COMPLETED
+FIRST_SUCCEEDED = _core.COMBINATOR_FIRST_SUCCEEDED_OR_ALL_FAILED
+ALL_SUCCEEDED = _core.COMBINATOR_ALL_SUCCEEDED_OR_FIRST_FAILED
 
 
 class CombinatorFuture(DurableFuture[T]):
