@@ -262,6 +262,118 @@ class Invocation:
                 self._block_progress(self._pending())
         self._outcome(code)
 
+    # ---- commands and queries (handler side): the VM under the lock -------------------------
+
+    def sys_run(self, name: str) -> tuple[int, bool]:
+        with self.lock:
+            return self.vm.sys_run(name)
+
+    def sys_sleep(self, name: str, wake_up_time_ms: int) -> int:
+        with self.lock:
+            return self.vm.sys_sleep(name, wake_up_time_ms)
+
+    def sys_call(
+        self,
+        service: str,
+        handler: str,
+        param: bytes,
+        key: str | None,
+        idempotency_key: str | None,
+        headers: list[tuple[str, str]],
+    ) -> tuple[int, int]:
+        with self.lock:
+            return self.vm.sys_call(service, handler, param, key, idempotency_key, headers)
+
+    def sys_send(
+        self,
+        service: str,
+        handler: str,
+        param: bytes,
+        key: str | None,
+        idempotency_key: str | None,
+        headers: list[tuple[str, str]],
+        invoke_time_ms: int | None,
+    ) -> int:
+        with self.lock:
+            return self.vm.sys_send(
+                service, handler, param, key, idempotency_key, headers, invoke_time_ms
+            )
+
+    def sys_awakeable(self) -> tuple[str, int]:
+        with self.lock:
+            return self.vm.sys_awakeable()
+
+    def sys_resolve_awakeable(self, awakeable_id: str, value: bytes) -> None:
+        with self.lock:
+            self.vm.sys_resolve_awakeable(awakeable_id, value)
+
+    def sys_reject_awakeable(self, awakeable_id: str, code: int, message: str) -> None:
+        with self.lock:
+            self.vm.sys_reject_awakeable(awakeable_id, code, message)
+
+    def sys_cancel_invocation(self, invocation_id: str) -> None:
+        with self.lock:
+            self.vm.sys_cancel_invocation(invocation_id)
+
+    def sys_state_get(self, key: str) -> int:
+        with self.lock:
+            return self.vm.sys_state_get(key)
+
+    def sys_state_get_keys(self) -> int:
+        with self.lock:
+            return self.vm.sys_state_get_keys()
+
+    def sys_state_set(self, key: str, value: bytes) -> None:
+        with self.lock:
+            self.vm.sys_state_set(key, value)
+
+    def sys_state_clear(self, key: str) -> None:
+        with self.lock:
+            self.vm.sys_state_clear(key)
+
+    def sys_state_clear_all(self) -> None:
+        with self.lock:
+            self.vm.sys_state_clear_all()
+
+    def combinator(self, kind: int, handles: list[int]) -> int:
+        with self.lock:
+            return self.vm.combinator(kind, handles)
+
+    def outcome(self, handle: int) -> tuple[bool, int | None] | None:
+        with self.lock:
+            return self.vm.outcome(handle)
+
+    def selector(self, handles: list[int]) -> int:
+        with self.lock:
+            return self.vm.selector(handles)
+
+    def selector_remaining(self, selector: int) -> int:
+        with self.lock:
+            return self.vm.selector_remaining(selector)
+
+    def is_completed(self, handle: int) -> bool:
+        with self.lock:
+            return self.vm.is_completed(handle)
+
+    def is_replaying(self) -> bool:
+        with self.lock:
+            return self.vm.is_replaying()
+
+    def is_closed(self) -> bool:
+        with self.lock:
+            return self.vm.is_closed()
+
+    def sys_input(self) -> _core.Input:
+        with self.lock:
+            return self.vm.sys_input()
+
+    def end_with_failure(self, code: int, message: str) -> None:
+        """Ends the invocation with a terminal failure (``DurableError`` if the journal
+        holds more than the input)."""
+        with self.lock:
+            self.vm.sys_write_output_failure(code, message)
+            self.vm.sys_end()
+
     def running_runs(self) -> list[asyncio.Future[Any]]:
         """Run closures still executing."""
         return list(self._tasks)
@@ -493,8 +605,7 @@ class Invocation:
     ) -> None:
         """Runs the handler to its end and journals the outcome."""
         try:
-            with self.lock:
-                start = self.vm.sys_input()
+            start = self.sys_input()
             ctx = make_context(self, start.invocation_id, start.key, start.headers, start.random_seed)
             if is_async:
                 result = await call(ctx, decode_input(start.input))

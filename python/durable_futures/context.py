@@ -113,15 +113,14 @@ class ServiceClient(Generic[I, O]):
     ) -> ResponseFuture[O]:
         """Starts the call now; the returned future completes with the response."""
         inv = self._ctx._inv
-        with inv.lock:
-            id_h, res_h = inv.vm.sys_call(
-                self._service,
-                self._handler,
-                self._in.serialize(arg),
-                self._key,
-                idempotency_key,
-                list((headers or {}).items()),
-            )
+        id_h, res_h = inv.sys_call(
+            self._service,
+            self._handler,
+            self._in.serialize(arg),
+            self._key,
+            idempotency_key,
+            list((headers or {}).items()),
+        )
         return ResponseFuture(inv, res_h, id_h, self._out.deserialize)
 
     async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
@@ -139,16 +138,15 @@ class ServiceClient(Generic[I, O]):
         """One-way call, optionally delayed. Nothing to await but the invocation id."""
         inv = self._ctx._inv
         invoke_time = None if delay is None else inv.now_ms() + (_ms(delay) or 0)
-        with inv.lock:
-            h = inv.vm.sys_send(
-                self._service,
-                self._handler,
-                self._in.serialize(arg),
-                self._key,
-                idempotency_key,
-                list((headers or {}).items()),
-                invoke_time,
-            )
+        h = inv.sys_send(
+            self._service,
+            self._handler,
+            self._in.serialize(arg),
+            self._key,
+            idempotency_key,
+            list((headers or {}).items()),
+            invoke_time,
+        )
         return SendHandle(_InvocationIdFuture(inv, h, bytes.decode))
 
 
@@ -246,8 +244,7 @@ class Context:
         retry = options._core() if options is not None else _NO_RETRY_OPTIONS
         serde = _return_serde(fn)
         inv = self._inv
-        with inv.lock:
-            handle, replayed = inv.vm.sys_run(name)
+        handle, replayed = inv.sys_run(name)
         if not replayed:
             inv.start_run(name, handle, fn, args, kwargs, serde.serialize, retry)
         return RunFuture(inv, handle, serde.deserialize)
@@ -275,8 +272,7 @@ class Context:
         """A durable timer firing after ``duration``."""
         inv = self._inv
         wake = inv.now_ms() + (_ms(duration) or 0)
-        with inv.lock:
-            h = inv.vm.sys_sleep(name or "", wake)
+        h = inv.sys_sleep(name or "", wake)
         return TimerFuture(inv, h, _JSON.deserialize)
 
     async def sleep(self, duration: timedelta, name: str | None = None) -> None:
@@ -339,25 +335,23 @@ class Context:
         """An id to hand to someone outside, and the future they complete, whose value is
         decoded as ``type_``."""
         inv = self._inv
-        with inv.lock:
-            awk_id, h = inv.vm.sys_awakeable()
+        awk_id, h = inv.sys_awakeable()
         return awk_id, AwakeableFuture(inv, h, serde_for(type_).deserialize)
 
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
         """Completes someone's awakeable with ``value``. A malformed id is a
         ``TerminalError`` (400): retrying the attempt could not fix it."""
-        with self._inv.lock, _terminal_on_bad_request():
-            self._inv.vm.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
+        with _terminal_on_bad_request():
+            self._inv.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
 
     def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
         """Fails someone's awakeable with a terminal error."""
-        with self._inv.lock, _terminal_on_bad_request():
-            self._inv.vm.sys_reject_awakeable(awakeable_id, code, message)
+        with _terminal_on_bad_request():
+            self._inv.sys_reject_awakeable(awakeable_id, code, message)
 
     def cancel_invocation(self, invocation_id: str) -> None:
         """Cancels another invocation."""
-        with self._inv.lock:
-            self._inv.vm.sys_cancel_invocation(invocation_id)
+        self._inv.sys_cancel_invocation(invocation_id)
 
     # ---- waiting -------------------------------------------------------------------------------
 
@@ -383,7 +377,7 @@ class Context:
 
     def is_replaying(self) -> bool:
         """Whether the handler is re-executing journaled steps (useful to silence logs)."""
-        return bool(self._inv.vm.is_replaying())
+        return self._inv.is_replaying()
 
 
 class ObjectSharedContext(Context):
@@ -403,14 +397,12 @@ class ObjectSharedContext(Context):
     def get(self, key: str, type_: Any = Any) -> DurableFuture[Any]:
         """The value under ``key`` decoded as ``type_``, or ``None`` if there is none."""
         inv = self._inv
-        with inv.lock:
-            h = inv.vm.sys_state_get(key)
+        h = inv.sys_state_get(key)
         return DurableFuture(inv, h, serde_for(type_).deserialize)
 
     def state_keys(self) -> DurableFuture[list[str]]:
         inv = self._inv
-        with inv.lock:
-            h = inv.vm.sys_state_get_keys()
+        h = inv.sys_state_get_keys()
         return DurableFuture(inv, h, _JSON.deserialize)
 
 
@@ -420,16 +412,13 @@ class ObjectContext(ObjectSharedContext):
     key. One exclusive handler runs per key at a time."""
 
     def set(self, key: str, value: Any) -> None:
-        with self._inv.lock:
-            self._inv.vm.sys_state_set(key, _JSON.serialize(value))
+        self._inv.sys_state_set(key, _JSON.serialize(value))
 
     def clear(self, key: str) -> None:
-        with self._inv.lock:
-            self._inv.vm.sys_state_clear(key)
+        self._inv.sys_state_clear(key)
 
     def clear_all(self) -> None:
-        with self._inv.lock:
-            self._inv.vm.sys_state_clear_all()
+        self._inv.sys_state_clear_all()
 
 
 def context_type(service_ty: str, kind: str | None) -> type[Context]:

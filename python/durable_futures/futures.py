@@ -72,8 +72,7 @@ class DurableFuture(Generic[T]):
         """Whether the result is known (as far as the journal order allows now)."""
         if self._value is not _UNSET or self._error is not None:
             return True
-        with self._inv.lock:
-            return bool(self._inv.vm.is_completed(self._handle))
+        return self._inv.is_completed(self._handle)
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._value is not _UNSET or self._error is not None:
@@ -177,17 +176,14 @@ class Selector:
         futs = _check_futures(inv, futures, "select()")
         self._inv = inv
         self._by_handle: dict[int, DurableFuture[Any]] = {f._handle: f for f in futs}
-        with inv.lock:
-            self._handle: int = inv.vm.selector([f._handle for f in futs])
+        self._handle: int = inv.selector([f._handle for f in futs])
 
     def remaining(self) -> bool:
         """Whether futures remain to be handed out."""
-        with self._inv.lock:
-            return bool(self._inv.vm.selector_remaining(self._handle))
+        return bool(self._inv.selector_remaining(self._handle))
 
     def __len__(self) -> int:
-        with self._inv.lock:
-            return int(self._inv.vm.selector_remaining(self._handle))
+        return self._inv.selector_remaining(self._handle)
 
     async def select(self) -> DurableFuture[Any] | None:
         handle = await _SelectAwaitable(self)
@@ -247,19 +243,16 @@ class CombinatorFuture(DurableFuture[T]):
         children = _check_futures(inv, futures, what)
         if kind == FIRST_SUCCEEDED and not children:
             raise BadRequestError(f"{what} over no futures has no value to return")
-        with inv.lock:
-            handle = inv.vm.combinator(kind, [f._handle for f in children])
+        handle = inv.combinator(kind, [f._handle for f in children])
         super().__init__(inv, handle, bytes.decode)
         self._kind = kind
         self._children = children
 
     def done(self) -> bool:
-        with self._inv.lock:
-            return bool(self._inv.vm.is_completed(self._handle))
+        return self._inv.is_completed(self._handle)
 
     def _resolve(self) -> T:
-        with self._inv.lock:
-            outcome = self._inv.vm.outcome(self._handle)
+        outcome = self._inv.outcome(self._handle)
         assert outcome is not None
         succeeded, decided_by = outcome
         by = {f._handle: f for f in self._children}

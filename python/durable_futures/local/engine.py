@@ -71,7 +71,6 @@ class VirtualClock:
 class _Attempt:
     token: int
     inv: Invocation
-    vm: _core.Vm
     last_activity: float
 
 
@@ -530,7 +529,7 @@ class LocalEngine:
             if (
                 live is None
                 or live.token != effect.token
-                or live.vm.is_closed()
+                or live.inv.is_closed()
                 or live.inv.input_closed
             ):
                 self._require().not_delivered(effect.id, effect.token)
@@ -652,10 +651,10 @@ class LocalEngine:
             vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
-        self._attempts[inv_id] = _Attempt(token, inv, vm, time.monotonic())
+        self._attempts[inv_id] = _Attempt(token, inv, time.monotonic())
         task = self._loop.create_task(
             self._run_attempt(
-                inv_id, token, attempt.service, attempt.handler, attempt.request, inv, vm
+                inv_id, token, attempt.service, attempt.handler, attempt.request, inv
             )
         )
         self._tasks.add(task)
@@ -669,7 +668,6 @@ class LocalEngine:
         handler: str,
         request: bytes,
         inv: Invocation,
-        vm: _core.Vm,
     ) -> None:
         core = self._require()
         try:
@@ -680,18 +678,16 @@ class LocalEngine:
             h = svc.handlers.get(handler) if svc else None
             if h is None:
                 missing = f"no handler {service}/{handler} in this engine"
-                with inv.lock:
-                    vm.sys_input()
-                    try:
-                        vm.sys_write_output_failure(404, missing)
-                        vm.sys_end()
-                    except DurableError:
-                        # Not a fresh invocation: its journal has more than the input. Keep
-                        # it (retried with backoff) until the handler is registered again.
-                        raise LookupError(
-                            f"{missing}; the invocation has journal entries and is retried "
-                            "until the handler is registered again"
-                        ) from None
+                inv.sys_input()
+                try:
+                    inv.end_with_failure(404, missing)
+                except DurableError:
+                    # Not a fresh invocation: its journal has more than the input. Keep it
+                    # (retried with backoff) until the handler is registered again.
+                    raise LookupError(
+                        f"{missing}; the invocation has journal entries and is retried "
+                        "until the handler is registered again"
+                    ) from None
                 inv.flush()
             else:
                 ctx_type = context_type(svc.ty if svc is not None else "SERVICE", h.kind)
@@ -699,7 +695,7 @@ class LocalEngine:
                     h.call, h.is_async, h.decode_input, h.output_serde.serialize, ctx_type
                 )
                 inv.flush()
-            if not vm.is_closed():
+            if not inv.is_closed():
                 core.attempt_failed(inv_id, token, "the attempt ended without a result", self._clock())
         except asyncio.CancelledError:
             raise
