@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional, TypedDict
+from typing import Any, List, Optional, TypedDict  # noqa: UP035 - typing.List on purpose
 
 import pytest
 
@@ -50,6 +50,9 @@ TYPES: dict[str, Any] = {
     "optional_int": Optional[int],  # noqa: UP045 - typing.Optional on purpose
     "int_or_none": int | None,
     "pair": tuple[str, int],
+    "ints": tuple[int, ...],
+    "legacy_list": List[Optional[int]],  # noqa: UP006, UP045 - typing's spelling on purpose
+    "bare_list": List,  # noqa: UP006 - an unparametrised typing alias on purpose
     "line": Line,
     "order": Order,
 }
@@ -203,6 +206,14 @@ MESSAGES = [
         b'["a",1,2]',
         """cannot decode b'["a",1,2]' as tuple[str, int]: expected 2 items, got 3""",
     ),
+    ("ints", b"[1,true]", "cannot decode b'[1,true]' as tuple[int, ...]: expected int, got bool"),
+    # typing's spellings read as the builtin ones, nested types included.
+    (
+        "legacy_list",
+        b'[1,"a"]',
+        "cannot decode b'[1,\"a\"]' as list[int | None]: 'a' matches none of int | None",
+    ),
+    ("bare_list", b"{}", "cannot decode b'{}' as List: expected a list, got dict"),
     ("line", b"[1]", "cannot decode b'[1]' as Line: expected an object for Line, got list"),
     ("order", b"[]", "cannot decode b'[]' as Order: expected an object for Order, got list"),
     (
