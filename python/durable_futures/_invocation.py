@@ -1,8 +1,10 @@
 """One invocation attempt: the VM, the bytes in and out, runs, and whoever waits.
 
 All VM calls hold ``lock``: async handlers and run completions use the VM on the event loop
-thread, sync handlers use it from a worker thread. Waiting never polls: a waiter that the VM
-cannot satisfy yet sleeps until the transport feeds input or a run finishes
+thread, sync handlers use it from a worker thread. Every wait (a future's value, a
+selector's next future, a combinator) is one loop, ``wait`` in a task and ``wait_blocking``
+on a sync handler's thread, given what to ask the VM. Waiting never polls: a waiter that the
+VM cannot satisfy yet sleeps until the transport feeds input or a run finishes
 (``_progressed``), then asks the VM again. A future whose result is already known is
 answered without ever yielding to the event loop.
 """
@@ -19,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _core
 from .errors import CANCELLED, DurableError, TerminalError
@@ -46,6 +48,8 @@ _HANDLER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="df-handle
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
+
+T = TypeVar("T")
 
 _TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
@@ -104,6 +108,10 @@ class Invocation:
         self._blocked_threads = 0
         self._sync_handler_running = False
         self._flush_scheduled = False
+        # What ``wait`` asks the VM for a future's value and a selector's next handle
+        # (bound once, not on every wait).
+        self.take: Callable[[int], tuple[int, Any]] = vm.await_take
+        self.next_selected: Callable[[int], tuple[int, int]] = vm.select_next
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -180,87 +188,46 @@ class Invocation:
         return generation
 
     def _outcome(self, code: int) -> None:
+        """Raises for an attempt that cannot go on; nothing for ``EXHAUSTED``."""
         if code == CANCELLED_CODE:
             raise TerminalError("cancelled", CANCELLED)
         if code == SUSPENDED:
             self.flush()
             raise Suspended()
 
-    def await_take_gen(self, handle: int) -> Generator[Any, None, Any]:
-        """Generator for ``__await__``: yields to the loop only when the VM must wait."""
+    def wait(self, ask: Callable[[int], tuple[int, T]], arg: int) -> Generator[Any, None, T | None]:
+        """Generator for ``__await__``: asks the VM (``ask(arg)``, one of :attr:`take`,
+        :attr:`next_selected` or :meth:`combined`) until it answers, yielding to the loop
+        only while the VM must wait. Returns the answer, or ``None`` for a selector with
+        nothing left."""
         while True:
             with self.lock:
-                code, value = self.vm.await_take(handle)
+                code, value = ask(arg)
                 if code == READY:
                     return value
                 if code == PENDING:
                     generation = self._pending()
             if code != PENDING:
                 self._outcome(code)
+                return None
             yield from self._next_progress(generation).__await__()
 
-    def await_take_blocking(self, handle: int) -> Any:
+    def wait_blocking(self, ask: Callable[[int], tuple[int, T]], arg: int) -> T | None:
+        """:meth:`wait` for a sync handler's thread: sleeps on the condition instead."""
         with self.lock:
             while True:
-                code, value = self.vm.await_take(handle)
+                code, value = ask(arg)
                 if code == READY:
                     return value
-                if code != PENDING:
-                    break
-                self._block_progress(self._pending())
-        self._outcome(code)
-
-    def select_gen(self, selector: int) -> Generator[Any, None, int | None]:
-        while True:
-            with self.lock:
-                code, handle = self.vm.select_next(selector)
-                if code == READY:
-                    return handle
-                if code == EXHAUSTED:
-                    return None
-                if code == PENDING:
-                    generation = self._pending()
-            if code != PENDING:
-                self._outcome(code)
-            yield from self._next_progress(generation).__await__()
-
-    def select_blocking(self, selector: int) -> int | None:
-        with self.lock:
-            while True:
-                code, handle = self.vm.select_next(selector)
-                if code == READY:
-                    return handle
-                if code == EXHAUSTED:
-                    return None
                 if code != PENDING:
                     break
                 self._block_progress(self._pending())
         self._outcome(code)
         return None
 
-    def await_gen(self, handle: int) -> Generator[Any, None, None]:
-        """Waits for a combinator handle (no value to take)."""
-        while True:
-            with self.lock:
-                code = self.vm.do_await(handle)
-                if code == READY:
-                    return
-                if code == PENDING:
-                    generation = self._pending()
-            if code != PENDING:
-                self._outcome(code)
-            yield from self._next_progress(generation).__await__()
-
-    def await_blocking(self, handle: int) -> None:
-        with self.lock:
-            while True:
-                code = self.vm.do_await(handle)
-                if code == READY:
-                    return
-                if code != PENDING:
-                    break
-                self._block_progress(self._pending())
-        self._outcome(code)
+    def combined(self, handle: int) -> tuple[int, None]:
+        """Asks about a combinator (it has no value to take)."""
+        return self.vm.do_await(handle), None
 
     # ---- commands and queries (handler side): the VM under the lock -------------------------
 

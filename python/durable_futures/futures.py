@@ -77,7 +77,7 @@ class DurableFuture(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
-        raw = yield from self._inv.await_take_gen(self._handle)
+        raw = yield from self._inv.wait(self._inv.take, self._handle)
         return self._settle(raw)
 
     def result(self) -> T:
@@ -88,7 +88,7 @@ class DurableFuture(Generic[T]):
             raise RuntimeError(
                 "result() would block the event loop; use `await fut` in async handlers"
             )
-        return self._settle(self._inv.await_take_blocking(self._handle))
+        return self._settle(self._inv.wait_blocking(self._inv.take, self._handle))
 
 
 class RunFuture(DurableFuture[T]):
@@ -103,7 +103,7 @@ class RunFuture(DurableFuture[T]):
         spec = inv.claim_run(self._handle)
         if spec is not None:  # awaited before it started: run it right here
             yield from inv.run_inline_gen(self._handle, spec)
-        raw = yield from inv.await_take_gen(self._handle)
+        raw = yield from inv.wait(inv.take, self._handle)
         return self._settle(raw)
 
 
@@ -196,7 +196,7 @@ class Selector:
                 "select_blocking() would block the event loop; "
                 "use `await selector.select()` in async handlers"
             )
-        handle = self._inv.select_blocking(self._handle)
+        handle = self._inv.wait_blocking(self._inv.next_selected, self._handle)
         return None if handle is None else self._by_handle[handle]
 
     def __aiter__(self) -> AsyncIterator[DurableFuture[Any]]:
@@ -224,7 +224,8 @@ class _SelectAwaitable:
         self._sel = sel
 
     def __await__(self) -> Generator[Any, None, int | None]:
-        return (yield from self._sel._inv.select_gen(self._sel._handle))
+        inv = self._sel._inv
+        return (yield from inv.wait(inv.next_selected, self._sel._handle))
 
 
 # Combinator kinds, as the core numbers them.
@@ -263,7 +264,7 @@ class CombinatorFuture(DurableFuture[T]):
         return _CombinatorResult(self._kind, succeeded, decided_by, by, self._children)  # type: ignore[return-value]
 
     def __await__(self) -> Generator[Any, None, T]:
-        yield from self._inv.await_gen(self._handle)
+        yield from self._inv.wait(self._inv.combined, self._handle)
         result = self._resolve()
         if isinstance(result, _CombinatorResult):
             return (yield from result.values())  # type: ignore[no-any-return]
@@ -274,7 +275,7 @@ class CombinatorFuture(DurableFuture[T]):
             raise RuntimeError(
                 "result() would block the event loop; use `await fut` in async handlers"
             )
-        self._inv.await_blocking(self._handle)
+        self._inv.wait_blocking(self._inv.combined, self._handle)
         result = self._resolve()
         if isinstance(result, _CombinatorResult):
             return result.values_blocking()  # type: ignore[no-any-return]
