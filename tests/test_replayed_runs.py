@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 import durable_futures as df
-from durable_futures._invocation import _RUN_POOL
+from durable_futures._runs import _RUN_POOL
 from durable_futures.local import VirtualClock
 
 from .frames import frames

@@ -1,11 +1,12 @@
-"""One invocation attempt: the VM, the bytes in and out, runs, and whoever waits.
+"""One invocation attempt: the VM, the bytes in and out, the handler, and whoever waits
+(its run closures execute in ``_runs``).
 
 All VM calls hold ``lock``: async handlers and run completions use the VM on the event loop
 thread, sync handlers use it from a worker thread. Every wait (a future's value, a
 selector's next future, a combinator) is one loop, ``wait`` in a task and ``wait_blocking``
 on a sync handler's thread, given what to ask the VM. Waiting never polls: a waiter that the
 VM cannot satisfy yet sleeps until the transport feeds input or a run finishes
-(``_progressed``), then asks the VM again. A future whose result is already known is
+(``progressed``), then asks the VM again. A future whose result is already known is
 answered without ever yielding to the event loop.
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
-import sys
 import threading
 import time
 import traceback
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import _core
+from ._runs import Runs
 from .errors import CANCELLED, DurableError, TerminalError
 
 # What the VM's waits return (``do_await``, ``await_take``, ``select_next``).
@@ -40,8 +40,7 @@ FAILURE = _core.KIND_FAILURE
 INVOCATION_ID = _core.KIND_INVOCATION_ID
 STATE_KEYS = _core.KIND_STATE_KEYS
 
-# Shared pools: sync run closures, and sync handlers (each blocked handler holds a thread).
-_RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
+# Shared by every attempt: sync handlers (each blocked handler holds a thread).
 _HANDLER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="df-handler")
 
 
@@ -50,19 +49,6 @@ def _wall_clock_ms() -> int:
 
 
 T = TypeVar("T")
-
-_TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
-
-# A registered async run closure: fn, args, kwargs, serialize, retry options, and the
-# context variables it runs with (copied when the run was started).
-_RunSpec = tuple[
-    Callable[..., Any],
-    tuple[Any, ...],
-    dict[str, Any],
-    Callable[[Any], bytes],
-    dict[str, Any],
-    contextvars.Context,
-]
 
 
 class Suspended(BaseException):
@@ -87,9 +73,6 @@ class Invocation:
         # Milliseconds since the epoch for timers and delayed sends: the wall clock, or the
         # embedded engine's clock (a test's virtual clock).
         self.now_ms: Callable[[], int] = _wall_clock_ms
-        # Shared counter of executing run closures (the embedded engine's group commit
-        # waits for them); one cell so many invocations can share it.
-        self._runs_in_flight = runs_in_flight if runs_in_flight is not None else [0]
         self.loop = loop
         self.lock = threading.RLock()
         # Made when a sync handler's thread first waits (async handlers never need it).
@@ -97,17 +80,14 @@ class Invocation:
         self._send_output = send_output
         self._generation = 0
         self._async_waiters: list[asyncio.Future[None]] = []
-        self._tasks: set[asyncio.Future[Any]] = set()
         self._loop_thread = threading.get_ident()
         self.disconnected = False
         # No more input will come (set before the VM hears it, so nothing is fed after).
         self.input_closed = False
-        # Async run closures whose task has not taken its first step yet, with the task:
-        # the handler may await one first and run it inline instead (``claim_run``).
-        self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
         self._blocked_threads = 0
         self._sync_handler_running = False
-        self._flush_scheduled = False
+        # ``runs_in_flight``: a counter shared with other attempts (see ``Runs``).
+        self.runs = Runs(self, runs_in_flight)
         # What ``wait`` asks the VM for a future's value and a selector's next handle
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
@@ -119,19 +99,19 @@ class Invocation:
         with self.lock:
             self.vm.notify_input(data)
         self.flush()
-        self._progressed()
+        self.progressed()
 
     def feed_closed(self) -> None:
         with self.lock:
             self.input_closed = True
             self.vm.notify_input_closed()
         self.flush()
-        self._progressed()
+        self.progressed()
 
     def disconnect(self) -> None:
         """The peer went away: waiters stop; nothing more can be sent."""
         self.disconnected = True
-        self._progressed()
+        self.progressed()
 
     def flush(self) -> None:
         with self.lock:
@@ -139,7 +119,7 @@ class Invocation:
         if data:
             self._send_output(data)
 
-    def _progressed(self) -> None:
+    def progressed(self) -> None:
         with self.lock:
             self._generation += 1
             if self._blocked_threads:
@@ -166,7 +146,7 @@ class Invocation:
             raise Suspended("the runtime disconnected")
 
     def _block_progress(self, generation: int) -> None:
-        # Called with the lock held (Condition over the same RLock). ``_progressed`` zeroes
+        # Called with the lock held (Condition over the same RLock). ``progressed`` zeroes
         # the count as it notifies, so a thread counts as waiting only until it is woken.
         if self._cond is None:
             self._cond = threading.Condition(self.lock)
@@ -341,10 +321,6 @@ class Invocation:
             self.vm.sys_write_output_failure(code, message)
             self.vm.sys_end()
 
-    def running_runs(self) -> list[asyncio.Future[Any]]:
-        """Run closures still executing."""
-        return list(self._tasks)
-
     def busy_on_a_thread(self) -> bool:
         """Whether this attempt's sync handler is working on its thread rather than waiting
         for a durable future (a virtual clock must not move then)."""
@@ -353,7 +329,7 @@ class Invocation:
     def on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
 
-    # ---- runs ----------------------------------------------------------------------------------
+    # ---- runs (the handler side starts them; ``_runs`` executes them) ------------------------
 
     def start_run(
         self,
@@ -365,200 +341,32 @@ class Invocation:
         serialize: Callable[[Any], bytes],
         retry: dict[str, Any],
     ) -> None:
-        """Starts the closure of run ``handle`` (journaled as ``name``) now, from any thread.
+        """Starts the closure of run ``handle`` (journaled as ``name``) now, from any thread."""
+        self.runs.start(handle, fn, args, kwargs, serialize, retry)
 
-        On the loop, a coroutine function gets its task at once, as usual, and is also
-        registered: should the handler await its future before the task's first step
-        (``await ctx.run_async(...)``), the handler's task runs the closure inline instead
-        (``claim_run``) and the task finds nothing to do, which saves two loop turns.
-        """
-        if not self.on_loop():
-            self.loop.call_soon_threadsafe(
-                self._spawn_run, handle, fn, args, kwargs, serialize, retry
-            )
-            return
-        if inspect.iscoroutinefunction(fn):
-            ctx = contextvars.copy_context()
-            if _TASK_TAKES_CONTEXT:
-                task = self.loop.create_task(self._execute_claimable(handle), context=ctx)
-            else:  # a task copies the current context: make that ``ctx``
-                task = ctx.run(self.loop.create_task, self._execute_claimable(handle))
-            self._unstarted[handle] = ((fn, args, kwargs, serialize, retry, ctx), task)
-            self._track(task)
-            return
-        self._spawn_run(handle, fn, args, kwargs, serialize, retry)
-
-    async def _execute_claimable(self, handle: int) -> None:
-        entry = self._unstarted.pop(handle, None)
-        if entry is None:
-            return  # claimed: the handler ran it inline
-        (fn, args, kwargs, serialize, retry, _ctx), _task = entry
-        await self._execute_run(handle, fn, args, kwargs, serialize, retry, is_coro=True)
-
-    def claim_run(self, handle: int) -> _RunSpec | None:
-        """The closure of run ``handle`` if its task has not started it: the caller (the
-        handler's task, about to await it) runs it with ``run_inline_gen``, and the run
-        counts as in flight until then."""
-        if not self._unstarted:
-            return None
-        entry = self._unstarted.pop(handle, None)
-        if entry is None:
-            return None
-        spec, task = entry
-        # The task will find nothing to do; the count it held passes to the inline run.
-        task.remove_done_callback(self._run_done)
-        self._tasks.discard(task)
-        return spec
-
-    def run_inline_gen(self, handle: int, spec: _RunSpec) -> Generator[Any, None, None]:
-        """Runs a claimed closure inside the awaiting handler's task, in its own copy of the
-        context variables, and proposes its result. What the closure awaits is awaited by
-        the handler's task, so cancelling that task (a timeout in the closure, or the
-        attempt being abandoned) reaches the closure as it would in a task of its own."""
-        fn, args, kwargs, serialize, retry, ctx = spec
-        started = time.monotonic()
-        try:
-            coro = ctx.run(fn, *args, **kwargs)
-            send, throw = coro.send, coro.throw
-            value: Any = None
-            error: BaseException | None = None
-            while True:
-                try:
-                    step = ctx.run(send, value) if error is None else ctx.run(throw, error)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                try:
-                    value, error = (yield step), None
-                except BaseException as e:  # noqa: BLE001 - thrown into the task: pass it on
-                    value, error = None, e
-            self._propose(handle, serialize, retry, started, result=result)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - journaled as the run's failure, or retried
-            self._propose(handle, serialize, retry, started, error=e)
-        finally:
-            self._runs_in_flight[0] -= 1
-
-    def _spawn_run(
-        self,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-    ) -> None:
-        self._track(self.loop.create_task(self._execute_run(handle, fn, args, kwargs, serialize, retry)))
-
-    def _track(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)
-        self._runs_in_flight[0] += 1
-        task.add_done_callback(self._run_done)
-
-    def _run_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        self._runs_in_flight[0] -= 1
-
-    async def _execute_run(
-        self,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-        is_coro: bool | None = None,
-    ) -> None:
-        started = time.monotonic()
-        try:
-            if is_coro if is_coro is not None else inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
-            else:
-                ctx = contextvars.copy_context()
-                call = functools.partial(ctx.run, fn, *args, **kwargs)
-                result = await self.loop.run_in_executor(_RUN_POOL, call)
-                if inspect.isawaitable(result):
-                    result = await result
-            self._propose(handle, serialize, retry, started, result=result)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - journaled as the run's failure, or retried
-            self._propose(handle, serialize, retry, started, error=e)
-        finally:
-            self._flush_soon()
-            # A proposal is answered through the input (an ack or an echoed completion), so
-            # a finished run changes what a waiter sees only once no input can come: the
-            # attempt may then suspend. (A run that fails the attempt closes the VM.)
-            with self.lock:
-                wake = self.input_closed or self.vm.is_closed()
-            if wake:
-                self._progressed()
-
-    def _flush_soon(self) -> None:
-        """Sends the output: now if no other run is executing, else at the end of this loop
-        turn, once for all the runs that finish in it (a fan-out's completions then reach
-        the runtime together)."""
-        if len(self._tasks) <= 1:  # only the run calling this (its task is not done yet)
-            self.flush()
-            return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self.flush()
-
-    def _propose(
-        self,
-        handle: int,
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-        started: float,
-        *,
-        result: Any = None,
-        error: Exception | None = None,
-    ) -> None:
-        """Hands a finished closure's outcome to the VM: a value, a ``TerminalError`` as
-        the run's failure, or any other exception as a retryable failure."""
-        if error is None:
-            try:
-                payload = serialize(result)
-            except Exception as e:  # noqa: BLE001 - an unserializable result is retried
-                error = e
-            else:
-                with self.lock:
-                    self.vm.propose_run_success(handle, payload)
-                return
-        if isinstance(error, TerminalError):
-            with self.lock:
-                self._ignore_closed(
-                    self.vm.propose_run_failure,
-                    handle,
-                    error.code,
-                    error.message,
-                    list(error.metadata.items()),
-                )
-            return
-        elapsed = int((time.monotonic() - started) * 1000)
+    def propose_run_success(self, handle: int, value: bytes) -> None:
         with self.lock:
-            self._ignore_closed(
-                self.vm.propose_run_retryable,
+            self.vm.propose_run_success(handle, value)
+
+    def propose_run_failure(self, handle: int, error: TerminalError) -> None:
+        """Journals ``error`` as the run's failure (nothing once the attempt is over)."""
+        with self.lock:
+            _ignore_closed(
+                self.vm.propose_run_failure,
                 handle,
-                500,
-                f"{type(error).__name__}: {error}",
-                "".join(traceback.format_exception(error)),
-                elapsed,
-                **retry,
+                error.code,
+                error.message,
+                list(error.metadata.items()),
             )
 
-    @staticmethod
-    def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        try:
-            f(*args, **kwargs)
-        except DurableError:
-            pass  # the attempt is already over; nothing more can be journaled
+    def propose_run_retryable(
+        self, handle: int, message: str, stacktrace: str, elapsed_ms: int, retry: dict[str, Any]
+    ) -> None:
+        """A failure to retry, as ``retry`` says (nothing once the attempt is over)."""
+        with self.lock:
+            _ignore_closed(
+                self.vm.propose_run_retryable, handle, 500, message, stacktrace, elapsed_ms, **retry
+            )
 
     # ---- the handler -------------------------------------------------------------------------
 
@@ -592,13 +400,13 @@ class Invocation:
         except TerminalError as e:
             with self.lock:
                 if not self.vm.is_closed():
-                    self._ignore_closed(
+                    _ignore_closed(
                         self.vm.sys_write_output_failure,
                         e.code,
                         e.message,
                         list(e.metadata.items()),
                     )
-                    self._ignore_closed(self.vm.sys_end)
+                    _ignore_closed(self.vm.sys_end)
         except Suspended:
             pass
         except Exception as e:  # noqa: BLE001 - the attempt fails and the runtime retries
@@ -608,6 +416,12 @@ class Invocation:
                     self.vm.notify_error(f"{type(e).__name__}: {e}", traceback.format_exc())
         finally:
             self.flush()
-            for t in list(self._tasks):
-                t.cancel()
+            self.runs.cancel()
+
+
+def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        f(*args, **kwargs)
+    except DurableError:
+        pass  # the attempt is already over; nothing more can be journaled
 

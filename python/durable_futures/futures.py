@@ -100,9 +100,9 @@ class RunFuture(DurableFuture[T]):
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
         inv = self._inv
-        spec = inv.claim_run(self._handle)
+        spec = inv.runs.claim(self._handle)
         if spec is not None:  # awaited before it started: run it right here
-            yield from inv.run_inline_gen(self._handle, spec)
+            yield from inv.runs.run_inline(self._handle, spec)
         raw = yield from inv.wait(inv.take, self._handle)
         return self._settle(raw)
 
