@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import durable_futures as df
-from durable_futures import _core, _invocation
+from durable_futures import _attempt, _core
 from durable_futures._core import Failure, Message
 from durable_futures.errors import ProtocolError
 
@@ -156,8 +156,8 @@ def test_bad_bytes_are_protocol_errors() -> None:
 
 
 def test_the_boundary_constants_come_from_the_core() -> None:
-    outcomes = [_invocation.READY, _invocation.CANCELLED_CODE, _invocation.PENDING]
-    outcomes += [_invocation.SUSPENDED, _invocation.EXHAUSTED]
+    outcomes = [_attempt.READY, _attempt.CANCELLED_CODE, _attempt.PENDING]
+    outcomes += [_attempt.SUSPENDED, _attempt.EXHAUSTED]
     assert outcomes == [
         _core.OUTCOME_READY,
         _core.OUTCOME_CANCELLED,
@@ -166,9 +166,9 @@ def test_the_boundary_constants_come_from_the_core() -> None:
         _core.OUTCOME_EXHAUSTED,
     ]
     assert len(set(outcomes)) == 5
-    kinds = [_invocation.VOID, _invocation.VALUE, _invocation.FAILURE]
-    kinds += [_invocation.INVOCATION_ID, _invocation.STATE_KEYS]
-    assert len(set(kinds)) == 5 and _invocation.VALUE == _core.KIND_VALUE
+    kinds = [_attempt.VOID, _attempt.VALUE, _attempt.FAILURE]
+    kinds += [_attempt.INVOCATION_ID, _attempt.STATE_KEYS]
+    assert len(set(kinds)) == 5 and _attempt.VALUE == _core.KIND_VALUE
 
 
 def test_sys_input_and_last_error() -> None:

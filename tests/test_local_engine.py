@@ -917,7 +917,7 @@ def test_shared_handlers_run_alongside_the_exclusive_one(db: Path) -> None:
     @job.handler(kind="shared")
     async def sneaky(ctx: df.ObjectSharedContext) -> None:
         # What a shared handler's context does not offer, sent anyway: the engine refuses.
-        ctx._inv.sys_state_set("status", b'"hacked"')
+        ctx._attempt.sys_state_set("status", b'"hacked"')
 
     async def phase1() -> tuple[str, str]:
         async with engine(job, path=db, inactivity_timeout=timedelta(milliseconds=50)) as e:

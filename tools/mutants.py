@@ -54,7 +54,7 @@ RUST_AREAS: dict[str, list[str]] = {
 }
 
 PYTHON_FILES = [
-    "durable_futures/_invocation.py",
+    "durable_futures/_attempt.py",
     "durable_futures/_runs.py",
     "durable_futures/futures.py",
     "durable_futures/context.py",

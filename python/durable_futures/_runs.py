@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import TerminalError
 
 if TYPE_CHECKING:
-    from ._invocation import Invocation
+    from ._attempt import Attempt
 
 # Shared by every attempt: sync run closures.
 _RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
@@ -46,7 +46,7 @@ _RunSpec = tuple[
 class Runs:
     """The run closures of one attempt."""
 
-    def __init__(self, attempt: Invocation, in_flight: list[int] | None = None) -> None:
+    def __init__(self, attempt: Attempt, in_flight: list[int] | None = None) -> None:
         self._attempt = attempt
         self._loop = attempt.loop
         # Shared counter of executing run closures (the embedded engine's group commit

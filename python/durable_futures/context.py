@@ -29,7 +29,7 @@ from .futures import (
 from .serde import JsonSerde, Serde, serde_for
 
 if TYPE_CHECKING:
-    from ._invocation import Invocation
+    from ._attempt import Attempt
     from .service import Handler
 
 __all__ = ["Context", "ObjectContext", "ObjectSharedContext", "RunOptions", "ServiceClient"]
@@ -112,8 +112,8 @@ class ServiceClient(Generic[I, O]):
         headers: dict[str, str] | None = None,
     ) -> ResponseFuture[O]:
         """Starts the call now; the returned future completes with the response."""
-        inv = self._ctx._inv
-        id_h, res_h = inv.sys_call(
+        attempt = self._ctx._attempt
+        id_h, res_h = attempt.sys_call(
             self._service,
             self._handler,
             self._in.serialize(arg),
@@ -121,7 +121,7 @@ class ServiceClient(Generic[I, O]):
             idempotency_key,
             list((headers or {}).items()),
         )
-        return ResponseFuture(inv, res_h, id_h, self._out.deserialize)
+        return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
 
     async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
         """Calls and awaits the response."""
@@ -136,9 +136,9 @@ class ServiceClient(Generic[I, O]):
         headers: dict[str, str] | None = None,
     ) -> SendHandle:
         """One-way call, optionally delayed. Nothing to await but the invocation id."""
-        inv = self._ctx._inv
-        invoke_time = None if delay is None else inv.now_ms() + (_ms(delay) or 0)
-        h = inv.sys_send(
+        attempt = self._ctx._attempt
+        invoke_time = None if delay is None else attempt.now_ms() + (_ms(delay) or 0)
+        h = attempt.sys_send(
             self._service,
             self._handler,
             self._in.serialize(arg),
@@ -147,7 +147,7 @@ class ServiceClient(Generic[I, O]):
             list((headers or {}).items()),
             invoke_time,
         )
-        return SendHandle(_InvocationIdFuture(inv, h, bytes.decode))
+        return SendHandle(_InvocationIdFuture(attempt, h, bytes.decode))
 
 
 class Context:
@@ -155,13 +155,13 @@ class Context:
 
     def __init__(
         self,
-        inv: Invocation,
+        attempt: Attempt,
         invocation_id: str,
         key: str,
         headers: list[tuple[str, str]],
         random_seed: int,
     ) -> None:
-        self._inv = inv
+        self._attempt = attempt
         self.invocation_id = invocation_id
         self.key = key
         self.headers = dict(headers)
@@ -243,11 +243,11 @@ class Context:
     ) -> RunFuture[Any]:
         retry = options._core() if options is not None else _NO_RETRY_OPTIONS
         serde = _return_serde(fn)
-        inv = self._inv
-        handle, replayed = inv.sys_run(name)
+        attempt = self._attempt
+        handle, replayed = attempt.sys_run(name)
         if not replayed:
-            inv.start_run(name, handle, fn, args, kwargs, serde.serialize, retry)
-        return RunFuture(inv, handle, serde.deserialize)
+            attempt.start_run(name, handle, fn, args, kwargs, serde.serialize, retry)
+        return RunFuture(attempt, handle, serde.deserialize)
 
     @overload
     async def run(
@@ -270,10 +270,10 @@ class Context:
 
     def after(self, duration: timedelta, name: str | None = None) -> TimerFuture:
         """A durable timer firing after ``duration``."""
-        inv = self._inv
-        wake = inv.now_ms() + (_ms(duration) or 0)
-        h = inv.sys_sleep(name or "", wake)
-        return TimerFuture(inv, h, _JSON.deserialize)
+        attempt = self._attempt
+        wake = attempt.now_ms() + (_ms(duration) or 0)
+        h = attempt.sys_sleep(name or "", wake)
+        return TimerFuture(attempt, h, _JSON.deserialize)
 
     async def sleep(self, duration: timedelta, name: str | None = None) -> None:
         """Durable sleep: ``await ctx.after(duration)``."""
@@ -334,50 +334,50 @@ class Context:
     def awakeable(self, type_: Any = Any) -> tuple[str, AwakeableFuture[Any]]:
         """An id to hand to someone outside, and the future they complete, whose value is
         decoded as ``type_``."""
-        inv = self._inv
-        awk_id, h = inv.sys_awakeable()
-        return awk_id, AwakeableFuture(inv, h, serde_for(type_).deserialize)
+        attempt = self._attempt
+        awk_id, h = attempt.sys_awakeable()
+        return awk_id, AwakeableFuture(attempt, h, serde_for(type_).deserialize)
 
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
         """Completes someone's awakeable with ``value``. A malformed id is a
         ``TerminalError`` (400): retrying the attempt could not fix it."""
         with _terminal_on_bad_request():
-            self._inv.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
+            self._attempt.sys_resolve_awakeable(awakeable_id, _JSON.serialize(value))
 
     def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
         """Fails someone's awakeable with a terminal error."""
         with _terminal_on_bad_request():
-            self._inv.sys_reject_awakeable(awakeable_id, code, message)
+            self._attempt.sys_reject_awakeable(awakeable_id, code, message)
 
     def cancel_invocation(self, invocation_id: str) -> None:
         """Cancels another invocation."""
-        self._inv.sys_cancel_invocation(invocation_id)
+        self._attempt.sys_cancel_invocation(invocation_id)
 
     # ---- waiting -------------------------------------------------------------------------------
 
     def select(self, *futures: DurableFuture[Any]) -> Selector:
         """A selector handing out ``futures`` in completion order."""
-        return Selector(self._inv, futures)
+        return Selector(self._attempt, futures)
 
     def all_completed(self, *futures: DurableFuture[Any]) -> CombinatorFuture[list[DurableFuture[Any]]]:
         """Completes when every future completed (failed or not); gives the futures back."""
-        return CombinatorFuture(self._inv, ALL_COMPLETED, futures, "all_completed()")
+        return CombinatorFuture(self._attempt, ALL_COMPLETED, futures, "all_completed()")
 
     def first_completed(self, *futures: DurableFuture[Any]) -> CombinatorFuture[DurableFuture[Any]]:
         """Completes with the first future to complete."""
-        return CombinatorFuture(self._inv, FIRST_COMPLETED, futures, "first_completed()")
+        return CombinatorFuture(self._attempt, FIRST_COMPLETED, futures, "first_completed()")
 
     def first_succeeded(self, *futures: DurableFuture[T]) -> CombinatorFuture[T]:
         """The value of the first future to succeed; raises the last failure if all fail."""
-        return CombinatorFuture(self._inv, FIRST_SUCCEEDED, futures, "first_succeeded()")
+        return CombinatorFuture(self._attempt, FIRST_SUCCEEDED, futures, "first_succeeded()")
 
     def all_succeeded(self, *futures: DurableFuture[T]) -> CombinatorFuture[list[T]]:
         """The values of all futures, or the first failure."""
-        return CombinatorFuture(self._inv, ALL_SUCCEEDED, futures, "all_succeeded()")
+        return CombinatorFuture(self._attempt, ALL_SUCCEEDED, futures, "all_succeeded()")
 
     def is_replaying(self) -> bool:
         """Whether the handler is re-executing journaled steps (useful to silence logs)."""
-        return self._inv.is_replaying()
+        return self._attempt.is_replaying()
 
 
 class ObjectSharedContext(Context):
@@ -396,14 +396,14 @@ class ObjectSharedContext(Context):
 
     def get(self, key: str, type_: Any = Any) -> DurableFuture[Any]:
         """The value under ``key`` decoded as ``type_``, or ``None`` if there is none."""
-        inv = self._inv
-        h = inv.sys_state_get(key)
-        return DurableFuture(inv, h, serde_for(type_).deserialize)
+        attempt = self._attempt
+        h = attempt.sys_state_get(key)
+        return DurableFuture(attempt, h, serde_for(type_).deserialize)
 
     def state_keys(self) -> DurableFuture[list[str]]:
-        inv = self._inv
-        h = inv.sys_state_get_keys()
-        return DurableFuture(inv, h, _JSON.deserialize)
+        attempt = self._attempt
+        h = attempt.sys_state_get_keys()
+        return DurableFuture(attempt, h, _JSON.deserialize)
 
 
 
@@ -412,13 +412,13 @@ class ObjectContext(ObjectSharedContext):
     key. One exclusive handler runs per key at a time."""
 
     def set(self, key: str, value: Any) -> None:
-        self._inv.sys_state_set(key, _JSON.serialize(value))
+        self._attempt.sys_state_set(key, _JSON.serialize(value))
 
     def clear(self, key: str) -> None:
-        self._inv.sys_state_clear(key)
+        self._attempt.sys_state_clear(key)
 
     def clear_all(self) -> None:
-        self._inv.sys_state_clear_all()
+        self._attempt.sys_state_clear_all()
 
 
 def context_type(service_ty: str, kind: str | None) -> type[Context]:

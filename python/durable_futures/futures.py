@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core
-from ._invocation import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Invocation
+from ._attempt import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Attempt
 from .errors import BadRequestError, TerminalError
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ _UNSET: Any = object()
 class DurableFuture(Generic[T]):
     """A result that completes durably: journaled, and replayed in journal order."""
 
-    __slots__ = ("_inv", "_handle", "_decode", "_value", "_error")
+    __slots__ = ("_attempt", "_handle", "_decode", "_value", "_error")
 
-    def __init__(self, inv: Invocation, handle: int, decode: Callable[[bytes], Any]) -> None:
-        self._inv = inv
+    def __init__(self, attempt: Attempt, handle: int, decode: Callable[[bytes], Any]) -> None:
+        self._attempt = attempt
         self._handle = handle
         self._decode = decode
         self._value: Any = _UNSET
@@ -72,23 +72,23 @@ class DurableFuture(Generic[T]):
         """Whether the result is known (as far as the journal order allows now)."""
         if self._value is not _UNSET or self._error is not None:
             return True
-        return self._inv.is_completed(self._handle)
+        return self._attempt.is_completed(self._handle)
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
-        raw = yield from self._inv.wait(self._inv.take, self._handle)
+        raw = yield from self._attempt.wait(self._attempt.take, self._handle)
         return self._settle(raw)
 
     def result(self) -> T:
         """The result, blocking until it is known. For sync handlers (worker threads)."""
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
-        if self._inv.on_loop():
+        if self._attempt.on_loop():
             raise RuntimeError(
                 "result() would block the event loop; use `await fut` in async handlers"
             )
-        return self._settle(self._inv.wait_blocking(self._inv.take, self._handle))
+        return self._settle(self._attempt.wait_blocking(self._attempt.take, self._handle))
 
 
 class RunFuture(DurableFuture[T]):
@@ -99,11 +99,11 @@ class RunFuture(DurableFuture[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
-        inv = self._inv
-        spec = inv.runs.claim(self._handle)
+        attempt = self._attempt
+        spec = attempt.runs.claim(self._handle)
         if spec is not None:  # awaited before it started: run it right here
-            yield from inv.runs.run_inline(self._handle, spec)
-        raw = yield from inv.wait(inv.take, self._handle)
+            yield from attempt.runs.run_inline(self._handle, spec)
+        raw = yield from attempt.wait(attempt.take, self._handle)
         return self._settle(raw)
 
 
@@ -129,9 +129,9 @@ class ResponseFuture(DurableFuture[T]):
     __slots__ = ("_id_handle", "_id_future")
 
     def __init__(
-        self, inv: Invocation, handle: int, id_handle: int, decode: Callable[[bytes], Any]
+        self, attempt: Attempt, handle: int, id_handle: int, decode: Callable[[bytes], Any]
     ) -> None:
-        super().__init__(inv, handle, decode)
+        super().__init__(attempt, handle, decode)
         self._id_handle = id_handle
         self._id_future: DurableFuture[str] | None = None
 
@@ -139,15 +139,15 @@ class ResponseFuture(DurableFuture[T]):
         """The callee's invocation id (awaitable). One future per call: its value can be
         taken from the core only once."""
         if self._id_future is None:
-            self._id_future = _InvocationIdFuture(self._inv, self._id_handle, bytes.decode)
+            self._id_future = _InvocationIdFuture(self._attempt, self._id_handle, bytes.decode)
         return self._id_future
 
 
-def _check_futures(inv: Invocation, futures: Sequence[Any], what: str) -> list[DurableFuture[Any]]:
+def _check_futures(attempt: Attempt, futures: Sequence[Any], what: str) -> list[DurableFuture[Any]]:
     out: list[DurableFuture[Any]] = []
     for f in futures:
         if isinstance(f, DurableFuture):
-            if f._inv is not inv:
+            if f._attempt is not attempt:
                 raise ValueError(f"{what}: the futures belong to another invocation")
             out.append(f)
             continue
@@ -170,20 +170,20 @@ class Selector:
     blocking.
     """
 
-    __slots__ = ("_inv", "_handle", "_by_handle")
+    __slots__ = ("_attempt", "_handle", "_by_handle")
 
-    def __init__(self, inv: Invocation, futures: Sequence[Any]) -> None:
-        futs = _check_futures(inv, futures, "select()")
-        self._inv = inv
+    def __init__(self, attempt: Attempt, futures: Sequence[Any]) -> None:
+        futs = _check_futures(attempt, futures, "select()")
+        self._attempt = attempt
         self._by_handle: dict[int, DurableFuture[Any]] = {f._handle: f for f in futs}
-        self._handle: int = inv.selector([f._handle for f in futs])
+        self._handle: int = attempt.selector([f._handle for f in futs])
 
     def remaining(self) -> bool:
         """Whether futures remain to be handed out."""
-        return bool(self._inv.selector_remaining(self._handle))
+        return bool(self._attempt.selector_remaining(self._handle))
 
     def __len__(self) -> int:
-        return self._inv.selector_remaining(self._handle)
+        return self._attempt.selector_remaining(self._handle)
 
     async def select(self) -> DurableFuture[Any] | None:
         handle = await _SelectAwaitable(self)
@@ -191,12 +191,12 @@ class Selector:
 
     def select_blocking(self) -> DurableFuture[Any] | None:
         """``select()`` for sync handlers."""
-        if self._inv.on_loop():
+        if self._attempt.on_loop():
             raise RuntimeError(
                 "select_blocking() would block the event loop; "
                 "use `await selector.select()` in async handlers"
             )
-        handle = self._inv.wait_blocking(self._inv.next_selected, self._handle)
+        handle = self._attempt.wait_blocking(self._attempt.next_selected, self._handle)
         return None if handle is None else self._by_handle[handle]
 
     def __aiter__(self) -> AsyncIterator[DurableFuture[Any]]:
@@ -224,8 +224,8 @@ class _SelectAwaitable:
         self._sel = sel
 
     def __await__(self) -> Generator[Any, None, int | None]:
-        inv = self._sel._inv
-        return (yield from inv.wait(inv.next_selected, self._sel._handle))
+        attempt = self._sel._attempt
+        return (yield from attempt.wait(attempt.next_selected, self._sel._handle))
 
 
 # Combinator kinds, as the core numbers them.
@@ -240,20 +240,20 @@ class CombinatorFuture(DurableFuture[T]):
 
     __slots__ = ("_kind", "_children")
 
-    def __init__(self, inv: Invocation, kind: int, futures: Sequence[Any], what: str) -> None:
-        children = _check_futures(inv, futures, what)
+    def __init__(self, attempt: Attempt, kind: int, futures: Sequence[Any], what: str) -> None:
+        children = _check_futures(attempt, futures, what)
         if kind == FIRST_SUCCEEDED and not children:
             raise BadRequestError(f"{what} over no futures has no value to return")
-        handle = inv.combinator(kind, [f._handle for f in children])
-        super().__init__(inv, handle, bytes.decode)
+        handle = attempt.combinator(kind, [f._handle for f in children])
+        super().__init__(attempt, handle, bytes.decode)
         self._kind = kind
         self._children = children
 
     def done(self) -> bool:
-        return self._inv.is_completed(self._handle)
+        return self._attempt.is_completed(self._handle)
 
     def _resolve(self) -> T:
-        outcome = self._inv.outcome(self._handle)
+        outcome = self._attempt.outcome(self._handle)
         assert outcome is not None
         succeeded, decided_by = outcome
         by = {f._handle: f for f in self._children}
@@ -264,18 +264,18 @@ class CombinatorFuture(DurableFuture[T]):
         return _CombinatorResult(self._kind, succeeded, decided_by, by, self._children)  # type: ignore[return-value]
 
     def __await__(self) -> Generator[Any, None, T]:
-        yield from self._inv.wait(self._inv.combined, self._handle)
+        yield from self._attempt.wait(self._attempt.combined, self._handle)
         result = self._resolve()
         if isinstance(result, _CombinatorResult):
             return (yield from result.values())  # type: ignore[no-any-return]
         return result
 
     def result(self) -> T:
-        if self._inv.on_loop():
+        if self._attempt.on_loop():
             raise RuntimeError(
                 "result() would block the event loop; use `await fut` in async handlers"
             )
-        self._inv.wait_blocking(self._inv.combined, self._handle)
+        self._attempt.wait_blocking(self._attempt.combined, self._handle)
         result = self._resolve()
         if isinstance(result, _CombinatorResult):
             return result.values_blocking()  # type: ignore[no-any-return]

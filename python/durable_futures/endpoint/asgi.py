@@ -23,7 +23,7 @@ from .._asgi import (
     header,
     respond,
 )
-from .._invocation import Invocation
+from .._attempt import Attempt
 from ..context import context_type
 from ..errors import DurableError
 from ..service import Handler, Service
@@ -135,7 +135,7 @@ class _App(HttpApp):
             else:
                 loop.call_soon_threadsafe(out.put_nowait, data)
 
-        inv = Invocation(vm, loop, send_output)
+        inv = Attempt(vm, loop, send_output)
         await send(
             {
                 "type": "http.response.start",

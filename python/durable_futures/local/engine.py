@@ -2,7 +2,7 @@
 
 The Rust engine (``durable_futures._core.Engine``) keeps the journals, timers and state and
 decides what runs; this module runs the attempts on the event loop with the same
-``Invocation`` driver the Restate endpoint uses. An attempt stays open (like a bidi stream)
+``Attempt`` driver the Restate endpoint uses. An attempt stays open (like a bidi stream)
 and receives notifications as soon as they are committed; an attempt that has waited for
 ``inactivity_timeout`` without news has its input closed, suspends, and leaves memory until
 its next notification. Every notification and result is on disk before anyone sees it.
@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import _core
-from .._invocation import Invocation
+from .._attempt import Attempt
 from ..context import context_type
 from ..errors import (
     BadRequestError,
@@ -68,9 +68,11 @@ class VirtualClock:
 
 
 @dataclass
-class _Attempt:
+class _Live:
+    """An attempt the engine started that has not ended yet."""
+
     token: int
-    inv: Invocation
+    inv: Attempt
     last_activity: float
 
 
@@ -126,7 +128,7 @@ class LocalEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
-        self._attempts: dict[str, _Attempt] = {}
+        self._attempts: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._closing = False
@@ -647,11 +649,11 @@ class LocalEngine:
             # from its journal): stop it rather than leave it waiting forever.
             old.inv.disconnect()
         vm = _core.Vm(attempt.content_type)
-        inv = Invocation(
+        inv = Attempt(
             vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
-        self._attempts[inv_id] = _Attempt(token, inv, time.monotonic())
+        self._attempts[inv_id] = _Live(token, inv, time.monotonic())
         task = self._loop.create_task(
             self._run_attempt(
                 inv_id, token, attempt.service, attempt.handler, attempt.request, inv
@@ -667,7 +669,7 @@ class LocalEngine:
         service: str,
         handler: str,
         request: bytes,
-        inv: Invocation,
+        inv: Attempt,
     ) -> None:
         core = self._require()
         try:

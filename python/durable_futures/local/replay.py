@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core
-from .._invocation import Invocation, Suspended
+from .._attempt import Attempt, Suspended
 from ..context import context_type
 from ..errors import JOURNAL_MISMATCH
 from ..service import Handler, Service
@@ -107,7 +107,7 @@ class _JournalEnds(BaseException):
     ``Suspended``, so that handler code catching ``Exception`` does not swallow it)."""
 
 
-class _ReplayInvocation(Invocation):
+class _ReplayAttempt(Attempt):
     """The attempt driver with runs disabled: a run to execute ends the replay."""
 
     def start_run(
@@ -158,7 +158,7 @@ async def replay(
     loop = asyncio.get_running_loop()
     out = bytearray()
     vm = _core.Vm(request.content_type)
-    inv = _ReplayInvocation(vm, loop, out.extend)
+    inv = _ReplayAttempt(vm, loop, out.extend)
     captured: list[BaseException] = []
     call = _capturing(h, captured)
     ctx_type = context_type(svc.ty, h.kind)

@@ -58,8 +58,8 @@ class Suspended(BaseException):
     """
 
 
-class Invocation:
-    """Drives one attempt. The transport calls :meth:`feed` / :meth:`feed_closed` as input
+class Attempt:
+    """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` / :meth:`feed_closed` as input
     arrives and sends what ``send_output`` receives."""
 
     def __init__(
