@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import _core
-from ._runs import Runs
+from ._runs import Runs, RunSpec
 from .errors import CANCELLED, DurableError, TerminalError
 
 # What the VM's waits return (``do_await``, ``await_take``, ``select_next``).
@@ -49,6 +49,10 @@ def _wall_clock_ms() -> int:
 
 
 T = TypeVar("T")
+
+# A call to another handler: service, handler, serialized argument, key, idempotency key,
+# headers.
+Call = tuple[str, str, bytes, str | None, str | None, list[tuple[str, str]]]
 
 
 class Suspended(BaseException):
@@ -219,32 +223,13 @@ class Attempt:
         with self.lock:
             return self.vm.sys_sleep(name, wake_up_time_ms)
 
-    def sys_call(
-        self,
-        service: str,
-        handler: str,
-        param: bytes,
-        key: str | None,
-        idempotency_key: str | None,
-        headers: list[tuple[str, str]],
-    ) -> tuple[int, int]:
+    def sys_call(self, call: Call) -> tuple[int, int]:
         with self.lock:
-            return self.vm.sys_call(service, handler, param, key, idempotency_key, headers)
+            return self.vm.sys_call(*call)
 
-    def sys_send(
-        self,
-        service: str,
-        handler: str,
-        param: bytes,
-        key: str | None,
-        idempotency_key: str | None,
-        headers: list[tuple[str, str]],
-        invoke_time_ms: int | None,
-    ) -> int:
+    def sys_send(self, call: Call, invoke_time_ms: int | None) -> int:
         with self.lock:
-            return self.vm.sys_send(
-                service, handler, param, key, idempotency_key, headers, invoke_time_ms
-            )
+            return self.vm.sys_send(*call, invoke_time_ms)
 
     def sys_awakeable(self) -> tuple[str, int]:
         with self.lock:
@@ -331,18 +316,9 @@ class Attempt:
 
     # ---- runs (the handler side starts them; ``_runs`` executes them) ------------------------
 
-    def start_run(
-        self,
-        name: str,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-    ) -> None:
+    def start_run(self, name: str, handle: int, spec: RunSpec) -> None:
         """Starts the closure of run ``handle`` (journaled as ``name``) now, from any thread."""
-        self.runs.start(handle, fn, args, kwargs, serialize, retry)
+        self.runs.start(handle, spec)
 
     def propose_run_success(self, handle: int, value: bytes) -> None:
         with self.lock:

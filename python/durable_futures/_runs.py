@@ -31,16 +31,18 @@ _RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
 
 _TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
-# A registered async run closure: fn, args, kwargs, serialize, retry options, and the
-# context variables it runs with (copied when the run was started).
-_RunSpec = tuple[
+# A run closure: fn, args, kwargs, how to serialize its result, retry options.
+RunSpec = tuple[
     Callable[..., Any],
     tuple[Any, ...],
     dict[str, Any],
     Callable[[Any], bytes],
     dict[str, Any],
-    contextvars.Context,
 ]
+
+# An async run closure whose task has not started it: the closure, the context variables it
+# runs with (copied when the run was started), and the task.
+_Unstarted = tuple[RunSpec, contextvars.Context, asyncio.Future[Any]]
 
 
 class Runs:
@@ -55,18 +57,10 @@ class Runs:
         self._tasks: set[asyncio.Future[Any]] = set()
         # Async run closures whose task has not taken its first step yet, with the task:
         # the handler may await one first and run it inline instead (``claim``).
-        self._unstarted: dict[int, tuple[_RunSpec, asyncio.Future[Any]]] = {}
+        self._unstarted: dict[int, _Unstarted] = {}
         self._flush_scheduled = False
 
-    def start(
-        self,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-    ) -> None:
+    def start(self, handle: int, spec: RunSpec) -> None:
         """Starts the closure of run ``handle`` now (from any thread).
 
         On the loop, a coroutine function gets its task at once, as usual, and is also
@@ -75,47 +69,46 @@ class Runs:
         (``claim``) and the task finds nothing to do, which saves two loop turns.
         """
         if not self._attempt.on_loop():
-            self._loop.call_soon_threadsafe(self._spawn, handle, fn, args, kwargs, serialize, retry)
+            self._loop.call_soon_threadsafe(self._spawn, handle, spec)
             return
-        if inspect.iscoroutinefunction(fn):
+        if inspect.iscoroutinefunction(spec[0]):
             ctx = contextvars.copy_context()
             if _TASK_TAKES_CONTEXT:
                 task = self._loop.create_task(self._execute_claimable(handle), context=ctx)
             else:  # a task copies the current context: make that ``ctx``
                 task = ctx.run(self._loop.create_task, self._execute_claimable(handle))
-            self._unstarted[handle] = ((fn, args, kwargs, serialize, retry, ctx), task)
+            self._unstarted[handle] = (spec, ctx, task)
             self._track(task)
             return
-        self._spawn(handle, fn, args, kwargs, serialize, retry)
+        self._spawn(handle, spec)
 
     async def _execute_claimable(self, handle: int) -> None:
         entry = self._unstarted.pop(handle, None)
         if entry is None:
             return  # claimed: the handler ran it inline
-        (fn, args, kwargs, serialize, retry, _ctx), _task = entry
-        await self._execute(handle, fn, args, kwargs, serialize, retry, is_coro=True)
+        await self._execute(handle, entry[0], is_coro=True)
 
-    def claim(self, handle: int) -> _RunSpec | None:
-        """The closure of run ``handle`` if its task has not started it: the caller (the
-        handler's task, about to await it) runs it with ``run_inline``, and the run counts
-        as in flight until then."""
+    def claim(self, handle: int) -> _Unstarted | None:
+        """Run ``handle`` if its task has not started it: the caller (the handler's task,
+        about to await it) runs it with ``run_inline``, and the run counts as in flight
+        until then."""
         if not self._unstarted:
             return None
         entry = self._unstarted.pop(handle, None)
         if entry is None:
             return None
-        spec, task = entry
+        task = entry[2]
         # The task will find nothing to do; the count it held passes to the inline run.
         task.remove_done_callback(self._run_done)
         self._tasks.discard(task)
-        return spec
+        return entry
 
-    def run_inline(self, handle: int, spec: _RunSpec) -> Generator[Any, None, None]:
+    def run_inline(self, handle: int, run: _Unstarted) -> Generator[Any, None, None]:
         """Runs a claimed closure inside the awaiting handler's task, in its own copy of the
         context variables, and proposes its result. What the closure awaits is awaited by
         the handler's task, so cancelling that task (a timeout in the closure, or the
         attempt being abandoned) reaches the closure as it would in a task of its own."""
-        fn, args, kwargs, serialize, retry, ctx = spec
+        (fn, args, kwargs, serialize, retry), ctx, _task = run
         started = time.monotonic()
         try:
             coro = ctx.run(fn, *args, **kwargs)
@@ -145,16 +138,8 @@ class Runs:
         for t in list(self._tasks):
             t.cancel()
 
-    def _spawn(
-        self,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-    ) -> None:
-        self._track(self._loop.create_task(self._execute(handle, fn, args, kwargs, serialize, retry)))
+    def _spawn(self, handle: int, spec: RunSpec) -> None:
+        self._track(self._loop.create_task(self._execute(handle, spec)))
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
@@ -165,16 +150,8 @@ class Runs:
         self._tasks.discard(task)
         self._in_flight[0] -= 1
 
-    async def _execute(
-        self,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-        is_coro: bool | None = None,
-    ) -> None:
+    async def _execute(self, handle: int, spec: RunSpec, is_coro: bool | None = None) -> None:
+        fn, args, kwargs, serialize, retry = spec
         started = time.monotonic()
         attempt = self._attempt
         try:

@@ -29,7 +29,7 @@ from .futures import (
 from .serde import JsonSerde, Serde, serde_for
 
 if TYPE_CHECKING:
-    from ._attempt import Attempt
+    from ._attempt import Attempt, Call
     from .service import Handler
 
 __all__ = ["Context", "ObjectContext", "ObjectSharedContext", "RunOptions", "ServiceClient"]
@@ -113,14 +113,7 @@ class ServiceClient(Generic[I, O]):
     ) -> ResponseFuture[O]:
         """Starts the call now; the returned future completes with the response."""
         attempt = self._ctx._attempt
-        id_h, res_h = attempt.sys_call(
-            self._service,
-            self._handler,
-            self._in.serialize(arg),
-            self._key,
-            idempotency_key,
-            list((headers or {}).items()),
-        )
+        id_h, res_h = attempt.sys_call(self._call(arg, idempotency_key, headers))
         return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
 
     async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
@@ -138,16 +131,18 @@ class ServiceClient(Generic[I, O]):
         """One-way call, optionally delayed. Nothing to await but the invocation id."""
         attempt = self._ctx._attempt
         invoke_time = None if delay is None else attempt.now_ms() + (_ms(delay) or 0)
-        h = attempt.sys_send(
+        h = attempt.sys_send(self._call(arg, idempotency_key, headers), invoke_time)
+        return SendHandle(_InvocationIdFuture(attempt, h, bytes.decode))
+
+    def _call(self, arg: Any, idempotency_key: str | None, headers: dict[str, str] | None) -> Call:
+        return (
             self._service,
             self._handler,
             self._in.serialize(arg),
             self._key,
             idempotency_key,
             list((headers or {}).items()),
-            invoke_time,
         )
-        return SendHandle(_InvocationIdFuture(attempt, h, bytes.decode))
 
 
 class Context:
@@ -246,7 +241,7 @@ class Context:
         attempt = self._attempt
         handle, replayed = attempt.sys_run(name)
         if not replayed:
-            attempt.start_run(name, handle, fn, args, kwargs, serde.serialize, retry)
+            attempt.start_run(name, handle, (fn, args, kwargs, serde.serialize, retry))
         return RunFuture(attempt, handle, serde.deserialize)
 
     @overload

@@ -100,9 +100,9 @@ class RunFuture(DurableFuture[T]):
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
         attempt = self._attempt
-        spec = attempt.runs.claim(self._handle)
-        if spec is not None:  # awaited before it started: run it right here
-            yield from attempt.runs.run_inline(self._handle, spec)
+        run = attempt.runs.claim(self._handle)
+        if run is not None:  # awaited before it started: run it right here
+            yield from attempt.runs.run_inline(self._handle, run)
         raw = yield from attempt.wait(attempt.take, self._handle)
         return self._settle(raw)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import _core
 from .._attempt import Attempt, Suspended
+from .._runs import RunSpec
 from ..context import context_type
 from ..errors import JOURNAL_MISMATCH
 from ..service import Handler, Service
@@ -110,16 +111,7 @@ class _JournalEnds(BaseException):
 class _ReplayAttempt(Attempt):
     """The attempt driver with runs disabled: a run to execute ends the replay."""
 
-    def start_run(
-        self,
-        name: str,
-        handle: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        serialize: Callable[[Any], bytes],
-        retry: dict[str, Any],
-    ) -> None:
+    def start_run(self, name: str, handle: int, spec: RunSpec) -> None:
         raise _JournalEnds(
             f"run {name!r} has no completion in the journal (not executed during a replay)"
         )
