@@ -63,8 +63,8 @@ class Suspended(BaseException):
 
 
 class Attempt:
-    """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` / :meth:`feed_closed` as input
-    arrives and sends what ``send_output`` receives."""
+    """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` /
+    :meth:`feed_closed` as input arrives and sends what ``send_output`` receives."""
 
     def __init__(
         self,
