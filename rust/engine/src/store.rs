@@ -1714,4 +1714,92 @@ mod tests {
         assert_eq!(pragma::<String>(&store, "journal_mode"), "wal");
         assert_eq!(pragma::<i64>(&store, "page_size"), NEW_DB_PAGE_SIZE);
     }
+
+    #[test]
+    fn a_new_wal_holds_two_checkpoint_intervals_of_pages() {
+        // 1,000 pages of 1 KiB between checkpoints, each WAL frame a 24-byte header plus the
+        // page, twice over (room for a large transaction), plus the 32-byte WAL header: the
+        // file is that size from the start, so commits never extend it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let _store = Store::open(&path, Durability::Fsync).unwrap();
+        assert_eq!(wal_len(&path), 2 * 1000 * (1024 + 24) + 32);
+    }
+
+    #[test]
+    fn a_size_limit_caps_growth_near_the_given_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let mut store = store_with_invocation_1(&path);
+        store.set_size_limit(Some(256 * 1024)).unwrap();
+        // 1 KiB entries until a commit is refused: the database then holds about 256 KiB.
+        let mut written = 0u32;
+        let err = loop {
+            let batch = Batch {
+                journal: vec![(id(1), written, vec![3u8; 1024])],
+                ..Batch::default()
+            };
+            match store.commit(&batch) {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 1024, "1 MiB written past a 256 KiB limit");
+        };
+        assert!(matches!(err, StoreError::Full(..)), "{err:?}");
+        assert!(
+            (100..=256).contains(&written),
+            "{written} KiB of entries under a 256 KiB limit"
+        );
+        // Lifting the limit lets the same commit through.
+        store.set_size_limit(None).unwrap();
+        store
+            .commit(&Batch {
+                journal: vec![(id(1), written, vec![3u8; 1024])],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.journal_len(&id(1)).unwrap(), written + 1);
+    }
+
+    #[test]
+    fn sqlite_errors_keep_their_cause() {
+        // Callers that walk an error's sources (anyhow, logging) reach SQLite's own error.
+        use std::error::Error as _;
+        let path = PathBuf::from("engine.db");
+        let err = StoreError::from_sqlite(&path, rusqlite::Error::QueryReturnedNoRows);
+        let cause = err.source().expect("a SQLite error has a source");
+        assert!(matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::QueryReturnedNoRows)
+        ));
+        let full = StoreError::Full(path.clone(), "disk full".into());
+        assert!(full.source().is_none());
+    }
+
+    #[test]
+    fn damage_found_after_opening_is_reported_as_such() {
+        // The file opens (its header and schema are intact), but pages the journal lives on
+        // were overwritten: reading them says the database is damaged, not "SQLite error".
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        {
+            let mut store = store_with_invocation_1(&path);
+            store
+                .commit(&Batch {
+                    journal: (0..400).map(|i| (id(1), i, vec![5u8; 900])).collect(),
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 300 * 1024, "{} bytes", bytes.len());
+        for b in &mut bytes[100 * 1024..300 * 1024] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let store = Store::open(&path, Durability::Os).unwrap();
+        let err = store.journal(&id(1)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
+        assert!(err.to_string().contains("is damaged"), "{err}");
+    }
 }
