@@ -1802,4 +1802,44 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
         assert!(err.to_string().contains("is damaged"), "{err}");
     }
+
+    #[test]
+    fn invocations_created_across_restarts_keep_separate_journals() {
+        // Each invocation's journal lives under its own number; numbers handed out after a
+        // restart must not reuse one still in use.
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let create = |store: &mut Store, ns: [u8; 3]| {
+            store
+                .commit(&Batch {
+                    new_invocations: ns.iter().map(|&n| row(n, u64::from(n))).collect(),
+                    journal: ns.iter().map(|&n| (id(n), 0, vec![n])).collect(),
+                    ..Batch::default()
+                })
+                .unwrap();
+        };
+        create(&mut Store::open(&path, Durability::Os).unwrap(), [1, 2, 3]);
+        let mut store = Store::open(&path, Durability::Os).unwrap();
+        create(&mut store, [4, 5, 6]);
+        for n in 1..=6u8 {
+            assert_eq!(
+                store.journal(&id(n)).unwrap(),
+                vec![vec![n]],
+                "invocation {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transaction_left_open_does_not_block_the_next_commit() {
+        // If a failed commit could not even roll back, its transaction is still open on the
+        // connection; the next commit must finish it off rather than fail to begin.
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let mut store = store_with_invocation_1(&path);
+        store.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        store.commit(&one_entry(0)).unwrap();
+        drop(store);
+        assert_entries(&Store::open(&path, Durability::Os).unwrap(), 1);
+    }
 }
