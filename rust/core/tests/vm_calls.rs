@@ -77,9 +77,11 @@ fn call_invocation_id_and_result_arrive_bidi() {
             finish(vm, b"hello");
         })
         .expect(vec![
-            Command::from(CallFields {
-                name: "greet-call".into(),
-                ..call_cmd_struct("Greeter", "greet", b"p", 1, 2)
+            call_cmd_with("Greeter", "greet", b"p", |c| {
+                let Command::Call { name, .. } = c else {
+                    unreachable!()
+                };
+                *name = "greet-call".into();
             })
             .into(),
             output(b"hello"),
@@ -87,70 +89,11 @@ fn call_invocation_id_and_result_arrive_bidi() {
         ]);
 }
 
-/// `call_cmd` fields, for struct-update syntax in tests.
-fn call_cmd_struct(s: &str, h: &str, p: &[u8], inv: u32, res: u32) -> CallFields {
-    match call_cmd(s, h, p, inv, res) {
-        Command::Call {
-            service_name,
-            handler_name,
-            parameter,
-            headers,
-            key,
-            idempotency_key,
-            scope,
-            limit_key,
-            invocation_id_notification_idx,
-            result_completion_id,
-            name,
-        } => CallFields {
-            service_name,
-            handler_name,
-            parameter,
-            headers,
-            key,
-            idempotency_key,
-            scope,
-            limit_key,
-            invocation_id_notification_idx,
-            result_completion_id,
-            name,
-        },
-        _ => unreachable!(),
-    }
-}
-
-// Struct-update syntax does not work on enum variants; tests build `Command::Call` through
-// this mirror instead.
-struct CallFields {
-    service_name: String,
-    handler_name: String,
-    parameter: Bytes,
-    headers: Vec<Header>,
-    key: String,
-    idempotency_key: Option<String>,
-    scope: Option<String>,
-    limit_key: Option<String>,
-    invocation_id_notification_idx: u32,
-    result_completion_id: u32,
-    name: String,
-}
-
-impl From<CallFields> for Command {
-    fn from(c: CallFields) -> Command {
-        Command::Call {
-            service_name: c.service_name,
-            handler_name: c.handler_name,
-            parameter: c.parameter,
-            headers: c.headers,
-            key: c.key,
-            idempotency_key: c.idempotency_key,
-            scope: c.scope,
-            limit_key: c.limit_key,
-            invocation_id_notification_idx: c.invocation_id_notification_idx,
-            result_completion_id: c.result_completion_id,
-            name: c.name,
-        }
-    }
+/// `call_cmd` with `edit` applied to its fields, for the tests that set more of them.
+fn call_cmd_with(s: &str, h: &str, p: &[u8], edit: impl FnOnce(&mut Command)) -> Command {
+    let mut c = call_cmd(s, h, p, 1, 2);
+    edit(&mut c);
+    c
 }
 
 #[test]
@@ -194,16 +137,41 @@ fn call_with_key_idempotency_key_and_headers() {
             };
             vm.sys_call(t, Bytes::from_static(b"1"), "").unwrap();
         })
-        .expect(vec![Command::from(CallFields {
-            key: "k1".into(),
-            idempotency_key: Some("idem".into()),
-            headers: vec![Header {
+        .expect(vec![call_cmd_with("Counter", "add", b"1", |c| {
+            let Command::Call {
+                key,
+                idempotency_key,
+                headers,
+                ..
+            } = c
+            else {
+                unreachable!()
+            };
+            *key = "k1".into();
+            *idempotency_key = Some("idem".into());
+            *headers = vec![Header {
                 key: "h".into(),
                 value: "v".into(),
-            }],
-            ..call_cmd_struct("Counter", "add", b"1", 1, 2)
+            }];
         })
         .into()]);
+}
+
+/// A call or a one-way call with scope `tenant-a` and limit key `lk`.
+fn scoped(mut c: Command) -> Command {
+    match &mut c {
+        Command::Call {
+            scope, limit_key, ..
+        }
+        | Command::OneWayCall {
+            scope, limit_key, ..
+        } => {
+            *scope = Some("tenant-a".into());
+            *limit_key = Some("lk".into());
+        }
+        _ => unreachable!(),
+    }
+    c
 }
 
 #[test]
@@ -221,26 +189,8 @@ fn scope_and_limit_key_on_v7() {
             vm.sys_send(t, Bytes::new(), None, "").unwrap();
         })
         .expect(vec![
-            Command::from(CallFields {
-                scope: Some("tenant-a".into()),
-                limit_key: Some("lk".into()),
-                ..call_cmd_struct("S", "h", b"", 1, 2)
-            })
-            .into(),
-            Command::OneWayCall {
-                service_name: "S".into(),
-                handler_name: "h".into(),
-                parameter: Bytes::new(),
-                invoke_time: 0,
-                headers: vec![],
-                key: String::new(),
-                idempotency_key: None,
-                scope: Some("tenant-a".into()),
-                limit_key: Some("lk".into()),
-                invocation_id_notification_idx: 3,
-                name: String::new(),
-            }
-            .into(),
+            scoped(call_cmd("S", "h", b"", 1, 2)).into(),
+            scoped(send_cmd("S", "h", b"", 0, 3)).into(),
         ]);
 }
 
