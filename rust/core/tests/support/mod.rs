@@ -211,6 +211,22 @@ impl Driver {
         }
     }
 
+    /// The string values of a selector's children, in the order they complete; each must
+    /// succeed (`what` says why).
+    fn select_strings(&mut self, sel: Handle, what: &str) -> R<Vec<String>> {
+        let mut out = Vec::new();
+        while let Some(h) = self.select(sel)? {
+            out.push(
+                self.json(h)?
+                    .expect(what)
+                    .as_str()
+                    .expect("string")
+                    .to_owned(),
+            );
+        }
+        Ok(out)
+    }
+
     fn loop_len(&self, n: u64) -> u64 {
         if self.mutation == Mutation::OneCommandLess {
             n.saturating_sub(1)
@@ -295,16 +311,7 @@ fn gather_calls(d: &mut Driver, input: Json) -> R<Json> {
         calls.push(d.call("Conformance", "echo", &json!(format!("m{i}")))?);
     }
     let sel = d.vm.selector(&calls)?;
-    let mut results = Vec::new();
-    while let Some(h) = d.select(sel)? {
-        results.push(
-            d.json(h)?
-                .expect("call succeeds")
-                .as_str()
-                .expect("string")
-                .to_owned(),
-        );
-    }
+    let mut results = d.select_strings(sel, "call succeeds")?;
     results.sort();
     Ok(json!(results.join(",")))
 }
@@ -342,16 +349,7 @@ fn completion_order(d: &mut Driver, _input: Json) -> R<Json> {
     let fast = d.run("fast", 100, || ok(json!("b")))?;
     let mid = d.run("mid", 200, || ok(json!("c")))?;
     let sel = d.vm.selector(&[slow, fast, mid])?;
-    let mut out = Vec::new();
-    while let Some(h) = d.select(sel)? {
-        out.push(
-            d.json(h)?
-                .expect("runs succeed")
-                .as_str()
-                .expect("string")
-                .to_owned(),
-        );
-    }
+    let out = d.select_strings(sel, "runs succeed")?;
     Ok(json!(out.join(",")))
 }
 
@@ -424,12 +422,13 @@ pub fn play(
 ) -> Outcome {
     let mut vm = Vm::new(&attempt.content_type, VmOptions::default()).expect("version");
     let mut rest = &attempt.request[..];
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = chunks[i % chunks.len()].clamp(1, rest.len());
-        vm.notify_input(&rest[..n]);
-        rest = &rest[n..];
-        i += 1;
+    for &size in chunks.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+        vm.notify_input(chunk);
+        rest = tail;
     }
     vm.notify_input_closed();
     assert!(
@@ -494,33 +493,12 @@ pub fn same_command(recorded: &Command, ours: &Command) -> bool {
             },
         ) => a == b && x == y,
         (Command::OneWayCall { invoke_time: _, .. }, Command::OneWayCall { .. }) => {
-            let strip = |c: &Command| match c.clone() {
-                Command::OneWayCall {
-                    service_name,
-                    handler_name,
-                    parameter,
-                    headers,
-                    key,
-                    idempotency_key,
-                    scope,
-                    limit_key,
-                    invocation_id_notification_idx,
-                    name,
-                    ..
-                } => Command::OneWayCall {
-                    service_name,
-                    handler_name,
-                    parameter,
-                    invoke_time: 0,
-                    headers,
-                    key,
-                    idempotency_key,
-                    scope,
-                    limit_key,
-                    invocation_id_notification_idx,
-                    name,
-                },
-                c => c,
+            let strip = |c: &Command| {
+                let mut c = c.clone();
+                if let Command::OneWayCall { invoke_time, .. } = &mut c {
+                    *invoke_time = 0;
+                }
+                c
             };
             strip(recorded) == strip(ours)
         }
