@@ -111,25 +111,19 @@ impl Vm {
 
     /// Journals attaching to another invocation's result.
     pub fn sys_attach_invocation(&mut self, target: AttachTarget) -> VmResult<Handle> {
-        self.check_running()?;
-        let id = self.alloc_completion();
-        self.journal_command(Command::AttachInvocation {
+        self.journal_completable(|id| Command::AttachInvocation {
             target,
             result_completion_id: id,
             name: String::new(),
-        })?;
-        Ok(self.completion_leaf(id))
+        })
     }
 
     /// Journals reading another invocation's output (void if it has none yet).
     pub fn sys_get_invocation_output(&mut self, target: AttachTarget) -> VmResult<Handle> {
-        self.check_running()?;
-        let id = self.alloc_completion();
-        self.journal_command(Command::GetInvocationOutput {
+        self.journal_completable(|id| Command::GetInvocationOutput {
             target,
             result_completion_id: id,
             name: String::new(),
-        })?;
-        Ok(self.completion_leaf(id))
+        })
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::error::{codes, Error};
 use crate::protocol::{Command, CommandResult, Failure, Version};
 use crate::util::sha256;
+use crate::vm::futures::Handle;
 use crate::vm::types::Input;
 use crate::vm::{Vm, VmResult};
 
@@ -83,5 +84,15 @@ impl Vm {
             CommandResult::Failure(f) => self.check_failure(f),
             CommandResult::Value(_) => Ok(()),
         }
+    }
+
+    /// Journals the command `command` builds from a new completion id, and returns the
+    /// handle of that completion. The id is taken only once the attempt is known to run.
+    #[inline]
+    fn journal_completable(&mut self, command: impl FnOnce(u32) -> Command) -> VmResult<Handle> {
+        self.check_running()?;
+        let id = self.alloc_completion();
+        self.journal_command(command(id))?;
+        Ok(self.completion_leaf(id))
     }
 }

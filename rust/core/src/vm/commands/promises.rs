@@ -7,26 +7,20 @@ use crate::vm::{Vm, VmResult};
 impl Vm {
     /// Journals a blocking read of a durable promise.
     pub fn sys_get_promise(&mut self, key: &str) -> VmResult<Handle> {
-        self.check_running()?;
-        let id = self.alloc_completion();
-        self.journal_command(Command::GetPromise {
+        self.journal_completable(|id| Command::GetPromise {
             key: key.to_owned(),
             result_completion_id: id,
             name: String::new(),
-        })?;
-        Ok(self.completion_leaf(id))
+        })
     }
 
     /// Journals a non-blocking read of a durable promise (void when not completed).
     pub fn sys_peek_promise(&mut self, key: &str) -> VmResult<Handle> {
-        self.check_running()?;
-        let id = self.alloc_completion();
-        self.journal_command(Command::PeekPromise {
+        self.journal_completable(|id| Command::PeekPromise {
             key: key.to_owned(),
             result_completion_id: id,
             name: String::new(),
-        })?;
-        Ok(self.completion_leaf(id))
+        })
     }
 
     /// Journals completing a durable promise; the handle completes with void, or a failure

@@ -26,14 +26,11 @@ pub fn parse_awakeable_id(id: &str) -> Option<(Vec<u8>, u32)> {
 impl Vm {
     /// Journals a durable timer waking at `wake_up_time_ms` (ms since the UNIX epoch).
     pub fn sys_sleep(&mut self, name: &str, wake_up_time_ms: u64) -> VmResult<Handle> {
-        self.check_running()?;
-        let id = self.alloc_completion();
-        self.journal_command(Command::Sleep {
+        self.journal_completable(|id| Command::Sleep {
             wake_up_time: wake_up_time_ms,
             result_completion_id: id,
             name: name.to_owned(),
-        })?;
-        Ok(self.completion_leaf(id))
+        })
     }
 
     /// Creates an awakeable. No command is journaled: its completion arrives as a signal.
