@@ -129,10 +129,7 @@ fn call_with_key_idempotency_key_and_headers() {
             let t = Target {
                 key: Some("k1".into()),
                 idempotency_key: Some("idem".into()),
-                headers: vec![Header {
-                    key: "h".into(),
-                    value: "v".into(),
-                }],
+                headers: vec![hdr("h", "v")],
                 ..target("Counter", "add")
             };
             vm.sys_call(t, Bytes::from_static(b"1"), "").unwrap();
@@ -149,10 +146,7 @@ fn call_with_key_idempotency_key_and_headers() {
             };
             *key = "k1".into();
             *idempotency_key = Some("idem".into());
-            *headers = vec![Header {
-                key: "h".into(),
-                value: "v".into(),
-            }];
+            *headers = vec![hdr("h", "v")];
         })
         .into()]);
 }

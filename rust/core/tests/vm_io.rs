@@ -52,10 +52,7 @@ fn input_exposes_start_fields_and_headers() {
             s.idempotency_key = Some("idem-a".into());
         })
         .entry(Command::Input {
-            headers: vec![Header {
-                key: "x-h".into(),
-                value: "v".into(),
-            }],
+            headers: vec![hdr("x-h", "v")],
             value: Bytes::from_static(b"in"),
             name: String::new(),
         })
@@ -67,13 +64,7 @@ fn input_exposes_start_fields_and_headers() {
             assert_eq!(input.scope.as_deref(), Some("scope-a"));
             assert_eq!(input.limit_key.as_deref(), Some("limit-a"));
             assert_eq!(input.idempotency_key.as_deref(), Some("idem-a"));
-            assert_eq!(
-                input.headers,
-                vec![Header {
-                    key: "x-h".into(),
-                    value: "v".into()
-                }]
-            );
+            assert_eq!(input.headers, vec![hdr("x-h", "v")]);
             assert_eq!(input.input.as_ref(), b"in");
         });
 }

@@ -379,12 +379,7 @@ fn v7_mismatch_behavior_does_not_apply_to_other_errors() {
     Transcript::v7()
         .options(|o| o.journal_mismatch_behavior = ErrorBehavior::Pause)
         .input(b"")
-        .run(|vm| {
-            vm.sys_input().unwrap();
-            let h = vm.sys_sleep("", 0).unwrap();
-            send(vm, [sleep_cmd(1, 0, "")]);
-            assert_eq!(vm.do_await(h).unwrap_err().code, codes::PROTOCOL_VIOLATION);
-        })
+        .run(command_after_the_journal)
         .expect(vec![
             sleep_cmd(1, 0, ""),
             err(codes::PROTOCOL_VIOLATION).behavior(ErrorBehavior::Retry as u32),
@@ -515,13 +510,6 @@ fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-fn hdr(k: &str, v: &str) -> Header {
-    Header {
-        key: k.into(),
-        value: v.into(),
-    }
-}
-
 fn some(s: &str) -> Option<String> {
     Some(s.to_owned())
 }
@@ -531,14 +519,7 @@ fn value(s: &str) -> CommandResult {
 }
 
 fn failed(code: u32, message: &str, metadata: &[(&str, &str)]) -> CommandResult {
-    CommandResult::Failure(Failure {
-        code,
-        message: message.into(),
-        metadata: metadata
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    })
+    CommandResult::Failure(failure_meta(code, message, metadata))
 }
 
 /// Awakeable ids of invocation `test-invocation-id`, signals 17 and 18.

@@ -32,12 +32,7 @@ fn command_after_the_journal_before_the_handler_runs() {
 fn command_after_the_journal_while_processing() {
     let mut ran = Transcript::v7()
         .input(b"")
-        .run(|vm| {
-            vm.sys_input().unwrap();
-            let h = vm.sys_sleep("", 0).unwrap();
-            send(vm, [sleep_cmd(1, 0, "")]);
-            assert_eq!(vm.do_await(h).unwrap_err().code, codes::PROTOCOL_VIOLATION);
-        })
+        .run(command_after_the_journal)
         .expect(vec![sleep_cmd(1, 0, ""), err(codes::PROTOCOL_VIOLATION)]);
     closed_with(&mut ran, codes::PROTOCOL_VIOLATION);
 }

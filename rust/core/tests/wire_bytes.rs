@@ -14,14 +14,14 @@
 
 mod common;
 
-use common::{Bytes, INVOCATION_ID};
+use common::{failure_meta, hdr, Bytes, INVOCATION_ID};
 use durable_futures_core::protocol::{
     decode_all, encode_frame, CombinatorType, Command, ErrorMessage, Message, MessageType,
     Notification, NotificationId, SignalRef, StartMessage, WireFuture, REQUESTED_ACK,
 };
 use durable_futures_core::{
-    AttachTarget, AwaitOutcome, CommandResult, Failure, Header, NotificationResult, RetryPolicy,
-    RunExit, SelectOutcome, State, Target, Value, Version, Vm, VmOptions,
+    AttachTarget, AwaitOutcome, CommandResult, NotificationResult, RetryPolicy, RunExit,
+    SelectOutcome, State, Target, Value, Version, Vm, VmOptions,
 };
 
 // ---- helpers -----------------------------------------------------------------------------------
@@ -89,24 +89,6 @@ fn notification(ty: MessageType, id: NotificationId, result: NotificationResult,
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn hdr(k: &str, v: &str) -> Header {
-    Header {
-        key: k.into(),
-        value: v.into(),
-    }
-}
-
-fn failure(code: u32, message: &str, metadata: &[(&str, &str)]) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-        metadata: metadata
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
 }
 
 /// 1_700_000_000_000 ms (2023-11-14) as a varint.
@@ -344,7 +326,7 @@ fn input_and_output_command_bytes() {
     );
     command(
         Command::Output {
-            result: Some(CommandResult::Failure(failure(
+            result: Some(CommandResult::Failure(failure_meta(
                 500,
                 "boom",
                 &[("k", "v"), ("a", "b")],
@@ -394,7 +376,7 @@ fn propose_run_completion_bytes() {
     wire(
         Message::ProposeRunCompletion {
             result_completion_id: 2,
-            result: CommandResult::Failure(failure(500, "boom", &[])),
+            result: CommandResult::Failure(failure_meta(500, "boom", &[])),
         },
         0,
         0x0005,
@@ -575,7 +557,7 @@ fn promise_command_bytes() {
     command(
         Command::CompletePromise {
             key: "approval".into(),
-            completion: Some(CommandResult::Failure(failure(403, "denied", &[]))),
+            completion: Some(CommandResult::Failure(failure_meta(403, "denied", &[]))),
             result_completion_id: 4,
             name: String::new(),
         },
@@ -611,7 +593,7 @@ fn awakeable_and_signal_command_bytes() {
     command(
         Command::CompleteAwakeable {
             awakeable_id: "sign_1xyz".into(),
-            result: CommandResult::Failure(failure(500, "no", &[])),
+            result: CommandResult::Failure(failure_meta(500, "no", &[])),
             name: "n".into(),
         },
         0x0414,
@@ -665,7 +647,7 @@ fn awakeable_and_signal_command_bytes() {
         Command::SendSignal {
             target_invocation_id: "inv_t".into(),
             signal: SignalRef::Name("approved".into()),
-            result: Some(CommandResult::Failure(failure(409, "", &[]))),
+            result: Some(CommandResult::Failure(failure_meta(409, "", &[]))),
             entry_name: String::new(),
         },
         0x0410,
@@ -911,7 +893,7 @@ fn completion_notification_bytes() {
     use NotificationId::Completion;
     let void = NotificationResult::Void;
     let value = |s: &str| NotificationResult::Value(b(s));
-    let fail = NotificationResult::Failure(failure(500, "no", &[("k", "v")]));
+    let fail = NotificationResult::Failure(failure_meta(500, "no", &[("k", "v")]));
     // 6 failure{1 code = 500, 2 message "no", 3 metadata{k: v}}
     let fail_bytes: &[u8] = &[
         0x32, 0x0F, 0x08, 0xF4, 0x03, 0x12, 0x02, b'n', b'o', 0x1A, 0x06, 0x0A, 0x01, b'k', 0x12,
@@ -1007,7 +989,7 @@ fn signal_notification_bytes() {
     notification(
         ty,
         NotificationId::SignalName("approved".into()),
-        NotificationResult::Failure(failure(500, "no", &[])),
+        NotificationResult::Failure(failure_meta(500, "no", &[])),
         &cat(&[
             &[0x1A, 0x08],
             b"approved",
@@ -1188,7 +1170,7 @@ fn vm_writes_hand_written_command_frames_and_reads_hand_written_notifications() 
     assert_eq!(await_value(&mut vm, awk.handle), Value::Value(b("ok")));
     assert_eq!(
         await_value(&mut vm, named),
-        Value::Failure(failure(500, "no", &[]))
+        Value::Failure(failure_meta(500, "no", &[]))
     );
 
     vm.sys_write_output(CommandResult::Value(b("ok"))).unwrap();
@@ -1263,7 +1245,10 @@ fn vm_state_and_promise_commands_match_hand_written_frames() {
     let peek = vm.sys_peek_promise("p").unwrap();
     expect(&mut vm, 0x040A, &[0x0A, 0x01, b'p', 0x58, 0x07]);
     let done = vm
-        .sys_complete_promise("p", CommandResult::Failure(failure(403, "denied", &[])))
+        .sys_complete_promise(
+            "p",
+            CommandResult::Failure(failure_meta(403, "denied", &[])),
+        )
         .unwrap();
     expect(
         &mut vm,
@@ -1306,7 +1291,7 @@ fn vm_state_and_promise_commands_match_hand_written_frames() {
     ]));
     assert_eq!(
         await_value(&mut vm, attach),
-        Value::Failure(failure(500, "", &[]))
+        Value::Failure(failure_meta(500, "", &[]))
     );
     assert_eq!(await_value(&mut vm, output), Value::Void);
 

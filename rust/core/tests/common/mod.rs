@@ -396,10 +396,18 @@ pub fn val(b: &[u8]) -> Value {
 
 /// A failure as the VM hands it out.
 pub fn failure(code: u32, message: &str) -> Failure {
+    failure_meta(code, message, &[])
+}
+
+/// A failure with metadata.
+pub fn failure_meta(code: u32, message: &str, metadata: &[(&str, &str)]) -> Failure {
     Failure {
         code,
         message: message.to_owned(),
-        metadata: Vec::new(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -408,6 +416,23 @@ pub fn finish(vm: &mut Vm, value: &[u8]) {
     vm.sys_write_output(CommandResult::Value(Bytes::copy_from_slice(value)))
         .unwrap();
     vm.sys_end().unwrap();
+}
+
+/// Sleeps, then receives a command while processing (after the journal): awaiting the sleep
+/// is a protocol violation.
+pub fn command_after_the_journal(vm: &mut Vm) {
+    vm.sys_input().unwrap();
+    let h = vm.sys_sleep("", 0).unwrap();
+    send(vm, [sleep_cmd(1, 0, "")]);
+    assert_eq!(vm.do_await(h).unwrap_err().code, codes::PROTOCOL_VIOLATION);
+}
+
+/// A header `k: v`.
+pub fn hdr(k: &str, v: &str) -> Header {
+    Header {
+        key: k.into(),
+        value: v.into(),
+    }
 }
 
 /// A call target without key or options.
@@ -612,18 +637,14 @@ pub fn sleep_done(id: u32) -> Frame {
 }
 
 pub fn run_done(id: u32, value: &[u8]) -> Frame {
-    completion(
-        MessageType::RunCompletionNotification,
-        id,
-        NotificationResult::Value(b(value)),
-    )
+    completion(MessageType::RunCompletionNotification, id, nvalue(value))
 }
 
 pub fn run_failed(id: u32, code: u32, message: &str) -> Frame {
     completion(
         MessageType::RunCompletionNotification,
         id,
-        NotificationResult::Failure(failure(code, message)),
+        nfailure(code, message),
     )
 }
 
@@ -636,18 +657,14 @@ pub fn call_id(id: u32, invocation_id: &str) -> Frame {
 }
 
 pub fn call_done(id: u32, value: &[u8]) -> Frame {
-    completion(
-        MessageType::CallCompletionNotification,
-        id,
-        NotificationResult::Value(b(value)),
-    )
+    completion(MessageType::CallCompletionNotification, id, nvalue(value))
 }
 
 pub fn call_failed(id: u32, code: u32, message: &str) -> Frame {
     completion(
         MessageType::CallCompletionNotification,
         id,
-        NotificationResult::Failure(failure(code, message)),
+        nfailure(code, message),
     )
 }
 
@@ -655,9 +672,7 @@ pub fn lazy_state(id: u32, value: Option<&[u8]>) -> Frame {
     completion(
         MessageType::GetLazyStateCompletionNotification,
         id,
-        value.map_or(NotificationResult::Void, |v| {
-            NotificationResult::Value(b(v))
-        }),
+        value.map_or(NotificationResult::Void, nvalue),
     )
 }
 
