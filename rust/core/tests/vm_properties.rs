@@ -870,17 +870,6 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
         )
 }
 
-fn model_config() -> Config {
-    Config {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 /// Live frames: on V7 a proposed run may be acknowledged instead of echoed, at the same
 /// position in the order (§1.7).
 fn live_frames(s: &Scenario, leaves: &[Leaf], proposed: &[bool]) -> Vec<Frame> {
@@ -900,8 +889,36 @@ fn no_error(out: &[Frame]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Sends the notifications after the first `delivered` live and exercises the scenario's
+/// combinator and selector: the attempt stays open and writes no error.
+fn play_live(
+    s: &Scenario,
+    vm: Vm,
+    handles: Vec<Handle>,
+    leaves: &[Leaf],
+    pos: &[usize],
+    delivered: usize,
+    proposed: &[bool],
+) -> Result<(), TestCaseError> {
+    let mut sim = Sim {
+        vm,
+        frames: live_frames(s, leaves, proposed),
+        delivered,
+        popped: 0,
+        batches: &s.batches,
+        next_batch: 0,
+        leaves,
+        handles,
+        pos,
+    };
+    sim.deliver(s.early);
+    sim.exercise(&s.combinator, &s.selector)?;
+    prop_assert_ne!(sim.vm.state(), State::Closed);
+    no_error(&decode(&sim.vm.take_output()))
+}
+
 proptest! {
-    #![proptest_config(model_config())]
+    #![proptest_config(config())]
 
     #[test]
     fn selectors_and_combinators_agree_with_the_reference_model(s in arb_scenario()) {
@@ -937,21 +954,8 @@ proptest! {
             .filter(|(k, _)| *k != Planned::Awakeable)
             .count();
         prop_assert_eq!(commands.len(), expected_commands);
-        let mut sim = Sim {
-            vm,
-            frames: live_frames(&s, &leaves, &vec![true; leaves.len()]),
-            delivered: 0,
-            popped: 0,
-            batches: &s.batches,
-            next_batch: 0,
-            leaves: &leaves,
-            handles,
-            pos: &pos,
-        };
-        sim.deliver(s.early);
-        sim.exercise(&s.combinator, &s.selector)?;
-        prop_assert_ne!(sim.vm.state(), State::Closed);
-        no_error(&decode(&sim.vm.take_output()))?;
+        let proposed = vec![true; leaves.len()];
+        play_live(&s, vm, handles, &leaves, &pos, 0, &proposed)?;
 
         // 2. Replay: the journal holds the commands written above and the first `replayed`
         // notifications; the rest arrive live. Same order in, same resolution out.
@@ -977,20 +981,6 @@ proptest! {
             prop_assert!(!matches!(f.msg, Message::Command(_)), "re-emitted {:?}", f);
         }
         let proposed: Vec<bool> = (0..leaves.len()).map(|l| pos[l] >= s.replayed).collect();
-        let mut sim = Sim {
-            vm: ran.vm,
-            frames: live_frames(&s, &leaves, &proposed),
-            delivered: s.replayed,
-            popped: 0,
-            batches: &s.batches,
-            next_batch: 0,
-            leaves: &leaves,
-            handles,
-            pos: &pos,
-        };
-        sim.deliver(s.early);
-        sim.exercise(&s.combinator, &s.selector)?;
-        prop_assert_ne!(sim.vm.state(), State::Closed);
-        no_error(&decode(&sim.vm.take_output()))?;
+        play_live(&s, ran.vm, handles, &leaves, &pos, s.replayed, &proposed)?;
     }
 }
