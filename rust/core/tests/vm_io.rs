@@ -159,6 +159,20 @@ fn output_already_in_the_journal_is_replayed_not_written() {
         .expect(vec![end()]);
 }
 
+/// A complete V6 journal of input `1` and output `2`, replayed with these options.
+fn output_2_recorded(options: impl FnOnce(&mut VmOptions)) -> Transcript {
+    Transcript::v6()
+        .options(options)
+        .input(b"1")
+        .entry(output(b"2"))
+        .closed()
+}
+
+/// The journal mismatch on the recorded output command (entry 1).
+fn output_mismatch() -> Frame {
+    err(codes::JOURNAL_MISMATCH).related(1, MessageType::OutputCommand, None)
+}
+
 #[test]
 fn output_replayed_v7_input_open() {
     Transcript::v7()
@@ -173,10 +187,7 @@ fn output_replayed_v7_input_open() {
 
 #[test]
 fn replayed_output_with_other_value_is_a_mismatch() {
-    Transcript::v6()
-        .input(b"1")
-        .entry(output(b"2"))
-        .closed()
+    output_2_recorded(|_| {})
         .run(|vm| {
             vm.sys_input().unwrap();
             let e = vm
@@ -184,20 +195,12 @@ fn replayed_output_with_other_value_is_a_mismatch() {
                 .unwrap_err();
             assert_eq!(e.code, codes::JOURNAL_MISMATCH);
         })
-        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
-            1,
-            MessageType::OutputCommand,
-            None,
-        )]);
+        .expect(vec![output_mismatch()]);
 }
 
 #[test]
 fn replay_with_payload_checks_off_accepts_another_output_value() {
-    Transcript::v6()
-        .options(|o| o.payload_checks = false)
-        .input(b"1")
-        .entry(output(b"2"))
-        .closed()
+    output_2_recorded(|o| o.payload_checks = false)
         .run(|vm| {
             vm.sys_input().unwrap();
             finish(vm, b"3");
@@ -207,21 +210,13 @@ fn replay_with_payload_checks_off_accepts_another_output_value() {
 
 #[test]
 fn replay_with_payload_checks_off_still_compares_value_versus_failure() {
-    Transcript::v6()
-        .options(|o| o.payload_checks = false)
-        .input(b"1")
-        .entry(output(b"2"))
-        .closed()
+    output_2_recorded(|o| o.payload_checks = false)
         .run(|vm| {
             vm.sys_input().unwrap();
             vm.sys_write_output(CommandResult::Failure(failure(500, "x")))
                 .unwrap_err();
         })
-        .expect(vec![err(codes::JOURNAL_MISMATCH).related(
-            1,
-            MessageType::OutputCommand,
-            None,
-        )]);
+        .expect(vec![output_mismatch()]);
 }
 
 #[test]
