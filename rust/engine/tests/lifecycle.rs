@@ -16,7 +16,7 @@ use durable_futures_core::{
 };
 use durable_futures_engine::engine::{Attempt, Effect, Engine, RetryOptions, Submission};
 use durable_futures_engine::model::{InvocationId, Outcome};
-use durable_futures_engine::store::Store;
+use durable_futures_engine::store::{Durability, Store};
 
 const START: u64 = 1_000_000;
 
@@ -674,4 +674,52 @@ fn a_completion_released_after_the_attempt_suspended_wakes_it_again() {
     h.run_until_idle();
     assert_eq!(h.outcome(a.id), success("\"rested\""));
     assert_eq!(h.completed_at(a.id), START + 100);
+}
+
+/// While an attempt is in flight, the invocation gets no second attempt — even after a
+/// failed commit left it both woken and scheduled to resume.
+#[test]
+fn an_invocation_never_runs_two_attempts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("engine.db"), Durability::Os).unwrap();
+    let mut h = Host::with_retry(retry(None));
+    h.engine = Engine::open(store, retry(None)).unwrap();
+    h.handler("nap", |vm, _| {
+        let t = ok(vm.sys_sleep("", START + 100));
+        wait(vm, t)?;
+        Ok(b"\"rested\"".to_vec())
+    });
+    let id = h.submit("S", "nap", "", b"null");
+    h.commit();
+    let a = h.next_attempt();
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    h.commit();
+
+    // The timer fires into a batch that cannot be written (the disk is full).
+    h.now = START + 100;
+    assert_eq!(h.engine.fire_timers(h.now), 1);
+    h.engine.set_size_limit(Some(0)).unwrap();
+    h.submit("S", "nap", "", &vec![b'7'; 1 << 20]);
+    assert!(h.engine.commit(h.now).is_err());
+    h.engine.set_size_limit(None).unwrap();
+
+    // Room again: the timer fires again and the invocation resumes.
+    h.engine.fire_timers(h.now);
+    h.commit();
+    let running = h.next_attempt();
+    assert_eq!(running.id, id);
+    for later in [0, 10, 100] {
+        h.now = START + 100 + later;
+        h.commit();
+        assert_eq!(
+            h.engine.next_attempt(h.now).unwrap(),
+            None,
+            "a second attempt while one runs"
+        );
+    }
+    let out = h.play(&running);
+    h.engine.on_output(running.id, running.token, &out, h.now);
+    h.commit();
+    assert_eq!(h.outcome(id), success("\"rested\""));
 }
