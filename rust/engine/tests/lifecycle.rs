@@ -723,3 +723,58 @@ fn an_invocation_never_runs_two_attempts_at_once() {
     h.commit();
     assert_eq!(h.outcome(id), success("\"rested\""));
 }
+
+// ---- what the host asks of the engine ----------------------------------------------------------
+
+/// Sleeps until the time given as input; answers "cancelled" if it is cancelled first.
+fn hold_unless_cancelled(vm: &mut Vm, input: &Input) -> R<Vec<u8>> {
+    let until: u64 = input_text(input).parse().unwrap();
+    let h = ok(vm.sys_sleep("", until));
+    match vm.do_await(h).map_err(|_| Stop::Ended)? {
+        AwaitOutcome::Ready => Ok(b"\"held\"".to_vec()),
+        AwaitOutcome::Cancelled => Ok(b"\"cancelled\"".to_vec()),
+        AwaitOutcome::Suspended => Err(Stop::Suspended),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The host's view of invocations: how many are unfinished, each one's outcome once it has
+/// one, the list of them; and cancelling reaches a handler that waits, while cancelling an
+/// unknown invocation is an error.
+#[test]
+fn the_host_sees_outcomes_unfinished_invocations_and_cancels_them() {
+    let mut host = Host::new();
+    host.handler("hold", hold_unless_cancelled);
+    let until = (START + 60_000).to_string();
+    let first = host.submit("Svc", "hold", "", until.as_bytes());
+    let second = host.submit("Svc", "hold", "", until.as_bytes());
+    host.commit();
+    assert_eq!(host.engine.unfinished(), 2);
+    for _ in 0..2 {
+        host.commit();
+        let a = host.next_attempt();
+        let out = host.play(&a);
+        host.engine.on_output(a.id, a.token, &out, host.now);
+    }
+    host.commit();
+    assert_eq!(host.engine.outcome(&first).unwrap(), None, "still sleeping");
+    let listed: Vec<InvocationId> = host.engine.list(10).unwrap().iter().map(|r| r.id).collect();
+    assert!(
+        listed.contains(&first) && listed.contains(&second),
+        "{listed:?}"
+    );
+
+    host.engine.cancel(first).unwrap();
+    host.run_until_idle();
+    assert_eq!(host.outcome(first), success("\"cancelled\""));
+    assert_eq!(host.outcome(second), success("\"held\""));
+    assert_eq!(
+        host.engine.outcome(&first).unwrap(),
+        Some(success("\"cancelled\""))
+    );
+    assert_eq!(host.engine.unfinished(), 0);
+    assert!(
+        host.engine.cancel(first).is_err(),
+        "a finished invocation cannot be cancelled"
+    );
+}
