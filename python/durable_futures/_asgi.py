@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -99,7 +100,7 @@ async def lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-class HttpApp:
+class HttpApp(ABC):
     """Base of the package's ASGI apps: answers the lifespan protocol, ignores other scopes
     (websockets) and hands HTTP requests to :meth:`http`. Served by hypercorn, the server the
     apps are meant for, the first scope guards it (:func:`guard_hypercorn`)."""
@@ -112,9 +113,9 @@ class HttpApp:
         elif scope["type"] == "http":
             await self.http(scope, receive, send)
 
+    @abstractmethod
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answers one HTTP request."""
-        raise NotImplementedError
 
 
 # ---- hypercorn's HTTP/2 KeyError --------------------------------------------------------------
