@@ -32,6 +32,7 @@ from .futures import (
     TimerFuture,
 )
 from .local import LocalEngine
+from .policy import RetryPolicy
 from .serde import BytesSerde, JsonSerde, Serde
 from .service import Handler, Service, VirtualObject
 
@@ -52,6 +53,7 @@ __all__ = [
     "ProtocolError",
     "ResponseFuture",
     "RunFuture",
+    "RetryPolicy",
     "RunOptions",
     "Selector",
     "SendHandle",
