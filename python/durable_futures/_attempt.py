@@ -92,6 +92,8 @@ class Attempt:
         self._sync_handler_running = False
         # ``runs_in_flight``: a counter shared with other attempts (see ``Runs``).
         self.runs = Runs(self, runs_in_flight)
+        # The exception that failed the handler, if one did (a host may report where).
+        self.error: BaseException | None = None
         # What ``wait`` asks the VM for a future's value and a selector's next handle
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
@@ -386,6 +388,7 @@ class Attempt:
         except Suspended:
             pass
         except Exception as e:  # noqa: BLE001 - the attempt fails and the runtime retries
+            self.error = e
             with self.lock:
                 # A closed VM already wrote its terminator (e.g. a journal mismatch).
                 if not self.vm.is_closed():
