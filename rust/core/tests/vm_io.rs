@@ -339,7 +339,96 @@ fn notify_error_writes_the_error_and_closes() {
         .expect(vec![err(500)
             .message_contains("handler blew up")
             .stacktrace("trace")
-            .retry_delay(250)]);
+            .retry_delay(250)
+            .related(0, MessageType::InputCommand, None)]);
+}
+
+// ---- the command a handler's failure is about -------------------------------------------------
+
+#[test]
+fn a_handler_error_names_the_last_command_it_wrote() {
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.sys_run("prepare").unwrap();
+            vm.sys_sleep("nap", 100).unwrap();
+            vm.sys_run("charge").unwrap();
+            vm.notify_error(Error::new(500, "card declined"));
+        })
+        .expect(vec![
+            run_cmd(1, "prepare"),
+            sleep_cmd(2, 100, "nap"),
+            run_cmd(3, "charge"),
+            err(500).message_contains("card declined").related(
+                3,
+                MessageType::RunCommand,
+                Some("charge"),
+            ),
+        ]);
+}
+
+#[test]
+fn a_handler_error_while_replaying_names_the_last_recorded_command_consumed() {
+    // The run is consumed by the replay fast path (no decoding), the sleep by the general
+    // one: either way the failure names the last one, its name read from the journal.
+    let replayed = |then_run: bool| {
+        Transcript::v6()
+            .input(b"")
+            .entry(sleep_cmd(1, 100, "nap"))
+            .entry(run_cmd(2, "charge"))
+            .entry(run_cmd(3, "notify"))
+            .closed()
+            .run(move |vm| {
+                vm.sys_input().unwrap();
+                vm.sys_sleep("nap", 100).unwrap();
+                if then_run {
+                    vm.sys_run("charge").unwrap();
+                }
+                assert!(vm.is_replaying());
+                vm.notify_error(Error::new(503, "down"));
+            })
+    };
+    replayed(true).expect(vec![err(503).message_contains("down").related(
+        2,
+        MessageType::RunCommand,
+        Some("charge"),
+    )]);
+    replayed(false).expect(vec![err(503).message_contains("down").related(
+        1,
+        MessageType::SleepCommand,
+        Some("nap"),
+    )]);
+}
+
+#[test]
+fn a_handler_error_with_its_own_command_or_before_any_keeps_what_it_says() {
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            vm.sys_run("prepare").unwrap();
+            let own = durable_futures_core::RelatedCommand {
+                index: 0,
+                ty: MessageType::InputCommand,
+                name: Some("mine".into()),
+            };
+            vm.notify_error(Error::new(500, "own").with_related(own));
+        })
+        .expect(vec![
+            run_cmd(1, "prepare"),
+            err(500)
+                .message_contains("own")
+                .related(0, MessageType::InputCommand, Some("mine")),
+        ]);
+    // Before the input is read, there is no command to name.
+    Transcript::v6()
+        .input(b"")
+        .closed()
+        .run(|vm| vm.notify_error(Error::new(500, "early")))
+        .expect(vec![err(500).message_contains("early")]);
 }
 
 #[test]

@@ -406,7 +406,9 @@ fn proposals_after_close_are_ignored() {
         .expect(vec![
             run_cmd(1, "a"),
             sleep_cmd(2, 0, ""),
-            err(500).message_contains("other failure"),
+            err(500)
+                .message_contains("other failure")
+                .related(2, MessageType::SleepCommand, None),
         ]);
 }
 

@@ -170,6 +170,35 @@ impl MessageType {
     pub fn is_notification(self) -> bool {
         (0x8000..=0xFBFF).contains(&self.code())
     }
+
+    /// What a command of this type is, in a word or two of the handler's terms: `"run"`,
+    /// `"sleep"`, `"call"`, `"state get"`, ... (the words journal-mismatch messages use);
+    /// `"command"` for every type that is not a command.
+    pub fn kind(self) -> &'static str {
+        match self {
+            MessageType::InputCommand => "input",
+            MessageType::OutputCommand => "output",
+            MessageType::GetLazyStateCommand | MessageType::GetEagerStateCommand => "state get",
+            MessageType::SetStateCommand => "state set",
+            MessageType::ClearStateCommand => "state clear",
+            MessageType::ClearAllStateCommand => "clear of all state",
+            MessageType::GetLazyStateKeysCommand | MessageType::GetEagerStateKeysCommand => {
+                "listing of state keys"
+            }
+            MessageType::GetPromiseCommand => "promise get",
+            MessageType::PeekPromiseCommand => "promise peek",
+            MessageType::CompletePromiseCommand => "promise completion",
+            MessageType::SleepCommand => "sleep",
+            MessageType::CallCommand => "call",
+            MessageType::OneWayCallCommand => "send",
+            MessageType::SendSignalCommand => "signal",
+            MessageType::RunCommand => "run",
+            MessageType::AttachInvocationCommand => "attach",
+            MessageType::GetInvocationOutputCommand => "invocation output get",
+            MessageType::CompleteAwakeableCommand => "awakeable completion",
+            _ => "command",
+        }
+    }
 }
 
 /// A decoded frame header.
@@ -239,5 +268,44 @@ mod tests {
         );
         assert!(MessageType::SignalNotification.is_notification());
         assert!(MessageType::CompleteAwakeableCommand.is_command());
+    }
+
+    #[test]
+    fn every_command_has_a_word_and_nothing_else_does() {
+        use MessageType as T;
+        let words = [
+            (T::InputCommand, "input"),
+            (T::OutputCommand, "output"),
+            (T::GetLazyStateCommand, "state get"),
+            (T::GetEagerStateCommand, "state get"),
+            (T::SetStateCommand, "state set"),
+            (T::ClearStateCommand, "state clear"),
+            (T::ClearAllStateCommand, "clear of all state"),
+            (T::GetLazyStateKeysCommand, "listing of state keys"),
+            (T::GetEagerStateKeysCommand, "listing of state keys"),
+            (T::GetPromiseCommand, "promise get"),
+            (T::PeekPromiseCommand, "promise peek"),
+            (T::CompletePromiseCommand, "promise completion"),
+            (T::SleepCommand, "sleep"),
+            (T::CallCommand, "call"),
+            (T::OneWayCallCommand, "send"),
+            (T::SendSignalCommand, "signal"),
+            (T::RunCommand, "run"),
+            (T::AttachInvocationCommand, "attach"),
+            (T::GetInvocationOutputCommand, "invocation output get"),
+            (T::CompleteAwakeableCommand, "awakeable completion"),
+        ];
+        for (ty, word) in words {
+            assert_eq!(ty.kind(), word, "{ty:?}");
+        }
+        for code in 0..=u16::MAX {
+            match MessageType::from_code(code) {
+                Some(t) if t.is_command() => {
+                    assert!(words.iter().any(|(w, _)| *w == t), "{t:?} has no word")
+                }
+                Some(t) => assert_eq!(t.kind(), "command", "{t:?}"),
+                None => {}
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use crate::error::{codes, Error};
-use crate::protocol::{AttachTarget, Command, CommandResult, MessageType, RawFrame, SignalRef};
+use crate::protocol::{AttachTarget, Command, CommandResult, RawFrame, SignalRef};
 use crate::vm::transitions::journal::related;
 
 /// A rendering longer than this many bytes is cut (at a character boundary) and marked "…".
@@ -55,7 +55,7 @@ pub(crate) fn journal_mismatch(
     };
     let recorded_text = match command {
         Some(c) => render(c),
-        None => format!("a command that cannot be decoded ({})", kind_of(ty)),
+        None => format!("a command that cannot be decoded ({})", ty.kind()),
     };
     let mut message =
         format!("journal mismatch at command index {index}: the journal recorded {recorded_text}, but the handler now ");
@@ -228,33 +228,6 @@ fn render_target(s: &mut String, target: &AttachTarget) {
     };
 }
 
-/// What a command of type `ty` is, in a word or two.
-fn kind_of(ty: MessageType) -> &'static str {
-    match ty {
-        MessageType::InputCommand => "input",
-        MessageType::OutputCommand => "output",
-        MessageType::GetLazyStateCommand | MessageType::GetEagerStateCommand => "state get",
-        MessageType::SetStateCommand => "state set",
-        MessageType::ClearStateCommand => "state clear",
-        MessageType::ClearAllStateCommand => "clear of all state",
-        MessageType::GetLazyStateKeysCommand | MessageType::GetEagerStateKeysCommand => {
-            "listing of state keys"
-        }
-        MessageType::GetPromiseCommand => "promise get",
-        MessageType::PeekPromiseCommand => "promise peek",
-        MessageType::CompletePromiseCommand => "promise completion",
-        MessageType::SleepCommand => "sleep",
-        MessageType::CallCommand => "call",
-        MessageType::OneWayCallCommand => "send",
-        MessageType::SendSignalCommand => "signal",
-        MessageType::RunCommand => "run",
-        MessageType::AttachInvocationCommand => "attach",
-        MessageType::GetInvocationOutputCommand => "invocation output get",
-        MessageType::CompleteAwakeableCommand => "awakeable completion",
-        _ => "command",
-    }
-}
-
 /// Cuts `s` to at most [`MAX_RENDERING`] bytes at a character boundary, marked with "…".
 fn cut(mut s: String) -> String {
     if s.len() > MAX_RENDERING {
@@ -273,7 +246,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::{Failure, Header};
+    use crate::protocol::{Failure, Header, MessageType};
     use crate::vm::replay::{compare, Comparison};
 
     fn call(handler: &str, key: &str, parameter: &'static [u8]) -> Command {

@@ -59,7 +59,9 @@ use self::futures::{HandleKind, Node};
 use self::notifications::Notifications;
 use self::state::Phase;
 use crate::error::Error;
-use crate::protocol::{encode_frame, Decoder, Message, NotificationId, StartMessage, Version};
+use crate::protocol::{
+    encode_frame, Command, Decoder, Message, NotificationId, RawFrame, StartMessage, Version,
+};
 
 /// Signal 1: the runtime's cancellation of this invocation.
 const CANCEL_SIGNAL_ID: u32 = 1;
@@ -80,6 +82,9 @@ pub struct Vm {
     recorded_commands: u32,
     /// Index of the last command consumed or written (Input = 0); -1 before any.
     command_index: i64,
+    /// That command itself, so that a failure of the handler can name the command it failed
+    /// at. Moved in, never copied: keeping it costs the replay nothing.
+    last_command: LastCommand,
     next_completion_id: u32,
     next_signal_id: u32,
     /// No new entry written yet in this attempt: the retry counters from `StartMessage`
@@ -97,6 +102,17 @@ pub struct Vm {
 }
 
 type VmResult<T> = Result<T, Error>;
+
+/// The last command the handler consumed (replaying) or wrote (processing).
+#[derive(Debug)]
+enum LastCommand {
+    /// None yet.
+    None,
+    /// A recorded command, still a frame (decoded only if a failure needs its name).
+    Recorded(RawFrame),
+    /// A command written in this attempt.
+    Written(Command),
+}
 
 impl Vm {
     /// Creates a VM for a request with the given `content-type` header value.
@@ -117,6 +133,7 @@ impl Vm {
             start: StartMessage::default(),
             recorded_commands: 0,
             command_index: -1,
+            last_command: LastCommand::None,
             next_completion_id: 1,
             next_signal_id: FIRST_AWAKEABLE_SIGNAL_ID,
             fresh: true,

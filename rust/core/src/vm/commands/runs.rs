@@ -10,7 +10,7 @@ use crate::vm::futures::{Handle, HandleKind};
 use crate::vm::notifications::Value;
 use crate::vm::transitions::journal::related;
 use crate::vm::types::{ErrorBehavior, RunExit, RunHandle};
-use crate::vm::{Vm, VmResult};
+use crate::vm::{LastCommand, Vm, VmResult};
 
 /// A run the handler journaled in this attempt whose result was not replayed.
 #[derive(Debug)]
@@ -33,7 +33,9 @@ impl Vm {
             f.ty == MessageType::RunCommand && run_command_is(&f.payload, id, name)
         });
         if recorded_here {
-            self.pop_recorded();
+            if let Some(frame) = self.pop_recorded() {
+                self.last_command = LastCommand::Recorded(frame);
+            }
             self.command_index += 1;
         } else {
             self.journal_command(Command::Run {

@@ -13,7 +13,7 @@ use crate::protocol::{Command, Message, MessageType, RawFrame};
 use crate::vm::mismatch::{journal_mismatch, Attempted, Recorded};
 use crate::vm::replay::{self, Comparison};
 use crate::vm::state::Phase;
-use crate::vm::{Vm, VmResult};
+use crate::vm::{LastCommand, Vm, VmResult};
 
 /// The command an error is about, as `ErrorMessage` names it.
 pub(crate) fn related(index: u32, ty: MessageType, name: &str) -> RelatedCommand {
@@ -89,9 +89,13 @@ impl Vm {
         self.check_running()?;
         let index = self.next_index();
         let Some(frame) = self.pop_recorded() else {
-            self.write(&Message::Command(cmd), 0);
+            let msg = Message::Command(cmd);
+            self.write(&msg, 0);
             self.command_index = i64::from(index);
             self.fresh = false;
+            if let Message::Command(cmd) = msg {
+                self.last_command = LastCommand::Written(cmd);
+            }
             return Ok(None);
         };
         let recorded = match Command::decode(frame.ty, &frame.payload) {
@@ -107,6 +111,7 @@ impl Vm {
         let differing = match compare(&recorded, &cmd) {
             Comparison::Same => {
                 self.command_index = i64::from(index);
+                self.last_command = LastCommand::Recorded(frame);
                 return Ok(Some(recorded));
             }
             Comparison::OtherKind => Vec::new(),

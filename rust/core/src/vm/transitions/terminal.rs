@@ -8,17 +8,39 @@
 //!
 //! The handler's output is journaled here too: it is the last command before the end.
 
-use crate::error::Error;
+use crate::error::{Error, RelatedCommand};
 use crate::protocol::{Command, CommandResult, ErrorMessage, Message, Version, WireFuture};
 use crate::vm::mismatch::{journal_mismatch, Attempted, Recorded};
 use crate::vm::state::Phase;
+use crate::vm::transitions::journal::related;
 use crate::vm::types::ErrorBehavior;
-use crate::vm::{Vm, VmResult};
+use crate::vm::{LastCommand, Vm, VmResult};
 
 impl Vm {
     /// The handler failed with a retryable error: writes an `ErrorMessage` and closes.
-    pub fn notify_error(&mut self, error: Error) {
+    ///
+    /// An error that names no command of its own is about the last command the handler
+    /// consumed or wrote (the one it failed at, as far as the journal knows): the message
+    /// names that one (index, type and name), so the runtime can show where it failed.
+    pub fn notify_error(&mut self, mut error: Error) {
+        if error.related_command.is_none() {
+            error.related_command = self.last_command_related();
+        }
         self.fail(error);
+    }
+
+    /// The last command consumed or written, as an error's related command.
+    fn last_command_related(&self) -> Option<RelatedCommand> {
+        let index = u32::try_from(self.command_index).ok()?;
+        match &self.last_command {
+            LastCommand::None => None,
+            LastCommand::Written(cmd) => Some(related(index, cmd.message_type(), cmd.name())),
+            LastCommand::Recorded(frame) => {
+                let decoded = Command::decode(frame.ty, &frame.payload).ok();
+                let name = decoded.as_ref().map_or("", Command::name);
+                Some(related(index, frame.ty, name))
+            }
+        }
     }
 
     /// Journals the handler's result.
