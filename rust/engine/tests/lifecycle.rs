@@ -6,16 +6,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use durable_futures_core::protocol::{decode_all, Message};
+use durable_futures_core::protocol::{decode_all, encode_frame, Message};
 use durable_futures_core::{
-    AttachTarget, AwaitOutcome, CommandResult, Error, Handle, Input, OnMaxAttempts, RetryPolicy,
-    RunExit, Value, Vm, VmOptions,
+    AttachTarget, AwaitOutcome, CommandResult, Error, Handle, Input, MessageType, OnMaxAttempts,
+    RetryPolicy, RunExit, Target, Value, Vm, VmOptions,
 };
 use durable_futures_engine::engine::{Attempt, Effect, Engine, RetryOptions, Submission};
-use durable_futures_engine::model::{InvocationId, Outcome};
+use durable_futures_engine::model::{InvocationId, Outcome, Status};
 use durable_futures_engine::store::{Durability, Store};
 
 const START: u64 = 1_000_000;
@@ -78,6 +79,10 @@ struct Host {
     handlers: HashMap<String, HandlerFn>,
     /// Completed invocations in the order they completed, with the time.
     done: Vec<(InvocationId, Outcome, u64)>,
+    /// Attempts started, with the time.
+    started: Vec<(InvocationId, u64)>,
+    /// Plays attempts as an SDK told the state is partial: it reads state lazily.
+    lazy_state: bool,
 }
 
 fn retry(max_attempts: Option<u32>) -> RetryOptions {
@@ -100,7 +105,16 @@ impl Host {
             now: START,
             handlers: HashMap::new(),
             done: Vec::new(),
+            started: Vec::new(),
+            lazy_state: false,
         }
+    }
+
+    /// A host whose engine keeps its store in a file (a size limit on it can fail a commit).
+    fn on_file(path: &Path) -> Host {
+        let mut h = Host::new();
+        h.engine = Engine::open(Store::open(path, Durability::Os).unwrap(), retry(None)).unwrap();
+        h
     }
 
     fn handler(&mut self, name: &str, f: impl Fn(&mut Vm, &Input) -> R<Vec<u8>> + 'static) {
@@ -130,6 +144,25 @@ impl Host {
         self.submit_at(service, handler, key, input, 0)
     }
 
+    /// Submits a service invocation with an idempotency key.
+    fn submit_idempotent(
+        &mut self,
+        service: &str,
+        handler: &str,
+        idempotency_key: &str,
+        input: &[u8],
+    ) -> InvocationId {
+        let s = Submission {
+            service,
+            handler,
+            key: "",
+            input,
+            idempotency_key: Some(idempotency_key),
+            invoke_at: 0,
+        };
+        self.engine.submit(&s, self.now).unwrap().id
+    }
+
     fn commit(&mut self) {
         for e in self.engine.commit(self.now).unwrap() {
             if let Effect::Completed { id, outcome } = e {
@@ -138,10 +171,38 @@ impl Host {
         }
     }
 
+    /// The next commit fails as on a full disk (a 1 MiB submission over a size limit of
+    /// zero), so nothing of the pending batch is written; then there is room again.
+    fn fail_commit(&mut self) {
+        self.engine.set_size_limit(Some(0)).unwrap();
+        self.submit("S", "big", "", &vec![b'7'; 1 << 20]);
+        let err = self.engine.commit(self.now).unwrap_err();
+        assert!(err.to_string().contains("disk is full"), "{err}");
+        self.engine.set_size_limit(None).unwrap();
+    }
+
+    /// The request as the VM gets it: with `lazy_state`, the start message says the state
+    /// is partial and carries none of it.
+    fn request(&self, a: &Attempt) -> Vec<u8> {
+        if !self.lazy_state {
+            return a.request.clone();
+        }
+        let fs = frames(&a.request);
+        let Message::Start(mut start) = decode_all(fs[0]).unwrap().remove(0).1 else {
+            panic!("no start message")
+        };
+        start.partial_state = true;
+        start.state_map.clear();
+        let mut out = Vec::new();
+        encode_frame(&mut out, &Message::Start(start), 0);
+        out.extend(fs[1..].concat());
+        out
+    }
+
     /// Plays one attempt of the handler, request/response style; returns what its VM wrote.
     fn play(&self, a: &Attempt) -> Vec<u8> {
         let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
-        vm.notify_input(&a.request);
+        vm.notify_input(&self.request(a));
         vm.notify_input_closed();
         let input = ok(vm.sys_input());
         match self.handlers[&a.handler](&mut vm, &input) {
@@ -162,10 +223,7 @@ impl Host {
             self.engine.fire_timers(self.now);
             self.commit();
             match self.engine.next_attempt(self.now).unwrap() {
-                Some(a) => {
-                    let out = self.play(&a);
-                    self.engine.on_output(a.id, a.token, &out, self.now);
-                }
+                Some(a) => self.attempt(a),
                 None => match self.engine.next_wakeup() {
                     Some(t) if t > self.now => self.now = t,
                     Some(_) => {}
@@ -174,6 +232,27 @@ impl Host {
             }
         }
         panic!("did not settle");
+    }
+
+    /// Runs every attempt due now (firing due timers), without advancing virtual time.
+    fn run_now(&mut self) {
+        for _ in 0..100 {
+            self.commit();
+            self.engine.fire_timers(self.now);
+            self.commit();
+            match self.engine.next_attempt(self.now).unwrap() {
+                Some(a) => self.attempt(a),
+                None => return,
+            }
+        }
+        panic!("did not settle");
+    }
+
+    /// Plays attempt `a` now and hands its output to the engine.
+    fn attempt(&mut self, a: Attempt) {
+        self.started.push((a.id, self.now));
+        let out = self.play(&a);
+        self.engine.on_output(a.id, a.token, &out, self.now);
     }
 
     /// Submits, runs until idle, and returns the outcome.
@@ -200,10 +279,33 @@ impl Host {
     }
 
     fn next_attempt(&mut self) -> Attempt {
-        self.engine
+        let a = self
+            .engine
             .next_attempt(self.now)
             .unwrap()
-            .unwrap_or_else(|| panic!("no attempt due at {}", self.now))
+            .unwrap_or_else(|| panic!("no attempt due at {}", self.now));
+        self.started.push((a.id, self.now));
+        a
+    }
+
+    /// When the attempts of `id` started.
+    fn attempts_of(&self, id: InvocationId) -> Vec<u64> {
+        self.started
+            .iter()
+            .filter(|s| s.0 == id)
+            .map(|s| s.1)
+            .collect()
+    }
+
+    /// The types of the notifications in the stored journal of `id`, in journal order.
+    fn notifications(&self, id: InvocationId) -> Vec<MessageType> {
+        let mut out = Vec::new();
+        for entry in self.engine.journal(&id).unwrap() {
+            if let Message::Notification(ty, _) = decode_all(&entry).unwrap().remove(0).1 {
+                out.push(ty);
+            }
+        }
+        out
     }
 }
 
@@ -449,29 +551,98 @@ fn a_signal_sent_by_one_invocation_reaches_another() {
     assert_eq!(h.outcome(waiter), success("\"went\""));
 }
 
-/// Promises and attaching to another invocation are not offered: a handler asking gets a
-/// failure it can handle instead of waiting forever.
+/// A handler awaiting an awakeable sees what the outside completed it with: the value it was
+/// resolved with, or the code and message it was rejected with. An id that names no
+/// awakeable is refused.
+#[test]
+fn a_handler_sees_its_awakeable_resolved_or_rejected_from_outside() {
+    let mut h = Host::new();
+    let ids: Rc<RefCell<HashMap<String, String>>> = Rc::default();
+    let seen = ids.clone();
+    h.handler("await", move |vm, input| {
+        let a = ok(vm.sys_awakeable());
+        seen.borrow_mut().insert(input_text(input), a.id);
+        Ok(text(wait(vm, a.handle)?).into_bytes())
+    });
+    let resolved = h.submit("S", "await", "", b"yes");
+    let rejected = h.submit("S", "await", "", b"no");
+    h.run_until_idle();
+    assert!(h.done.is_empty(), "both wait for their awakeables");
+    let ids = ids.borrow().clone();
+    h.engine
+        .resolve_awakeable(&ids["yes"], b"\"fine\"")
+        .unwrap();
+    h.engine
+        .reject_awakeable(&ids["no"], 412, "declined by the reviewer")
+        .unwrap();
+    h.run_until_idle();
+    assert_eq!(h.outcome(resolved), success("\"fine\""));
+    assert_eq!(
+        h.outcome(rejected),
+        success("failed 412: declined by the reviewer")
+    );
+    assert!(h.engine.reject_awakeable("sign_1nope", 500, "x").is_err());
+}
+
+/// Promises, attaching to another invocation and lazy state reads are not offered: a handler
+/// asking gets a failure it can handle instead of waiting forever, journaled as the
+/// completion of the kind of request it made (lazy reads come from an SDK told the state is
+/// partial, which the engine never says: here the host plays one).
 #[test]
 fn unsupported_requests_fail_instead_of_hanging() {
     let mut h = Host::new();
-    h.handler("promise", |vm, _| {
+    h.lazy_state = true;
+    h.handler("echo", |_, input| Ok(input.input.to_vec()));
+    h.handler("get_promise", |vm, _| {
         let p = ok(vm.sys_get_promise("p"));
+        Ok(text(wait(vm, p)?).into_bytes())
+    });
+    h.handler("peek_promise", |vm, _| {
+        let p = ok(vm.sys_peek_promise("p"));
+        Ok(text(wait(vm, p)?).into_bytes())
+    });
+    h.handler("complete_promise", |vm, _| {
+        let value = CommandResult::Value(Bytes::from_static(b"1"));
+        let p = ok(vm.sys_complete_promise("p", value));
         Ok(text(wait(vm, p)?).into_bytes())
     });
     h.handler("attach", |vm, input| {
         let target = AttachTarget::InvocationId(input_text(input));
+        let p = ok(vm.sys_attach_invocation(target));
+        Ok(text(wait(vm, p)?).into_bytes())
+    });
+    h.handler("output", |vm, input| {
+        let target = AttachTarget::InvocationId(input_text(input));
         let p = ok(vm.sys_get_invocation_output(target));
         Ok(text(wait(vm, p)?).into_bytes())
     });
-    for handler in ["promise", "attach"] {
-        let other = h.submit("S", "promise", "", b"null").to_text();
-        match h.call("S", handler, "", other.as_bytes()) {
-            Outcome::Success(v) => {
-                let v = String::from_utf8(v).unwrap();
-                assert!(v.starts_with("failed 501"), "{handler}: {v}");
-            }
-            other => panic!("{handler}: {other:?}"),
-        }
+    h.handler("lazy_get", |vm, _| Ok(get_state(vm, "x")?.into_bytes()));
+    h.handler("lazy_keys", |vm, _| {
+        let p = ok(vm.sys_state_get_keys());
+        Ok(text(wait(vm, p)?).into_bytes())
+    });
+    let other = h.submit("S", "echo", "", b"1").to_text();
+    let cases = [
+        ("get_promise", "GetPromise"),
+        ("peek_promise", "PeekPromise"),
+        ("complete_promise", "CompletePromise"),
+        ("attach", "AttachInvocation"),
+        ("output", "GetInvocationOutput"),
+        ("lazy_get", "GetLazyState"),
+        ("lazy_keys", "GetLazyStateKeys"),
+    ];
+    for (handler, request) in cases {
+        let id = h.submit("Obj", handler, "k1", other.as_bytes());
+        h.run_until_idle();
+        let expected =
+            format!("failed 501: {request}Command is not supported by the embedded engine");
+        assert_eq!(h.outcome(id), success(&expected), "{handler}");
+        let completion = format!("{:?}", h.notifications(id));
+        assert_eq!(
+            completion,
+            format!("[{request}CompletionNotification]"),
+            "{handler}"
+        );
     }
 }
 
@@ -540,6 +711,43 @@ fn has_ready_says_whether_an_attempt_can_start_now() {
     h.commit();
     assert!(!h.engine.has_ready());
     assert_eq!(h.outcome(id), success("1"));
+}
+
+/// `has_pending` tells the host whether a commit has anything to write: nothing on a fresh
+/// engine; a submission, an attempt's progress (its Sleep command, its suspension), a fired
+/// timer, or a failed attempt's retry, each until the next commit.
+#[test]
+fn has_pending_says_whether_a_commit_has_anything_to_write() {
+    let mut h = Host::new();
+    h.handler("hold", hold);
+    assert!(!h.engine.has_pending(), "nothing happened");
+    let id = h.submit("S", "hold", "", b"1000100");
+    assert!(h.engine.has_pending(), "a submission");
+    h.commit();
+    assert!(!h.engine.has_pending(), "committed");
+    let a = h.next_attempt();
+    assert!(
+        !h.engine.has_pending(),
+        "starting an attempt writes nothing"
+    );
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    assert!(h.engine.has_pending(), "the attempt's Sleep and suspension");
+    h.commit();
+    assert!(!h.engine.has_pending(), "committed");
+    h.now = START + 100;
+    assert_eq!(h.engine.fire_timers(h.now), 1);
+    assert!(h.engine.has_pending(), "the timer's completion");
+    h.commit();
+    assert!(!h.engine.has_pending(), "committed");
+    let a = h.next_attempt();
+    h.engine.attempt_failed(a.id, a.token, "worker died", h.now);
+    assert!(h.engine.has_pending(), "the failed attempt's retry");
+    h.commit();
+    assert!(!h.engine.has_pending(), "committed");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), success("\"held\""));
+    assert_eq!(h.completed_at(id), START + 110);
 }
 
 /// `commit_is_urgent` is true when the next commit releases something someone waits for (a
@@ -681,9 +889,7 @@ fn a_completion_released_after_the_attempt_suspended_wakes_it_again() {
 #[test]
 fn an_invocation_never_runs_two_attempts_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("engine.db"), Durability::Os).unwrap();
-    let mut h = Host::with_retry(retry(None));
-    h.engine = Engine::open(store, retry(None)).unwrap();
+    let mut h = Host::on_file(&dir.path().join("engine.db"));
     h.handler("nap", |vm, _| {
         let t = ok(vm.sys_sleep("", START + 100));
         wait(vm, t)?;
@@ -699,10 +905,7 @@ fn an_invocation_never_runs_two_attempts_at_once() {
     // The timer fires into a batch that cannot be written (the disk is full).
     h.now = START + 100;
     assert_eq!(h.engine.fire_timers(h.now), 1);
-    h.engine.set_size_limit(Some(0)).unwrap();
-    h.submit("S", "nap", "", &vec![b'7'; 1 << 20]);
-    assert!(h.engine.commit(h.now).is_err());
-    h.engine.set_size_limit(None).unwrap();
+    h.fail_commit();
 
     // Room again: the timer fires again and the invocation resumes.
     h.engine.fire_timers(h.now);
@@ -722,6 +925,225 @@ fn an_invocation_never_runs_two_attempts_at_once() {
     h.engine.on_output(running.id, running.token, &out, h.now);
     h.commit();
     assert_eq!(h.outcome(id), success("\"rested\""));
+}
+
+/// Values of the three runs of `steps`: the first longer than a frame header, the others
+/// short, so that one delivery holds frames of different lengths.
+const STEPS: [&str; 3] = [
+    "\"a value longer than a frame header\"",
+    "1",
+    "\"ten chars\"",
+];
+
+/// Three runs proposed together, their results awaited, then a sleep until `START + 100`.
+fn steps(vm: &mut Vm, _: &Input) -> R<Vec<u8>> {
+    let mut runs = Vec::new();
+    for (i, value) in STEPS.iter().enumerate() {
+        let rh = ok(vm.sys_run(&format!("step {i}")));
+        if !rh.replayed {
+            let exit = RunExit::Success(Bytes::from_static(value.as_bytes()));
+            ok(vm.propose_run_completion(rh.handle, exit, &RetryPolicy::Infinite));
+        }
+        runs.push(rh.handle);
+    }
+    let mut got = Vec::new();
+    for r in runs {
+        got.push(text(wait(vm, r)?));
+    }
+    let t = ok(vm.sys_sleep("", START + 100));
+    wait(vm, t)?;
+    Ok(got.join(" ").into_bytes())
+}
+
+/// A live attempt (its input still open) is handed the results of its runs once they are
+/// saved, all three in one delivery, and only those (never its own commands back): it takes
+/// them and goes on without a replay. When it then suspends on a timer, it stays suspended
+/// until the timer fires: no second attempt starts for results it already took.
+#[test]
+fn a_live_attempt_takes_its_results_and_then_sleeps_until_its_timer() {
+    let mut h = Host::new();
+    h.handler("steps", steps);
+    let id = h.submit("S", "steps", "", b"null");
+    h.commit();
+    let a = h.next_attempt();
+    let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
+    vm.notify_input(&a.request);
+    ok(vm.sys_input());
+    let mut runs = Vec::new();
+    for (i, value) in STEPS.iter().enumerate() {
+        let rh = ok(vm.sys_run(&format!("step {i}")));
+        let exit = RunExit::Success(Bytes::from_static(value.as_bytes()));
+        ok(vm.propose_run_completion(rh.handle, exit, &RetryPolicy::Infinite));
+        runs.push(rh.handle);
+    }
+    assert!(matches!(
+        ok(vm.do_await(runs[0])),
+        AwaitOutcome::Pending {
+            waiting_input: true,
+            ..
+        }
+    ));
+    h.engine.on_output(a.id, a.token, &vm.take_output(), h.now);
+    let effects = h.engine.commit(h.now).unwrap();
+    let [Effect::Deliver {
+        token, frames: f, ..
+    }] = effects.as_slice()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*token, a.token);
+    assert_eq!(frames(f).len(), 3, "the three results");
+    vm.notify_input(f);
+    let mut got = Vec::new();
+    for r in runs {
+        match wait(&mut vm, r) {
+            Ok(v) => got.push(text(v)),
+            Err(_) => panic!("the attempt could not take its results"),
+        }
+    }
+    assert_eq!(got, STEPS);
+    let t = ok(vm.sys_sleep("", START + 100));
+    vm.notify_input_closed();
+    assert!(matches!(ok(vm.do_await(t)), AwaitOutcome::Suspended));
+    h.engine.on_output(a.id, a.token, &vm.take_output(), h.now);
+    h.commit();
+    let row = h.engine.invocation(&id).unwrap().unwrap();
+    assert_eq!(row.status, Status::Suspended);
+    assert_eq!(
+        h.engine.next_attempt(h.now).unwrap(),
+        None,
+        "woken for nothing"
+    );
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), success(&STEPS.join(" ")));
+    assert_eq!(h.attempts_of(id), vec![START, START + 100]);
+}
+
+/// Timers across a failed commit: the one an attempt set in the lost batch is set again by
+/// its replay and fires at its own time, not at once; the one that fired in the lost batch
+/// fires again at once; the timers of other invocations are untouched. The invocation whose
+/// progress was lost replays exactly the first retry delay later.
+#[test]
+fn timers_keep_their_times_across_a_failed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Host::on_file(&dir.path().join("engine.db"));
+    h.handler("hold", hold);
+    let late = h.submit("S", "hold", "", b"1000500");
+    let soon = h.submit("S", "hold", "", b"1000050");
+    h.run_now();
+    assert!(h.done.is_empty(), "both sleep");
+
+    h.now = START + 50;
+    let lost = h.submit("S", "hold", "", b"1000300");
+    h.commit();
+    let a = h.next_attempt();
+    assert_eq!(a.id, lost);
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    assert_eq!(h.engine.fire_timers(h.now), 1, "soon's timer");
+    h.fail_commit();
+
+    assert_eq!(h.engine.fire_timers(h.now), 1, "soon's timer fires again");
+    h.run_until_idle();
+    assert_eq!(h.completed_at(soon), START + 50);
+    assert_eq!(h.completed_at(lost), START + 300);
+    assert_eq!(h.completed_at(late), START + 500);
+    assert_eq!(
+        h.attempts_of(lost),
+        vec![START + 50, START + 60, START + 300]
+    );
+    for id in [soon, lost, late] {
+        assert_eq!(
+            h.notifications(id),
+            vec![MessageType::SleepCompletionNotification]
+        );
+    }
+}
+
+/// Calls `S/hold` with the idempotency key "once" and answers "got <its result>".
+fn ask_once(vm: &mut Vm, input: &Input) -> R<Vec<u8>> {
+    let target = Target {
+        service: "S".to_owned(),
+        handler: "hold".to_owned(),
+        idempotency_key: Some("once".to_owned()),
+        ..Target::default()
+    };
+    let call = ok(vm.sys_call(target, input.input.clone(), ""));
+    Ok(format!("got {}", text(wait(vm, call.result)?)).into_bytes())
+}
+
+/// A caller attaches, through its idempotency key, to an invocation already running, but
+/// the commit recording that fails: the attachment is undone with it, the caller's replay
+/// attaches again, and the caller gets the result once, when the callee finishes.
+#[test]
+fn a_call_attached_in_a_failed_commit_gets_its_result_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Host::on_file(&dir.path().join("engine.db"));
+    h.handler("hold", hold);
+    h.handler("ask", ask_once);
+    let callee = h.submit_idempotent("S", "hold", "once", b"1000100");
+    h.run_now();
+    let caller = h.submit("S", "ask", "", b"1000100");
+    h.commit();
+    let a = h.next_attempt();
+    assert_eq!(a.id, caller);
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    h.fail_commit();
+
+    h.run_until_idle();
+    assert_eq!(h.outcome(callee), success("\"held\""));
+    assert_eq!(h.outcome(caller), success("got \"held\""));
+    assert_eq!(h.completed_at(caller), START + 100);
+    assert_eq!(
+        h.notifications(caller),
+        vec![
+            MessageType::CallInvocationIdCompletionNotification,
+            MessageType::CallCompletionNotification
+        ]
+    );
+}
+
+/// An invocation finishes, but the commit recording its result fails: nobody sees that
+/// result. It resumes from its stored journal exactly the first retry delay later, finishes
+/// once, and the caller attached to it through its idempotency key gets that result.
+#[test]
+fn a_completion_lost_in_a_failed_commit_happens_once_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Host::on_file(&dir.path().join("engine.db"));
+    h.handler("hold", hold);
+    h.handler("ask", ask_once);
+    let callee = h.submit_idempotent("S", "hold", "once", b"1000100");
+    h.run_now();
+    let caller = h.submit("S", "ask", "", b"1000100");
+    h.run_now();
+    assert!(h.done.is_empty(), "the caller waits for the callee");
+
+    h.now = START + 100;
+    assert_eq!(h.engine.fire_timers(h.now), 1);
+    h.commit();
+    let a = h.next_attempt();
+    assert_eq!(a.id, callee);
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    h.fail_commit();
+    assert!(
+        h.done.is_empty(),
+        "a result that was not saved is not released"
+    );
+
+    h.run_until_idle();
+    let callee_done: Vec<u64> = h
+        .done
+        .iter()
+        .filter(|d| d.0 == callee)
+        .map(|d| d.2)
+        .collect();
+    assert_eq!(callee_done, vec![START + 110]);
+    assert_eq!(h.attempts_of(callee), vec![START, START + 100, START + 110]);
+    assert_eq!(h.outcome(callee), success("\"held\""));
+    assert_eq!(h.outcome(caller), success("got \"held\""));
+    assert_eq!(h.completed_at(caller), START + 110);
 }
 
 // ---- what the host asks of the engine ----------------------------------------------------------
