@@ -24,6 +24,7 @@ __all__ = [
     "Deliver",
     "Engine",
     "Failure",
+    "FailureInfo",
     "IdentityVerifier",
     "Input",
     "InvocationRow",
@@ -181,8 +182,19 @@ class Vm:
     def select_next(self, selector: int) -> tuple[int, int]: ...
     def take_notification(self, handle: int) -> Any | None: ...
 
+class FailureInfo(NamedTuple):
+    """Why the last attempt of an invocation failed, and the command it failed at."""
+
+    code: int
+    message: str
+    stacktrace: str
+    related_command_index: int | None
+    related_command_type: str | None
+    related_command_name: str | None
+
 class InvocationRow(NamedTuple):
-    """A stored invocation."""
+    """A stored invocation. ``status`` is restate's: ``pending``, ``scheduled``, ``ready``,
+    ``running``, ``backing-off``, ``suspended``, ``paused`` or ``completed``."""
 
     id: str
     service: str
@@ -191,6 +203,14 @@ class InvocationRow(NamedTuple):
     status: str
     failed_attempts: int
     created_at_ms: int
+    idempotency_key: str | None
+    next_retry_at_ms: int
+    modified_at_ms: int
+    completed_at_ms: int | None
+    completion_result: str | None
+    completion_failure: str | None
+    journal_size: int
+    last_failure: FailureInfo | None
 
 @final
 class Attempt:
@@ -280,8 +300,8 @@ class Engine:
     def reject_awakeable(self, id: str, code: int, message: str) -> None: ...
     def cancel(self, id: str) -> None: ...
     def outcome(self, id: str) -> tuple[bool, Any] | None: ...
-    def list_invocations(self, limit: int) -> list[InvocationRow]: ...
-    def invocation(self, id: str) -> InvocationRow | None: ...
+    def list_invocations(self, limit: int, now: int | None = None) -> list[InvocationRow]: ...
+    def invocation(self, id: str, now: int | None = None) -> InvocationRow | None: ...
     def journal_len(self, id: str) -> int: ...
     def attempt_request(self, id: str) -> AttemptRequest: ...
     def journal(self, id: str) -> list[bytes]: ...

@@ -18,14 +18,19 @@ use std::hash::{BuildHasher, Hasher};
 use bytes::Bytes;
 use durable_futures_core::parse_awakeable_id;
 use durable_futures_core::protocol::{
-    encode_frame, Command, CommandResult, Decoder, Failure, Message, MessageType, Notification,
-    NotificationId, NotificationResult, SignalRef, StartMessage, Version,
+    encode_frame, Command, CommandResult, Decoder, ErrorMessage, Failure, Message, MessageType,
+    Notification, NotificationId, NotificationResult, SignalRef, StartMessage, Version,
 };
 
 use crate::model::{
-    Batch, Caller, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
+    bounded_stacktrace, Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp,
+    Status, TimerRow,
 };
 use crate::store::{Store, StoreError};
+
+/// How long a completed invocation keeps its journal and idempotency key unless told
+/// otherwise: one day, as on restate-server.
+pub const DEFAULT_RETENTION_MS: u64 = 86_400_000;
 
 /// Retry backoff for failed attempts.
 #[derive(Debug, Clone)]
@@ -213,6 +218,11 @@ pub struct Engine {
     next_token: u64,
     id_seed: u64,
     id_counter: u64,
+    /// The host's clock as last passed in (ms since the epoch): the time of row changes
+    /// made by calls that take no clock.
+    clock: u64,
+    /// Retention of completed invocations (ms).
+    retention_ms: u64,
 }
 
 fn frame(msg: &Message) -> Vec<u8> {
@@ -268,6 +278,8 @@ impl Engine {
             next_token: 1,
             id_seed: seed,
             id_counter: 0,
+            clock: 0,
+            retention_ms: DEFAULT_RETENTION_MS,
         };
         for row in engine.store.unfinished()? {
             let len = engine.store.journal_len(&row.id)?;
@@ -371,7 +383,11 @@ impl Engine {
         }
     }
 
+    /// The row of `id` changed: it is written at the next commit, stamped with the clock.
     fn mark_dirty(&mut self, id: InvocationId) {
+        if let Some(live) = self.live.get_mut(&id) {
+            live.row.modified_at = self.clock;
+        }
         self.dirty.insert(id);
     }
 
@@ -383,6 +399,7 @@ impl Engine {
         live.journal_len += 1;
         if live.row.attempt != 0 {
             live.row.attempt = 0; // failures count since the last stored entry
+            live.row.modified_at = self.clock;
             self.dirty.insert(id);
         }
         if let Some(a) = live.attempt.as_mut() {
@@ -419,6 +436,7 @@ impl Engine {
     /// Submits an invocation. With an idempotency key, a repeated submission returns the
     /// first invocation.
     pub fn submit(&mut self, request: &Submission<'_>, now: u64) -> Result<Submitted, EngineError> {
+        self.clock = now;
         self.submit_with_caller(
             request.service,
             request.handler,
@@ -471,6 +489,11 @@ impl Engine {
             caller,
             created_at: now,
             outcome: None,
+            last_failure: None,
+            modified_at: now,
+            completed_at: None,
+            expires_at: None,
+            cancel_requested: false,
         };
         let input_cmd = Command::Input {
             headers: Vec::new(),
@@ -513,6 +536,7 @@ impl Engine {
     /// The next attempt to run, if any is due at `now`. Commits pending writes first: an
     /// attempt only ever sees journal entries that are on disk.
     pub fn next_attempt(&mut self, now: u64) -> Result<Option<Attempt>, EngineError> {
+        self.clock = now;
         while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
             if due > now {
                 break;
@@ -586,6 +610,7 @@ impl Engine {
 
     /// Frames written by the handler's VM during attempt `token` of `id`.
     pub fn on_output(&mut self, id: InvocationId, token: u64, data: &[u8], now: u64) {
+        self.clock = now;
         let Some(live) = self.running(&id, token) else {
             return;
         };
@@ -654,8 +679,9 @@ impl Engine {
             Message::End => self.on_end(id),
             Message::SuspensionV6 { .. } | Message::SuspensionV7(_) => self.on_suspension(id),
             Message::Error(e) => {
+                let delay = e.next_retry_delay;
                 let reason = format!("[{}] {}", e.code, e.message);
-                self.attempt_failed_with_delay(id, token, &reason, e.next_retry_delay, now)
+                self.attempt_failed_with(id, token, failure_of(e), &reason, delay, now)
             }
             Message::AwaitingOn { .. } | Message::Custom(..) => {}
             other => self.attempt_failed(
@@ -935,6 +961,10 @@ impl Engine {
         live.row.status = Status::Completed;
         live.row.outcome = Some(outcome.clone());
         live.row.attempt = 0;
+        live.row.next_retry_at = 0;
+        live.row.modified_at = self.clock;
+        live.row.completed_at = Some(self.clock);
+        live.row.expires_at = Some(self.clock.saturating_add(self.retention_ms));
         self.pending.updated_invocations.push(live.row.clone());
         self.dirty.remove(&id);
         let mut callers: Vec<Caller> = live.row.caller.into_iter().collect();
@@ -1006,15 +1036,18 @@ impl Engine {
     }
 
     /// The attempt failed (the handler raised, the VM reported an error, or the host lost
-    /// it): the invocation is retried from its journal after a backoff.
+    /// it): the invocation is retried from its journal after a backoff. The failure is
+    /// stored as its last failure, with code 500 and `reason` as the message.
     pub fn attempt_failed(&mut self, id: InvocationId, token: u64, reason: &str, now: u64) {
-        self.attempt_failed_with_delay(id, token, reason, None, now);
+        self.clock = now;
+        self.attempt_failed_with(id, token, FailureInfo::new(500, reason), reason, None, now);
     }
 
-    fn attempt_failed_with_delay(
+    fn attempt_failed_with(
         &mut self,
         id: InvocationId,
         token: u64,
+        failure: FailureInfo,
         reason: &str,
         delay: Option<u64>,
         now: u64,
@@ -1027,6 +1060,7 @@ impl Engine {
         self.to_deliver.remove(&id);
         live.row.attempt += 1;
         let attempt = live.row.attempt;
+        live.row.last_failure = Some(failure);
         if self.retry.max_attempts.is_some_and(|m| attempt >= m) {
             live.output = Some(Outcome::Failure {
                 code: 500,
@@ -1047,6 +1081,7 @@ impl Engine {
 
     /// Fires every timer due at `now`. Returns how many fired.
     pub fn fire_timers(&mut self, now: u64) -> usize {
+        self.clock = now;
         let mut fired = 0;
         while let Some(Reverse((wake, id, completion))) = self.timers.peek().copied() {
             if wake > now {
@@ -1145,6 +1180,7 @@ impl Engine {
     /// notifications for live attempts and completed invocations. On a store error nothing
     /// is released; the attempts concerned are failed and resume from the stored journal.
     pub fn commit(&mut self, now: u64) -> Result<Vec<Effect>, EngineError> {
+        self.clock = now;
         for id in std::mem::take(&mut self.dirty) {
             if let Some(live) = self.live.get(&id) {
                 self.pending.updated_invocations.push(live.row.clone());
@@ -1237,6 +1273,65 @@ impl Engine {
         }
     }
 
+    // ---- what an operator sees ------------------------------------------------------------------
+
+    /// The status of `id` in restate's words (its `sys_invocation.status`), `None` if there
+    /// is no such invocation:
+    ///
+    /// - `"pending"`: ready, but its virtual object is held by another invocation;
+    /// - `"scheduled"`: a delayed submission not due yet, never attempted;
+    /// - `"ready"`: an attempt may start now;
+    /// - `"running"`: an attempt is live;
+    /// - `"backing-off"`: its last attempt failed and the next one is due later;
+    /// - `"suspended"`: waiting for a notification;
+    /// - `"paused"`: no attempt starts until it is resumed;
+    /// - `"completed"`.
+    pub fn status_of(&self, id: &InvocationId, now: u64) -> Option<&'static str> {
+        if let Some(live) = self.live.get(id) {
+            return Some(self.live_status(live, now));
+        }
+        let row = self.store.invocation(id).ok().flatten()?;
+        Some(stored_status(row.status))
+    }
+
+    /// [`Engine::status_of`] of an invocation whose stored row the caller has already read.
+    pub fn display_status(&self, row: &InvocationRow, now: u64) -> &'static str {
+        match self.live.get(&row.id) {
+            Some(live) => self.live_status(live, now),
+            None => stored_status(row.status),
+        }
+    }
+
+    fn live_status(&self, live: &Live, now: u64) -> &'static str {
+        let row = &live.row;
+        if live.attempt.is_some() {
+            return "running";
+        }
+        match row.status {
+            Status::Paused => "paused",
+            Status::Suspended => "suspended",
+            Status::Completed => "completed",
+            Status::Ready if row.next_retry_at > now => {
+                if row.attempt == 0 && row.last_failure.is_none() {
+                    "scheduled"
+                } else {
+                    "backing-off"
+                }
+            }
+            Status::Ready => {
+                let held_by_another = self
+                    .object_of(&row.id)
+                    .and_then(|obj| self.locks.get(&obj))
+                    .is_some_and(|holder| *holder != row.id);
+                if held_by_another {
+                    "pending"
+                } else {
+                    "ready"
+                }
+            }
+        }
+    }
+
     // ---- reading -----------------------------------------------------------------------------------
 
     /// The outcome of a completed invocation (from the store).
@@ -1324,6 +1419,16 @@ pub fn attempt_request(store: &Store, row: &InvocationRow) -> Result<AttemptRequ
     })
 }
 
+/// The status name of an invocation that is not in memory (completed, or only stored).
+fn stored_status(status: Status) -> &'static str {
+    match status {
+        Status::Ready => "ready",
+        Status::Suspended => "suspended",
+        Status::Completed => "completed",
+        Status::Paused => "paused",
+    }
+}
+
 fn entry_is_notification(entry: &[u8]) -> bool {
     // Notification codes are 0x8000..=0xFBFF (the first header byte is the code's high byte).
     entry.len() >= 2 && (0x80..0xFC).contains(&entry[0])
@@ -1349,5 +1454,27 @@ fn completion_type(cmd: &Command) -> MessageType {
         Command::CompletePromise { .. } => MessageType::CompletePromiseCompletionNotification,
         Command::AttachInvocation { .. } => MessageType::AttachInvocationCompletionNotification,
         _ => MessageType::GetInvocationOutputCompletionNotification,
+    }
+}
+
+/// The failure an attempt's `ErrorMessage` reports, its stack trace bounded.
+fn failure_of(e: ErrorMessage) -> FailureInfo {
+    FailureInfo {
+        code: e.code,
+        message: e.message,
+        stacktrace: bounded_stacktrace(&e.stacktrace),
+        related_command_index: e.related_command_index,
+        related_command_type: e.related_command_type.map(command_type_name),
+        related_command_name: e.related_command_name.filter(|n| !n.is_empty()),
+    }
+}
+
+/// A command type code as a failure names it: the handler's word for a command (`"run"`,
+/// `"sleep"`, ...), else the protocol's name of the message type, else the code in hex.
+fn command_type_name(code: u32) -> String {
+    match u16::try_from(code).ok().and_then(MessageType::from_code) {
+        Some(ty) if ty.is_command() => ty.kind().to_owned(),
+        Some(ty) => format!("{ty:?}"),
+        None => format!("{code:#06x}"),
     }
 }

@@ -36,7 +36,8 @@ impl InvocationId {
     }
 }
 
-/// Where an invocation is in its life. Not `non_exhaustive`: hosts name every status.
+/// Where an invocation is in its life, as stored. Not `non_exhaustive`: hosts name every
+/// status. (What an operator sees adds facts only memory has: see `Engine::status_of`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Waiting to run (new, or woken by a notification, or retrying at `next_retry_at`).
@@ -45,6 +46,9 @@ pub enum Status {
     Suspended,
     /// Finished with a result (success or terminal failure).
     Completed,
+    /// Stopped by an operator or by its retry policy: no attempt starts until it is resumed
+    /// (or cancelled, or killed). Notifications are journaled meanwhile but do not wake it.
+    Paused,
 }
 
 impl Status {
@@ -54,6 +58,7 @@ impl Status {
             Status::Ready => 0,
             Status::Suspended => 1,
             Status::Completed => 2,
+            Status::Paused => 3,
         }
     }
 
@@ -63,7 +68,62 @@ impl Status {
             0 => Some(Status::Ready),
             1 => Some(Status::Suspended),
             2 => Some(Status::Completed),
+            3 => Some(Status::Paused),
             _ => None,
+        }
+    }
+}
+
+/// Longest stack trace kept with a failure, in bytes (note included).
+pub const MAX_STACKTRACE_BYTES: usize = 16 * 1024;
+
+/// What ends a stack trace cut to [`MAX_STACKTRACE_BYTES`].
+pub const TRUNCATED_NOTE: &str = "… (truncated)";
+
+/// `s` if it fits in [`MAX_STACKTRACE_BYTES`]; else its beginning, cut at a character
+/// boundary, and [`TRUNCATED_NOTE`], together no longer than the bound.
+pub fn bounded_stacktrace(s: &str) -> String {
+    if s.len() <= MAX_STACKTRACE_BYTES {
+        return s.to_owned();
+    }
+    let mut at = MAX_STACKTRACE_BYTES - TRUNCATED_NOTE.len();
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    let mut out = String::with_capacity(MAX_STACKTRACE_BYTES);
+    out.push_str(&s[..at]);
+    out.push_str(TRUNCATED_NOTE);
+    out
+}
+
+/// Why the last attempt of an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureInfo {
+    /// Error code (500 for a failure the host reported).
+    pub code: u32,
+    /// Error message.
+    pub message: String,
+    /// Stack trace, at most [`MAX_STACKTRACE_BYTES`] (see [`bounded_stacktrace`]).
+    pub stacktrace: String,
+    /// Index of the command the handler failed at (the input command is 0).
+    pub related_command_index: Option<u32>,
+    /// What that command is, in the handler's terms (`"run"`, `"sleep"`, `"call"`, ...), or
+    /// the protocol's name of its message type.
+    pub related_command_type: Option<String>,
+    /// Its name (a run's name, ...), if it has one.
+    pub related_command_name: Option<String>,
+}
+
+impl FailureInfo {
+    /// A failure with a code and a message only (as a host reports one).
+    pub fn new(code: u32, message: impl Into<String>) -> FailureInfo {
+        FailureInfo {
+            code,
+            message: message.into(),
+            stacktrace: String::new(),
+            related_command_index: None,
+            related_command_type: None,
+            related_command_name: None,
         }
     }
 }
@@ -116,6 +176,19 @@ pub struct InvocationRow {
     pub created_at: u64,
     /// The outcome once completed.
     pub outcome: Option<Outcome>,
+    /// Why the last attempt failed, if one did (kept after later attempts and completion).
+    pub last_failure: Option<FailureInfo>,
+    /// Last change of the row (ms since the epoch).
+    pub modified_at: u64,
+    /// Completed (ms since the epoch); `None` before, and for invocations completed by a
+    /// version that did not record it.
+    pub completed_at: Option<u64>,
+    /// When a completed invocation's journal and idempotency key may be deleted (its
+    /// completion time plus the retention of its handler when it completed).
+    pub expires_at: Option<u64>,
+    /// The invocation was cancelled: its next failed attempt ends it (409 "canceled")
+    /// instead of being retried.
+    pub cancel_requested: bool,
 }
 
 /// A durable timer: completes `completion_id` of `invocation` at `wake_at`.
@@ -203,7 +276,39 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
-    use super::InvocationId;
+    use super::{bounded_stacktrace, InvocationId, Status, MAX_STACKTRACE_BYTES, TRUNCATED_NOTE};
+
+    #[test]
+    fn status_codes_round_trip() {
+        for s in [
+            Status::Ready,
+            Status::Suspended,
+            Status::Completed,
+            Status::Paused,
+        ] {
+            assert_eq!(Status::from_code(s.code()), Some(s));
+        }
+        assert_eq!(Status::Paused.code(), 3);
+        assert_eq!(Status::from_code(4), None);
+    }
+
+    #[test]
+    fn a_stacktrace_is_cut_at_a_character_boundary_with_a_note() {
+        let fits = "x".repeat(MAX_STACKTRACE_BYTES);
+        assert_eq!(bounded_stacktrace(&fits), fits);
+        // 3-byte characters: the cut falls inside one and moves back to its start.
+        let long = "€".repeat(MAX_STACKTRACE_BYTES);
+        let cut = bounded_stacktrace(&long);
+        assert!(cut.len() <= MAX_STACKTRACE_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_STACKTRACE_BYTES - TRUNCATED_NOTE.len() - 3);
+        let kept = cut.strip_suffix(TRUNCATED_NOTE).expect("the note");
+        assert!(kept.chars().all(|c| c == '€'));
+        // One byte over: cut.
+        let over = "y".repeat(MAX_STACKTRACE_BYTES + 1);
+        let cut = bounded_stacktrace(&over);
+        assert_eq!(cut.len(), MAX_STACKTRACE_BYTES);
+        assert!(cut.ends_with(TRUNCATED_NOTE));
+    }
 
     #[test]
     fn invocation_id_text_round_trips() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::model::{
-    Batch, Caller, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
+    Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
 };
 
 /// `PRAGMA application_id` of every durable-futures database: the ASCII bytes `DFut`.
@@ -97,6 +97,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE VIEW journal (invocation, idx, frame) AS
         SELECT inv.id, e.k & 4294967295, e.frame
         FROM journal_entries e JOIN invocations inv ON inv.seq = e.k >> 32;",
+    // v4: what an operator needs: the last failure of each invocation and the command it
+    // failed at, when each row last changed and when it completed, when a completed one may
+    // be deleted, and whether it was cancelled. Invocations completed before get the
+    // default retention (one day) counted from their creation, the only time known of them.
+    "ALTER TABLE invocations ADD COLUMN last_failure_code INTEGER NULL;
+    ALTER TABLE invocations ADD COLUMN last_failure_message TEXT NULL;
+    ALTER TABLE invocations ADD COLUMN last_failure_stacktrace TEXT NULL;
+    ALTER TABLE invocations ADD COLUMN last_failure_command_index INTEGER NULL;
+    ALTER TABLE invocations ADD COLUMN last_failure_command_type TEXT NULL;
+    ALTER TABLE invocations ADD COLUMN last_failure_command_name TEXT NULL;
+    ALTER TABLE invocations ADD COLUMN modified_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE invocations SET modified_at = created_at;
+    ALTER TABLE invocations ADD COLUMN completed_at INTEGER NULL;
+    ALTER TABLE invocations ADD COLUMN expires_at INTEGER NULL;
+    UPDATE invocations SET expires_at = created_at + 86400000 WHERE status = 2;
+    ALTER TABLE invocations ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX invocations_expires_at ON invocations(expires_at)
+        WHERE expires_at IS NOT NULL;",
 ];
 
 /// Page size of databases this code creates, in bytes.
@@ -120,25 +138,43 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// reads them.
 const INVOCATION_COLUMNS: &str = "id, service, handler, key, idempotency_key, status, attempt, \
      next_retry_at, caller_id, caller_completion, created_at, outcome_kind, outcome_value, \
-     failure_code, failure_message";
+     failure_code, failure_message, last_failure_code, last_failure_message, \
+     last_failure_stacktrace, last_failure_command_index, last_failure_command_type, \
+     last_failure_command_name, modified_at, completed_at, expires_at, cancel_requested";
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, service, handler, key, \
      idempotency_key, status, attempt, next_retry_at, caller_id, caller_completion, created_at, \
-     outcome_kind, outcome_value, failure_code, failure_message, seq) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+     outcome_kind, outcome_value, failure_code, failure_message, last_failure_code, \
+     last_failure_message, last_failure_stacktrace, last_failure_command_index, \
+     last_failure_command_type, last_failure_command_name, modified_at, completed_at, \
+     expires_at, cancel_requested, seq) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
 
 /// Updates the row (its `seq` stays); inserts it if missing (never expected).
 const UPSERT_INVOCATION: &str = "INSERT INTO invocations (id, service, handler, key, \
      idempotency_key, status, attempt, next_retry_at, caller_id, caller_completion, created_at, \
-     outcome_kind, outcome_value, failure_code, failure_message, seq) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+     outcome_kind, outcome_value, failure_code, failure_message, last_failure_code, \
+     last_failure_message, last_failure_stacktrace, last_failure_command_index, \
+     last_failure_command_type, last_failure_command_name, modified_at, completed_at, \
+     expires_at, cancel_requested, seq) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
      ON CONFLICT (id) DO UPDATE SET service = excluded.service, handler = excluded.handler, \
      key = excluded.key, idempotency_key = excluded.idempotency_key, status = excluded.status, \
      attempt = excluded.attempt, next_retry_at = excluded.next_retry_at, \
      caller_id = excluded.caller_id, caller_completion = excluded.caller_completion, \
      created_at = excluded.created_at, outcome_kind = excluded.outcome_kind, \
      outcome_value = excluded.outcome_value, failure_code = excluded.failure_code, \
-     failure_message = excluded.failure_message";
+     failure_message = excluded.failure_message, \
+     last_failure_code = excluded.last_failure_code, \
+     last_failure_message = excluded.last_failure_message, \
+     last_failure_stacktrace = excluded.last_failure_stacktrace, \
+     last_failure_command_index = excluded.last_failure_command_index, \
+     last_failure_command_type = excluded.last_failure_command_type, \
+     last_failure_command_name = excluded.last_failure_command_name, \
+     modified_at = excluded.modified_at, completed_at = excluded.completed_at, \
+     expires_at = excluded.expires_at, cancel_requested = excluded.cancel_requested";
 
 /// How hard a commit works to be on disk before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -868,6 +904,7 @@ fn bind_invocation(
             (Some(1), None, Some(*code), Some(message.as_str()))
         }
     };
+    let f = r.last_failure.as_ref();
     stmt.execute(params![
         r.id.0,
         r.service,
@@ -884,6 +921,16 @@ fn bind_invocation(
         value,
         code,
         message,
+        f.map(|f| f.code),
+        f.map(|f| f.message.as_str()),
+        f.map(|f| f.stacktrace.as_str()),
+        f.and_then(|f| f.related_command_index),
+        f.and_then(|f| f.related_command_type.as_deref()),
+        f.and_then(|f| f.related_command_name.as_deref()),
+        to_sql_u64(r.modified_at),
+        r.completed_at.map(to_sql_u64),
+        r.expires_at.map(to_sql_u64),
+        r.cancel_requested,
         seq,
     ])
 }
@@ -905,6 +952,16 @@ struct RawInvocation {
     outcome_value: Option<Vec<u8>>,
     failure_code: Option<u32>,
     failure_message: Option<String>,
+    last_failure_code: Option<u32>,
+    last_failure_message: Option<String>,
+    last_failure_stacktrace: Option<String>,
+    last_failure_command_index: Option<u32>,
+    last_failure_command_type: Option<String>,
+    last_failure_command_name: Option<String>,
+    modified_at: i64,
+    completed_at: Option<i64>,
+    expires_at: Option<i64>,
+    cancel_requested: bool,
 }
 
 fn read_raw(row: &Row<'_>) -> rusqlite::Result<RawInvocation> {
@@ -924,6 +981,16 @@ fn read_raw(row: &Row<'_>) -> rusqlite::Result<RawInvocation> {
         outcome_value: row.get(12)?,
         failure_code: row.get(13)?,
         failure_message: row.get(14)?,
+        last_failure_code: row.get(15)?,
+        last_failure_message: row.get(16)?,
+        last_failure_stacktrace: row.get(17)?,
+        last_failure_command_index: row.get(18)?,
+        last_failure_command_type: row.get(19)?,
+        last_failure_command_name: row.get(20)?,
+        modified_at: row.get(21)?,
+        completed_at: row.get(22)?,
+        expires_at: row.get(23)?,
+        cancel_requested: row.get(24)?,
     })
 }
 
@@ -978,6 +1045,18 @@ fn read_invocation(r: RawInvocation) -> Result<InvocationRow, String> {
         caller,
         created_at: from_sql_u64(r.created_at),
         outcome,
+        last_failure: r.last_failure_code.map(|code| FailureInfo {
+            code,
+            message: r.last_failure_message.unwrap_or_default(),
+            stacktrace: r.last_failure_stacktrace.unwrap_or_default(),
+            related_command_index: r.last_failure_command_index,
+            related_command_type: r.last_failure_command_type,
+            related_command_name: r.last_failure_command_name,
+        }),
+        modified_at: from_sql_u64(r.modified_at),
+        completed_at: r.completed_at.map(from_sql_u64),
+        expires_at: r.expires_at.map(from_sql_u64),
+        cancel_requested: r.cancel_requested,
     })
 }
 
@@ -1002,6 +1081,11 @@ mod tests {
             caller: None,
             created_at,
             outcome: None,
+            last_failure: None,
+            modified_at: created_at,
+            completed_at: None,
+            expires_at: None,
+            cancel_requested: false,
         }
     }
 
@@ -1019,12 +1103,26 @@ mod tests {
             invocation: id(1),
             result_completion_id: 4,
         });
+        called.last_failure = Some(FailureInfo {
+            code: 503,
+            message: "unavailable ✗".into(),
+            stacktrace: "at step\n  at main".into(),
+            related_command_index: Some(2),
+            related_command_type: Some("run".into()),
+            related_command_name: Some("charge".into()),
+        });
+        called.modified_at = 1_700_000_000_102;
+        called.cancel_requested = true;
         let mut failed = row(3, 1_700_000_000_003);
         failed.status = Status::Completed;
         failed.outcome = Some(Outcome::Failure {
             code: 500,
             message: "boom ✗".into(),
         });
+        failed.last_failure = Some(FailureInfo::new(500, "worker lost"));
+        failed.completed_at = Some(1_700_000_000_203);
+        failed.expires_at = Some(1_700_086_400_203);
+        failed.modified_at = 1_700_000_000_203;
         Batch {
             new_invocations: vec![row(1, 1_700_000_000_001), called, failed],
             updated_invocations: vec![],
@@ -1422,6 +1520,66 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.attached_callers().unwrap(), vec![(id(1), caller)]);
+    }
+
+    #[test]
+    fn a_version_3_database_gains_the_columns_of_version_4_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..3] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            // A suspended invocation and a completed one, as version 3 wrote them.
+            for (n, status, created) in [(1u8, 1, 1_000i64), (2, 2, 2_000)] {
+                conn.execute(
+                    "INSERT INTO invocations (id, service, handler, key, status, attempt, \
+                     next_retry_at, created_at, seq, outcome_kind, outcome_value) \
+                     VALUES (?1, 'Greeter', 'greet', '', ?2, 2, 0, ?3, ?4, ?5, ?6)",
+                    params![
+                        id(n).0,
+                        status,
+                        created,
+                        i64::from(n),
+                        (status == 2).then_some(0),
+                        (status == 2).then_some(b"\"hi\"".to_vec()),
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let mut store = Store::open(&path, Durability::Os).unwrap();
+        let suspended = store.invocation(&id(1)).unwrap().unwrap();
+        assert_eq!(suspended.status, Status::Suspended);
+        assert_eq!(suspended.attempt, 2);
+        assert_eq!(suspended.last_failure, None);
+        assert_eq!(suspended.modified_at, 1_000, "the creation time");
+        assert_eq!(suspended.completed_at, None);
+        assert_eq!(suspended.expires_at, None);
+        assert!(!suspended.cancel_requested);
+        let done = store.invocation(&id(2)).unwrap().unwrap();
+        assert_eq!(done.outcome, Some(Outcome::Success(b"\"hi\"".to_vec())));
+        assert_eq!(done.completed_at, None, "not recorded then");
+        assert_eq!(done.expires_at, Some(2_000 + 86_400_000));
+        assert_eq!(done.modified_at, 2_000);
+        // The new columns are written and read back like the old ones.
+        let mut paused = suspended.clone();
+        paused.status = Status::Paused;
+        paused.last_failure = Some(FailureInfo::new(500, "lost"));
+        paused.modified_at = 5_000;
+        store
+            .commit(&Batch {
+                updated_invocations: vec![paused.clone()],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.invocation(&id(1)).unwrap(), Some(paused));
+        let unfinished: Vec<_> = store.unfinished().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(unfinished, vec![id(1)], "a paused invocation is unfinished");
     }
 
     #[test]

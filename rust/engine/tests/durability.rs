@@ -412,6 +412,11 @@ fn row(n: u32) -> InvocationRow {
         caller: None,
         created_at: u64::from(n),
         outcome: None,
+        last_failure: None,
+        modified_at: u64::from(n),
+        completed_at: None,
+        expires_at: None,
+        cancel_requested: false,
     }
 }
 

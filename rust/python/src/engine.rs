@@ -7,11 +7,11 @@
 use std::sync::{Mutex, PoisonError};
 
 use durable_futures_engine::engine::{Effect, Engine, EngineError, RetryOptions, Submission};
-use durable_futures_engine::model::{InvocationId, InvocationRow, Outcome, Status};
+use durable_futures_engine::model::{FailureInfo, InvocationId, InvocationRow, Outcome};
 use durable_futures_engine::store::{Durability, Store, StoreError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::to_py;
 
@@ -48,8 +48,8 @@ fn outcome_py(py: Python<'_>, o: Outcome) -> PyResult<PyObject> {
     })
 }
 
-/// The fields of `InvocationRow`.
-const INVOCATION_ROW_FIELDS: [&str; 7] = [
+/// The fields of `InvocationRow`: the first seven as before, then what an operator needs.
+const INVOCATION_ROW_FIELDS: [&str; 15] = [
     "id",
     "service",
     "handler",
@@ -57,50 +57,128 @@ const INVOCATION_ROW_FIELDS: [&str; 7] = [
     "status",
     "failed_attempts",
     "created_at_ms",
+    "idempotency_key",
+    "next_retry_at_ms",
+    "modified_at_ms",
+    "completed_at_ms",
+    "completion_result",
+    "completion_failure",
+    "journal_size",
+    "last_failure",
+];
+
+/// The fields of `FailureInfo`.
+const FAILURE_INFO_FIELDS: [&str; 6] = [
+    "code",
+    "message",
+    "stacktrace",
+    "related_command_index",
+    "related_command_type",
+    "related_command_name",
 ];
 
 static INVOCATION_ROW: GILOnceCell<PyObject> = GILOnceCell::new();
+static FAILURE_INFO: GILOnceCell<PyObject> = GILOnceCell::new();
 
-/// `InvocationRow`: a named tuple `(id, service, handler, key, status, failed_attempts,
-/// created_at_ms)`, `status` one of `"ready"`, `"suspended"`, `"completed"`.
+fn named_tuple(py: Python<'_>, name: &str, fields: &[&str], doc: &str) -> PyResult<PyObject> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("module", "durable_futures._core")?;
+    let ty = py
+        .import("collections")?
+        .getattr("namedtuple")?
+        .call((name, fields.to_vec()), Some(&kwargs))?;
+    ty.setattr("__doc__", doc)?;
+    Ok(ty.unbind())
+}
+
+/// `InvocationRow`: a named tuple of a stored invocation (see [`INVOCATION_ROW_FIELDS`]).
 pub fn invocation_row_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     INVOCATION_ROW
-        .get_or_try_init(py, || -> PyResult<PyObject> {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("module", "durable_futures._core")?;
-            let ty = py
-                .import("collections")?
-                .getattr("namedtuple")?
-                .call(("InvocationRow", INVOCATION_ROW_FIELDS), Some(&kwargs))?;
-            ty.setattr(
-                "__doc__",
+        .get_or_try_init(py, || {
+            named_tuple(
+                py,
+                "InvocationRow",
+                &INVOCATION_ROW_FIELDS,
                 "A stored invocation: id, service, handler, key (\"\" for services), status \
-                 (\"ready\", \"suspended\" or \"completed\"), failed attempts so far and \
-                 creation time (ms since the epoch).",
-            )?;
-            Ok(ty.unbind())
+                 (restate's: \"pending\", \"scheduled\", \"ready\", \"running\", \
+                 \"backing-off\", \"suspended\", \"paused\" or \"completed\"), failed attempts \
+                 since the last journaled entry, creation time (ms since the epoch), idempotency \
+                 key, next attempt time (0: none), last change, completion time, completion \
+                 result (\"success\" or \"failure\"), completion failure (\"[code] message\"), \
+                 journal entries, and the last failure (a FailureInfo).",
+            )
         })
         .map(|ty| ty.bind(py))
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Ready => "ready",
-        Status::Suspended => "suspended",
-        Status::Completed => "completed",
-    }
+/// `FailureInfo`: a named tuple of the last failure of an invocation.
+pub fn failure_info_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    FAILURE_INFO
+        .get_or_try_init(py, || {
+            named_tuple(
+                py,
+                "FailureInfo",
+                &FAILURE_INFO_FIELDS,
+                "Why the last attempt of an invocation failed: code, message, stack trace (at \
+                 most 16 KiB), and the command the handler failed at: its index, its type in \
+                 the handler's words (\"run\", \"sleep\", \"call\", ...) and its name.",
+            )
+        })
+        .map(|ty| ty.bind(py))
 }
 
-fn row_py(py: Python<'_>, r: InvocationRow) -> PyResult<PyObject> {
+fn failure_py(py: Python<'_>, f: FailureInfo) -> PyResult<PyObject> {
     let fields = (
-        r.id.to_text(),
-        r.service,
-        r.handler,
-        r.key,
-        status_name(r.status),
-        r.attempt,
-        r.created_at,
+        f.code,
+        f.message,
+        f.stacktrace,
+        f.related_command_index,
+        f.related_command_type,
+        f.related_command_name,
     );
+    Ok(failure_info_type(py)?.call1(fields)?.unbind())
+}
+
+/// Milliseconds since the epoch by the wall clock, for reads that are not given the host's
+/// clock.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn row_py(py: Python<'_>, engine: &Engine, r: InvocationRow, now: u64) -> PyResult<PyObject> {
+    let status = engine.display_status(&r, now);
+    let journal_size = engine.journal_len(&r.id).map_err(engine_err)?;
+    let (completion_result, completion_failure) = match &r.outcome {
+        None => (None, None),
+        Some(Outcome::Success(_)) => (Some("success"), None),
+        Some(Outcome::Failure { code, message }) => {
+            (Some("failure"), Some(format!("[{code}] {message}")))
+        }
+    };
+    let last_failure = match r.last_failure {
+        Some(f) => Some(failure_py(py, f)?),
+        None => None,
+    };
+    let fields = [
+        r.id.to_text().into_pyobject(py)?.into_any(),
+        r.service.into_pyobject(py)?.into_any(),
+        r.handler.into_pyobject(py)?.into_any(),
+        r.key.into_pyobject(py)?.into_any(),
+        status.into_pyobject(py)?.into_any(),
+        r.attempt.into_pyobject(py)?.into_any(),
+        r.created_at.into_pyobject(py)?.into_any(),
+        r.idempotency_key.into_pyobject(py)?.into_any(),
+        r.next_retry_at.into_pyobject(py)?.into_any(),
+        r.modified_at.into_pyobject(py)?.into_any(),
+        r.completed_at.into_pyobject(py)?.into_any(),
+        completion_result.into_pyobject(py)?.into_any(),
+        completion_failure.into_pyobject(py)?.into_any(),
+        journal_size.into_pyobject(py)?.into_any(),
+        last_failure.into_pyobject(py)?.into_any(),
+    ];
+    let fields = PyTuple::new(py, fields)?;
     Ok(invocation_row_type(py)?.call1(fields)?.unbind())
 }
 
@@ -342,20 +420,40 @@ impl PyEngine {
         }
     }
 
-    /// The `limit` most recently created invocations, newest first.
-    fn list_invocations(&mut self, py: Python<'_>, limit: usize) -> PyResult<Vec<PyObject>> {
-        self.eng()
+    /// The `limit` most recently created invocations, newest first. `now` (the host's clock,
+    /// ms; the wall clock if not given) tells a backing-off or scheduled invocation from a
+    /// ready one.
+    #[pyo3(signature = (limit, now=None))]
+    fn list_invocations(
+        &mut self,
+        py: Python<'_>,
+        limit: usize,
+        now: Option<u64>,
+    ) -> PyResult<Vec<PyObject>> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        let engine = self.eng();
+        engine
             .list(limit)
             .map_err(engine_err)?
             .into_iter()
-            .map(|r| row_py(py, r))
+            .map(|r| row_py(py, engine, r, now))
             .collect()
     }
 
-    /// One stored invocation (an indexed lookup), `None` if unknown.
-    fn invocation(&mut self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
-        match self.eng().invocation(&parse_id(id)?).map_err(engine_err)? {
-            Some(r) => Ok(Some(row_py(py, r)?)),
+    /// One stored invocation (an indexed lookup), `None` if unknown; `now` as in
+    /// `list_invocations`.
+    #[pyo3(signature = (id, now=None))]
+    fn invocation(
+        &mut self,
+        py: Python<'_>,
+        id: &str,
+        now: Option<u64>,
+    ) -> PyResult<Option<PyObject>> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        let id = parse_id(id)?;
+        let engine = self.eng();
+        match engine.invocation(&id).map_err(engine_err)? {
+            Some(r) => Ok(Some(row_py(py, engine, r, now)?)),
             None => Ok(None),
         }
     }

@@ -96,6 +96,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyDeliver>()?;
     m.add_class::<engine::PyCompleted>()?;
     m.add("InvocationRow", engine::invocation_row_type(m.py())?)?;
+    m.add("FailureInfo", engine::failure_info_type(m.py())?)?;
     m.add_class::<protocol::PyMessage>()?;
     m.add_class::<protocol::PyFailure>()?;
     m.add_function(wrap_pyfunction!(protocol::decode_frames, m)?)?;
