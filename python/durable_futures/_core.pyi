@@ -268,11 +268,14 @@ class Engine:
         cls,
         path: str | None = None,
         durability: str = "fsync",
-        retry_initial_ms: int = 50,
+        retry_initial_ms: int = 500,
         retry_factor: float = 2.0,
-        retry_max_ms: int = 10000,
-        retry_max_attempts: int | None = None,
+        retry_max_ms: int = 60000,
+        retry_max_attempts: int | None = 70,
         max_db_bytes: int | None = None,
+        retry_on_max_attempts: str = "pause",
+        mismatch_is_terminal: bool = False,
+        retention_ms: int = 86400000,
     ) -> Engine: ...
     def submit(
         self,
@@ -294,6 +297,16 @@ class Engine:
     def has_ready(self) -> bool: ...
     def commit_is_urgent(self) -> bool: ...
     def has_pending(self) -> bool: ...
+    def set_retry_policy(
+        self,
+        service: str,
+        handler: str | None,
+        initial_ms: int,
+        factor: float,
+        max_ms: int,
+        max_attempts: int | None,
+        on_max_attempts: str,
+    ) -> None: ...
     def set_shared_handlers(self, handlers: list[tuple[str, str]]) -> None: ...
     def unfinished(self) -> int: ...
     def resolve_awakeable(self, id: str, value: bytes) -> None: ...

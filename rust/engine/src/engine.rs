@@ -32,27 +32,51 @@ use crate::store::{Store, StoreError};
 /// otherwise: one day, as on restate-server.
 pub const DEFAULT_RETENTION_MS: u64 = 86_400_000;
 
-/// Retry backoff for failed attempts.
-#[derive(Debug, Clone)]
+/// What happens to an invocation whose attempts reached the retry policy's maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMaxAttempts {
+    /// It is paused: no attempt starts until an operator resumes it (with a fresh count of
+    /// attempts), cancels or kills it. It keeps its virtual object's lock meanwhile, and
+    /// stays paused across restarts.
+    #[default]
+    Pause,
+    /// It completes with a failure carrying the last failure's code and message, which its
+    /// callers get.
+    Kill,
+}
+
+/// How failed attempts are retried: exponential backoff, up to a number of attempts.
+///
+/// The attempts counted are the failed ones since the invocation last stored a journal
+/// entry: an attempt that makes progress (a run, a call, a sleep journaled) starts the
+/// count over, so a long-running invocation is not given up on for failures spread over
+/// its life, only for failing repeatedly at the same point (as restate-server counts them,
+/// `retry_count_since_last_stored_entry`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryOptions {
-    /// First delay (ms).
+    /// Delay before the second attempt (ms).
     pub initial_ms: u64,
-    /// Growth factor per failed attempt.
+    /// Growth factor of the delay per failed attempt.
     pub factor: f64,
     /// Upper bound of the delay (ms).
     pub max_ms: u64,
-    /// Give up after this many failed attempts (the invocation fails with the last error);
-    /// `None` retries forever.
+    /// Attempts in total, the first one included, before `on_max_attempts` applies; `None`
+    /// retries forever.
     pub max_attempts: Option<u32>,
+    /// What happens when the attempts are exhausted.
+    pub on_max_attempts: OnMaxAttempts,
 }
 
 impl Default for RetryOptions {
+    /// restate-server's `default-retry-policy`: 500 ms doubling up to 60 s between
+    /// attempts, 70 attempts, then paused.
     fn default() -> Self {
         RetryOptions {
-            initial_ms: 50,
+            initial_ms: 500,
             factor: 2.0,
-            max_ms: 10_000,
-            max_attempts: None,
+            max_ms: 60_000,
+            max_attempts: Some(70),
+            on_max_attempts: OnMaxAttempts::Pause,
         }
     }
 }
@@ -192,10 +216,63 @@ struct Running {
     undelivered: u32,
 }
 
+/// A service's own setting and its handlers' (a handler's beats its service's).
+#[derive(Debug)]
+struct Policies<T> {
+    service: Option<T>,
+    handlers: HashMap<String, T>,
+}
+
+impl<T> Default for Policies<T> {
+    fn default() -> Self {
+        Policies {
+            service: None,
+            handlers: HashMap::new(),
+        }
+    }
+}
+
+/// The setting for `service`/`handler`: the handler's, else the service's, else `default`.
+fn policy_for<'a, T>(
+    overrides: &'a HashMap<String, Policies<T>>,
+    service: &str,
+    handler: &str,
+    default: &'a T,
+) -> &'a T {
+    match overrides.get(service) {
+        Some(p) => p
+            .handlers
+            .get(handler)
+            .or(p.service.as_ref())
+            .unwrap_or(default),
+        None => default,
+    }
+}
+
+/// Sets the setting of `service` (`handler` `None`) or of one of its handlers.
+fn set_policy<T>(
+    overrides: &mut HashMap<String, Policies<T>>,
+    service: &str,
+    handler: Option<&str>,
+    value: T,
+) {
+    let p = overrides.entry(service.to_owned()).or_default();
+    match handler {
+        Some(h) => {
+            p.handlers.insert(h.to_owned(), value);
+        }
+        None => p.service = Some(value),
+    }
+}
+
 /// The embedded durable-execution engine.
 pub struct Engine {
     store: Store,
     retry: RetryOptions,
+    /// Retry policies of services and of their handlers: service → policies.
+    retry_overrides: HashMap<String, Policies<RetryOptions>>,
+    /// A journal mismatch (570) completes the invocation at once instead of retrying.
+    mismatch_is_terminal: bool,
     live: HashMap<InvocationId, Live>,
     ready: VecDeque<InvocationId>,
     /// Invocations whose next attempt waits for a time: (due, id).
@@ -263,6 +340,8 @@ impl Engine {
         let mut engine = Engine {
             store,
             retry,
+            retry_overrides: HashMap::new(),
+            mismatch_is_terminal: false,
             live: HashMap::new(),
             ready: VecDeque::new(),
             delayed: BinaryHeap::new(),
@@ -285,7 +364,13 @@ impl Engine {
             let len = engine.store.journal_len(&row.id)?;
             let id = row.id;
             let due = row.next_retry_at;
-            let suspended = row.status == Status::Suspended;
+            let status = row.status;
+            // An exclusive invocation that has run holds its object until it completes,
+            // whether it waits for a notification, a retry or an operator.
+            let holds_lock = status == Status::Suspended
+                || row.attempt > 0
+                || row.last_failure.is_some()
+                || len > 1;
             engine.live.insert(
                 id,
                 Live {
@@ -296,11 +381,13 @@ impl Engine {
                     queued: false,
                 },
             );
-            if !suspended {
+            if status == Status::Ready {
                 engine.schedule(id, due);
-            } else if let Some(lock) = engine.object_of(&id) {
-                // A suspended exclusive invocation still holds its object.
-                engine.locks.entry(lock).or_insert(id);
+            }
+            if holds_lock {
+                if let Some(lock) = engine.object_of(&id) {
+                    engine.locks.entry(lock).or_insert(id);
+                }
             }
         }
         for (callee, caller) in engine.store.attached_callers()? {
@@ -367,12 +454,38 @@ impl Engine {
         }
     }
 
+    /// Sets the retry policy of a service (`handler` `None`) or of one of its handlers. A
+    /// handler's policy beats its service's, which beats the engine's. Applies from the next
+    /// failure on.
+    pub fn set_retry_policy(&mut self, service: &str, handler: Option<&str>, policy: RetryOptions) {
+        set_policy(&mut self.retry_overrides, service, handler, policy);
+    }
+
+    /// The retry policy that applies to `service`/`handler`.
+    pub fn retry_policy(&self, service: &str, handler: &str) -> &RetryOptions {
+        policy_for(&self.retry_overrides, service, handler, &self.retry)
+    }
+
+    /// How long completed invocations keep their journal and idempotency key, unless their
+    /// service or handler says otherwise (default [`DEFAULT_RETENTION_MS`]). Applies to
+    /// invocations that complete from now on.
+    pub fn set_default_retention(&mut self, ms: u64) {
+        self.retention_ms = ms;
+    }
+
+    /// With `on`, a journal mismatch (error 570: the handler no longer does what its
+    /// journal recorded) completes the invocation at once with that failure instead of
+    /// being retried. For tests, where non-determinism should fail fast.
+    pub fn set_mismatch_is_terminal(&mut self, on: bool) {
+        self.mismatch_is_terminal = on;
+    }
+
     /// Puts an invocation in line for an attempt at `due` (ms; 0 = now).
     fn schedule(&mut self, id: InvocationId, due: u64) {
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
-        if live.queued || live.attempt.is_some() {
+        if live.queued || live.attempt.is_some() || live.row.status == Status::Paused {
             return;
         }
         live.queued = true;
@@ -680,8 +793,7 @@ impl Engine {
             Message::SuspensionV6 { .. } | Message::SuspensionV7(_) => self.on_suspension(id),
             Message::Error(e) => {
                 let delay = e.next_retry_delay;
-                let reason = format!("[{}] {}", e.code, e.message);
-                self.attempt_failed_with(id, token, failure_of(e), &reason, delay, now)
+                self.attempt_failed_with(id, token, failure_of(e), delay, now)
             }
             Message::AwaitingOn { .. } | Message::Custom(..) => {}
             other => self.attempt_failed(
@@ -1040,15 +1152,18 @@ impl Engine {
     /// stored as its last failure, with code 500 and `reason` as the message.
     pub fn attempt_failed(&mut self, id: InvocationId, token: u64, reason: &str, now: u64) {
         self.clock = now;
-        self.attempt_failed_with(id, token, FailureInfo::new(500, reason), reason, None, now);
+        self.attempt_failed_with(id, token, FailureInfo::new(500, reason), None, now);
     }
 
+    /// The attempt `token` of `id` failed with `failure`: stored as the last failure, then
+    /// the invocation is retried after the backoff (or `delay`, if the handler asked for
+    /// one), paused or killed when its attempts are exhausted, or completed at once when it
+    /// was cancelled or (with [`Engine::set_mismatch_is_terminal`]) its journal mismatches.
     fn attempt_failed_with(
         &mut self,
         id: InvocationId,
         token: u64,
         failure: FailureInfo,
-        reason: &str,
         delay: Option<u64>,
         now: u64,
     ) {
@@ -1060,16 +1175,43 @@ impl Engine {
         self.to_deliver.remove(&id);
         live.row.attempt += 1;
         let attempt = live.row.attempt;
+        let terminal = (self.mismatch_is_terminal
+            && failure.code == u32::from(durable_futures_core::codes::JOURNAL_MISMATCH))
+        .then(|| Outcome::Failure {
+            code: failure.code,
+            message: failure.message.clone(),
+        });
+        let last = Outcome::Failure {
+            code: failure.code,
+            message: failure.message.clone(),
+        };
         live.row.last_failure = Some(failure);
-        if self.retry.max_attempts.is_some_and(|m| attempt >= m) {
-            live.output = Some(Outcome::Failure {
-                code: 500,
-                message: format!("gave up after {attempt} failed attempts; last: {reason}"),
-            });
+        if let Some(outcome) = terminal {
+            live.output = Some(outcome);
             self.on_end(id);
             return;
         }
-        let due = now + delay.unwrap_or_else(|| self.retry.delay(attempt));
+        let policy = policy_for(
+            &self.retry_overrides,
+            &live.row.service,
+            &live.row.handler,
+            &self.retry,
+        );
+        if policy.max_attempts.is_some_and(|m| attempt >= m) {
+            match policy.on_max_attempts {
+                OnMaxAttempts::Kill => {
+                    live.output = Some(last);
+                    self.on_end(id);
+                }
+                OnMaxAttempts::Pause => {
+                    live.row.status = Status::Paused;
+                    live.row.next_retry_at = 0;
+                    self.mark_dirty(id);
+                }
+            }
+            return;
+        }
+        let due = now + delay.unwrap_or_else(|| policy.delay(attempt));
         let live = self.live.get_mut(&id).expect("live");
         live.row.status = Status::Ready;
         live.row.next_retry_at = due;

@@ -4,15 +4,18 @@
 //! invocations, and SQL introspection. Handlers are played by driving the real core VM by
 //! hand, one attempt at a time, on virtual time.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use durable_futures_core::protocol::{encode_frame, ErrorMessage, Message};
 use durable_futures_core::{
-    AwaitOutcome, CommandResult, Error, Handle, Input, RetryPolicy, RunExit, Value, Vm, VmOptions,
+    AwaitOutcome, CommandResult, Error, Handle, Input, RetryPolicy, RunExit, Target, Value, Vm,
+    VmOptions,
 };
 use durable_futures_engine::engine::{
-    Attempt, Effect, Engine, RetryOptions, Submission, DEFAULT_RETENTION_MS,
+    Attempt, Effect, Engine, OnMaxAttempts, RetryOptions, Submission, DEFAULT_RETENTION_MS,
 };
 use durable_futures_engine::model::{FailureInfo, InvocationId, Outcome, Status};
 use durable_futures_engine::store::{Durability, Store};
@@ -47,7 +50,7 @@ fn wait(vm: &mut Vm, h: Handle) -> R<Value> {
 
 /// Runs `name` once (not on replay) with a success, then awaits its result.
 fn run(vm: &mut Vm, name: &str) -> R<Value> {
-    let rh = ok(vm.sys_run(name));
+    let rh = vm.sys_run(name).map_err(|_| Stop::Ended)?;
     if !rh.replayed {
         let exit = RunExit::Success(Bytes::from_static(b"1"));
         ok(vm.propose_run_completion(rh.handle, exit, &RetryPolicy::Infinite));
@@ -58,6 +61,17 @@ fn run(vm: &mut Vm, name: &str) -> R<Value> {
 fn sleep(vm: &mut Vm, until: u64) -> R<()> {
     let h = ok(vm.sys_sleep("nap", until));
     wait(vm, h).map(|_| ())
+}
+
+fn call(vm: &mut Vm, service: &str, handler: &str, key: Option<&str>) -> R<Value> {
+    let t = Target {
+        service: service.into(),
+        handler: handler.into(),
+        key: key.map(str::to_owned),
+        ..Target::default()
+    };
+    let h = ok(vm.sys_call(t, Bytes::from_static(b"null"), ""));
+    wait(vm, h.result)
 }
 
 fn raise(code: u16, message: &str) -> Stop {
@@ -80,6 +94,7 @@ fn retry(max_attempts: Option<u32>) -> RetryOptions {
         factor: 2.0,
         max_ms: 100,
         max_attempts,
+        on_max_attempts: OnMaxAttempts::Pause,
     }
 }
 
@@ -211,6 +226,14 @@ impl Host {
         self.engine
             .status_of(&id, self.now)
             .expect("a known invocation")
+    }
+
+    fn attempts_of(&self, id: InvocationId) -> Vec<u64> {
+        self.started
+            .iter()
+            .filter(|s| s.0 == id)
+            .map(|s| s.1)
+            .collect()
     }
 
     fn row(&self, id: InvocationId) -> durable_futures_engine::model::InvocationRow {
@@ -440,4 +463,222 @@ fn the_last_failure_survives_a_restart() {
     );
     assert_eq!(row.modified_at, START);
     assert_eq!(h.status(id), "backing-off");
+}
+
+// ---- stage 2: retry policies, pause or kill at the end ------------------------------------------
+
+fn always_raise(code: u16, message: &'static str) -> impl Fn(&mut Vm, &Input) -> R<Vec<u8>> {
+    move |_, _| Err(raise(code, message))
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Value(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::Failure(f) => format!("failed {}: {}", f.code, f.message),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_default_policy_is_restates_and_pauses_after_70_attempts() {
+    let d = RetryOptions::default();
+    assert_eq!(
+        d,
+        RetryOptions {
+            initial_ms: 500,
+            factor: 2.0,
+            max_ms: 60_000,
+            max_attempts: Some(70),
+            on_max_attempts: OnMaxAttempts::Pause,
+        }
+    );
+    let mut h = Host::on(Store::open_in_memory().unwrap(), d);
+    h.handler("doomed", always_raise(500, "no"));
+    let id = h.submit("doomed");
+    h.run_until_idle();
+    // 500 ms doubling: 500, 1000, ..., 32000, then 60 s (64 s capped) from the 8th delay.
+    let mut expected = vec![START];
+    let mut t = START;
+    for k in 1..70u32 {
+        t += (500u64 << (k - 1).min(7)).min(60_000);
+        expected.push(t);
+    }
+    assert_eq!(h.attempts_of(id), expected);
+    assert_eq!(h.status(id), "paused");
+    let row = h.row(id);
+    assert_eq!(
+        (row.status, row.attempt, row.next_retry_at),
+        (Status::Paused, 70, 0)
+    );
+    assert_eq!(h.engine.next_wakeup(), None);
+    assert!(h.done.is_empty(), "paused, not completed");
+}
+
+#[test]
+fn a_handlers_policy_beats_its_services_which_beats_the_engines() {
+    let mut h = Host::new(); // engine: 10 ms doubling, unlimited
+    let policy = |initial_ms, max_attempts| RetryOptions {
+        initial_ms,
+        factor: 1.0,
+        max_ms: 1_000,
+        max_attempts: Some(max_attempts),
+        on_max_attempts: OnMaxAttempts::Kill,
+    };
+    h.engine.set_retry_policy("S", None, policy(30, 3));
+    h.engine.set_retry_policy("S", Some("own"), policy(7, 2));
+    // Another service's handler of the same name is not concerned.
+    h.engine
+        .set_retry_policy("T", Some("inherits"), policy(1, 1));
+    for name in ["own", "inherits"] {
+        h.handler(name, always_raise(500, "no"));
+    }
+    let own = h.submit("own");
+    let inherits = h.submit("inherits");
+    let elsewhere = {
+        let s = Submission {
+            service: "U",
+            handler: "own",
+            key: "",
+            input: b"null",
+            idempotency_key: None,
+            invoke_at: 0,
+        };
+        h.engine.submit(&s, h.now).unwrap().id
+    };
+    h.commit();
+    for t in [0, 7, 10, 30] {
+        h.now = START + t;
+        h.settle();
+    }
+    assert_eq!(h.attempts_of(own), vec![START, START + 7]);
+    assert_eq!(
+        h.outcome(own),
+        Outcome::Failure {
+            code: 500,
+            message: "no".into()
+        }
+    );
+    assert_eq!(h.attempts_of(inherits), vec![START, START + 30]);
+    assert_eq!(h.status(inherits), "backing-off");
+    assert_eq!(h.row(inherits).next_retry_at, START + 60);
+    // U/own: the engine's policy, 10 then 20 then 40 ms.
+    assert_eq!(
+        h.attempts_of(elsewhere),
+        vec![START, START + 10, START + 30]
+    );
+    assert_eq!(h.row(elsewhere).next_retry_at, START + 70);
+    assert_eq!(h.engine.retry_policy("S", "own").initial_ms, 7);
+    assert_eq!(h.engine.retry_policy("S", "other").initial_ms, 30);
+    assert_eq!(h.engine.retry_policy("T", "other").initial_ms, 10);
+    assert_eq!(h.engine.retry_policy("T", "inherits").initial_ms, 1);
+}
+
+#[test]
+fn kill_at_max_attempts_ends_with_the_last_failure_and_answers_the_caller() {
+    let mut h = Host::new();
+    h.engine.set_retry_policy(
+        "S",
+        Some("child"),
+        RetryOptions {
+            max_attempts: Some(2),
+            on_max_attempts: OnMaxAttempts::Kill,
+            ..retry(None)
+        },
+    );
+    h.handler("child", always_raise(503, "down"));
+    h.handler("parent", |vm, _| {
+        Ok(text(call(vm, "S", "child", None)?).into_bytes())
+    });
+    let parent = h.submit("parent");
+    h.run_until_idle();
+    let child = h.done[0].0;
+    assert_eq!(
+        h.outcome(child),
+        Outcome::Failure {
+            code: 503,
+            message: "down".into()
+        }
+    );
+    assert_eq!(h.attempts_of(child), vec![START, START + 10]);
+    assert_eq!(
+        h.outcome(parent),
+        Outcome::Success(b"failed 503: down".to_vec())
+    );
+    let row = h.row(child);
+    assert_eq!(row.last_failure.unwrap().message, "down");
+    assert_eq!(row.completed_at, Some(START + 10));
+}
+
+#[test]
+fn pause_at_max_attempts_keeps_the_object_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ops.db");
+    let open = || Store::open(&path, Durability::Os).unwrap();
+    let (stuck, next) = {
+        let mut h = Host::on(open(), retry(Some(3)));
+        h.handler("stuck", prepare_then_raise(500, "bug"));
+        h.handler("echo", |_, _| Ok(b"ok".to_vec()));
+        let stuck = h.submit_at("stuck", "k", 0);
+        let next = h.submit_at("echo", "k", 0);
+        h.run_until_idle();
+        assert_eq!(h.status(stuck), "paused");
+        assert_eq!(
+            h.status(next),
+            "pending",
+            "the paused invocation keeps the object"
+        );
+        assert_eq!(h.attempts_of(next), Vec::<u64>::new());
+        (stuck, next)
+    };
+    let mut h = Host::on(open(), retry(Some(3)));
+    h.handler("stuck", prepare_then_raise(500, "bug"));
+    h.handler("echo", |_, _| Ok(b"ok".to_vec()));
+    assert_eq!(h.status(stuck), "paused");
+    assert_eq!(h.row(stuck).status, Status::Paused);
+    h.run_until_idle();
+    assert!(h.started.is_empty(), "nothing runs: {:?}", h.started);
+    assert_eq!(h.status(next), "pending");
+}
+
+/// A handler that runs "a" the first time and "b" on replay: a journal mismatch.
+fn changes_on_replay() -> impl Fn(&mut Vm, &Input) -> R<Vec<u8>> {
+    let attempts = Rc::new(Cell::new(0));
+    move |vm, _| {
+        attempts.set(attempts.get() + 1);
+        let name = if attempts.get() == 1 { "a" } else { "b" };
+        run(vm, name)?;
+        Ok(b"done".to_vec())
+    }
+}
+
+#[test]
+fn a_journal_mismatch_is_terminal_only_when_asked() {
+    let mut h = Host::new();
+    h.handler("changes", changes_on_replay());
+    let retried = h.submit("changes");
+    h.settle();
+    assert_eq!(h.status(retried), "backing-off");
+    let f = h.row(retried).last_failure.unwrap();
+    assert_eq!(f.code, 570);
+    assert_eq!(f.related_command_type.as_deref(), Some("run"));
+
+    let mut h = Host::new();
+    h.engine.set_mismatch_is_terminal(true);
+    h.handler("changes", changes_on_replay());
+    h.handler("flaky", always_raise(500, "retryable still"));
+    let failed = h.submit("changes");
+    let flaky = h.submit("flaky");
+    h.settle();
+    match h.outcome(failed) {
+        Outcome::Failure { code, message } => {
+            assert_eq!(code, 570);
+            assert!(
+                message.starts_with("journal mismatch at command index 1"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.attempts_of(failed), vec![START, START]);
+    assert_eq!(h.status(flaky), "backing-off", "other failures are retried");
 }

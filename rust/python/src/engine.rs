@@ -6,9 +6,12 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use durable_futures_engine::engine::{Effect, Engine, EngineError, RetryOptions, Submission};
+use durable_futures_engine::engine::{
+    Effect, Engine, EngineError, OnMaxAttempts, RetryOptions, Submission, DEFAULT_RETENTION_MS,
+};
 use durable_futures_engine::model::{FailureInfo, InvocationId, InvocationRow, Outcome};
 use durable_futures_engine::store::{Durability, Store, StoreError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -24,6 +27,16 @@ fn engine_err(e: EngineError) -> PyErr {
         _ => (500, e.to_string()),
     };
     to_py(durable_futures_core::Error::new(code, message))
+}
+
+fn on_max_attempts(s: &str) -> PyResult<OnMaxAttempts> {
+    match s {
+        "pause" => Ok(OnMaxAttempts::Pause),
+        "kill" => Ok(OnMaxAttempts::Kill),
+        other => Err(PyValueError::new_err(format!(
+            "on_max_attempts must be 'pause' or 'kill', not {other:?}"
+        ))),
+    }
 }
 
 fn parse_id(id: &str) -> PyResult<InvocationId> {
@@ -246,8 +259,24 @@ impl PyEngine {
 
 #[pymethods]
 impl PyEngine {
+    /// The retry defaults are restate-server's `default-retry-policy`: 500 ms doubling up to
+    /// 60 s, 70 attempts, then pause (`retry_on_max_attempts="kill"` fails the invocation
+    /// instead). `retry_max_attempts=None` retries forever. `retention_ms`: how long a
+    /// completed invocation keeps its journal and idempotency key (one day).
     #[new]
-    #[pyo3(signature = (path=None, durability="fsync", retry_initial_ms=50, retry_factor=2.0, retry_max_ms=10_000, retry_max_attempts=None, max_db_bytes=None))]
+    #[pyo3(signature = (
+        path=None,
+        durability="fsync",
+        retry_initial_ms=500,
+        retry_factor=2.0,
+        retry_max_ms=60_000,
+        retry_max_attempts=Some(70),
+        max_db_bytes=None,
+        retry_on_max_attempts="pause",
+        mismatch_is_terminal=false,
+        retention_ms=DEFAULT_RETENTION_MS,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         path: Option<std::path::PathBuf>,
         durability: &str,
@@ -256,6 +285,9 @@ impl PyEngine {
         retry_max_ms: u64,
         retry_max_attempts: Option<u32>,
         max_db_bytes: Option<u64>,
+        retry_on_max_attempts: &str,
+        mismatch_is_terminal: bool,
+        retention_ms: u64,
     ) -> PyResult<PyEngine> {
         let durability = match durability {
             "fsync" => Durability::Fsync,
@@ -282,9 +314,13 @@ impl PyEngine {
             factor: retry_factor,
             max_ms: retry_max_ms,
             max_attempts: retry_max_attempts,
+            on_max_attempts: on_max_attempts(retry_on_max_attempts)?,
         };
+        let mut engine = Engine::open(store, retry).map_err(engine_err)?;
+        engine.set_mismatch_is_terminal(mismatch_is_terminal);
+        engine.set_default_retention(retention_ms);
         Ok(PyEngine {
-            engine: Mutex::new(Engine::open(store, retry).map_err(engine_err)?),
+            engine: Mutex::new(engine),
         })
     }
 
@@ -388,6 +424,31 @@ impl PyEngine {
 
     fn has_pending(&mut self) -> bool {
         self.eng().has_pending()
+    }
+
+    /// The retry policy of a service (`handler=None`) or of one of its handlers; a handler's
+    /// beats its service's, which beats the engine's.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (service, handler, initial_ms, factor, max_ms, max_attempts, on_max_attempts))]
+    fn set_retry_policy(
+        &mut self,
+        service: &str,
+        handler: Option<&str>,
+        initial_ms: u64,
+        factor: f64,
+        max_ms: u64,
+        max_attempts: Option<u32>,
+        on_max_attempts: &str,
+    ) -> PyResult<()> {
+        let policy = RetryOptions {
+            initial_ms,
+            factor,
+            max_ms,
+            max_attempts,
+            on_max_attempts: self::on_max_attempts(on_max_attempts)?,
+        };
+        self.eng().set_retry_policy(service, handler, policy);
+        Ok(())
     }
 
     fn set_shared_handlers(&mut self, handlers: Vec<(String, String)>) {
