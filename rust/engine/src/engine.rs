@@ -171,7 +171,10 @@ pub enum EngineError {
     /// The store failed (disk full, damaged file, ...).
     Store(StoreError),
     /// No such invocation.
-    UnknownInvocation(String),
+    NotFound(String),
+    /// The invocation's state does not allow the operation (cancelling a completed one,
+    /// purging one that is not completed, ...).
+    Conflict(String),
     /// Not an awakeable id, or its invocation is unknown.
     BadAwakeable(String),
 }
@@ -180,7 +183,8 @@ impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EngineError::Store(e) => write!(f, "{e}"),
-            EngineError::UnknownInvocation(id) => write!(f, "no invocation {id}"),
+            EngineError::NotFound(id) => write!(f, "no invocation {id}"),
+            EngineError::Conflict(m) => write!(f, "{m}"),
             EngineError::BadAwakeable(m) => write!(f, "{m}"),
         }
     }
@@ -204,7 +208,8 @@ struct Live {
     attempt: Option<Running>,
     /// The output of the last `Output` command, until `End` confirms it.
     output: Option<Outcome>,
-    /// In the ready queue already.
+    /// In the ready queue already. (Entries of the delayed queue are checked against the
+    /// row's `next_retry_at` instead: a rescheduled invocation leaves a stale one behind.)
     queued: bool,
 }
 
@@ -447,9 +452,7 @@ impl Engine {
             if let Some(row) = self.live.get(&id).map(|l| l.row.clone()) {
                 let obj = (row.service.clone(), row.key.clone());
                 self.locks.remove(&obj);
-                if let Some(next) = self.lock_queue.get_mut(&obj).and_then(VecDeque::pop_front) {
-                    self.schedule(next, 0);
-                }
+                self.wake_next_waiting_for(&obj);
             }
         }
     }
@@ -480,20 +483,31 @@ impl Engine {
         self.mismatch_is_terminal = on;
     }
 
-    /// Puts an invocation in line for an attempt at `due` (ms; 0 = now).
+    /// Puts an invocation in line for an attempt at `due` (ms; 0 = now), unless it is
+    /// running, paused or completed. A delayed entry counts only while `due` is still the
+    /// row's `next_retry_at` (callers set that first).
     fn schedule(&mut self, id: InvocationId, due: u64) {
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
-        if live.queued || live.attempt.is_some() || live.row.status == Status::Paused {
+        if live.attempt.is_some() || live.row.status != Status::Ready {
             return;
         }
-        live.queued = true;
         if due == 0 {
-            self.ready.push_back(id);
+            if !live.queued {
+                live.queued = true;
+                self.ready.push_back(id);
+            }
         } else {
             self.delayed.push(Reverse((due, id)));
         }
+    }
+
+    /// Whether an attempt of `id` could be started (it is ready and not running).
+    fn schedulable(&self, id: &InvocationId) -> bool {
+        self.live
+            .get(id)
+            .is_some_and(|l| l.attempt.is_none() && l.row.status == Status::Ready)
     }
 
     /// The row of `id` changed: it is written at the next commit, stamped with the clock.
@@ -655,14 +669,20 @@ impl Engine {
                 break;
             }
             self.delayed.pop();
-            self.ready.push_back(id);
+            if let Some(live) = self.live.get_mut(&id) {
+                // Stale if it was rescheduled (resumed, cancelled, failed again) meanwhile.
+                if live.row.next_retry_at == due && !live.queued {
+                    live.queued = true;
+                    self.ready.push_back(id);
+                }
+            }
         }
         while let Some(id) = self.ready.pop_front() {
             let Some(live) = self.live.get_mut(&id) else {
                 continue;
             };
             live.queued = false;
-            if live.attempt.is_some() || live.row.status == Status::Completed {
+            if live.attempt.is_some() || live.row.status != Status::Ready {
                 continue;
             }
             if let Some(obj) = self.object_of(&id) {
@@ -1105,8 +1125,18 @@ impl Engine {
         let obj = (row.service.clone(), row.key.clone());
         if self.locks.get(&obj) == Some(&row.id) {
             self.locks.remove(&obj);
-            if let Some(next) = self.lock_queue.get_mut(&obj).and_then(VecDeque::pop_front) {
+            self.wake_next_waiting_for(&obj);
+        }
+    }
+
+    /// The object `obj` is free: the first invocation waiting for it that can still run
+    /// goes to the ready queue (those paused or completed meanwhile leave the line; a
+    /// resumed one joins it again when it asks for the object).
+    fn wake_next_waiting_for(&mut self, obj: &(String, String)) {
+        while let Some(next) = self.lock_queue.get_mut(obj).and_then(VecDeque::pop_front) {
+            if self.schedulable(&next) {
                 self.schedule(next, 0);
+                return;
             }
         }
     }
@@ -1118,7 +1148,10 @@ impl Engine {
         // A notification journaled that the attempt never saw wakes it at once.
         let missed = live.attempt.take().is_some_and(|a| a.undelivered > 0);
         self.to_deliver.remove(&id);
-        if missed {
+        if live.row.status == Status::Paused {
+            // Paused while it ran: it waits for an operator, whatever arrives.
+            self.mark_dirty(id);
+        } else if missed {
             live.row.status = Status::Ready;
             self.mark_dirty(id);
             self.schedule(id, 0);
@@ -1189,6 +1222,17 @@ impl Engine {
         if let Some(outcome) = terminal {
             live.output = Some(outcome);
             self.on_end(id);
+            return;
+        }
+        if live.row.cancel_requested {
+            // Cancelled: the failure ends it, as the cancellation would have.
+            live.output = Some(canceled());
+            self.on_end(id);
+            return;
+        }
+        if live.row.status == Status::Paused {
+            // Paused while it ran: it waits for an operator.
+            self.mark_dirty(id);
             return;
         }
         let policy = policy_for(
@@ -1300,10 +1344,81 @@ impl Engine {
         )
     }
 
-    /// Cancels an invocation: it sees a terminal error 409 at its next await.
-    pub fn cancel(&mut self, id: InvocationId) -> Result<(), EngineError> {
-        if !self.live.contains_key(&id) {
-            return Err(EngineError::UnknownInvocation(id.to_text()));
+    // ---- operations: cancel, kill, pause, resume, purge -------------------------------------------
+
+    /// Errs unless `id` is an invocation that has not completed: [`EngineError::NotFound`]
+    /// for an unknown one, [`EngineError::Conflict`] for a completed one.
+    fn require_unfinished(&self, id: &InvocationId, operation: &str) -> Result<(), EngineError> {
+        if self.live.contains_key(id) {
+            return Ok(());
+        }
+        let completing = self
+            .pending
+            .updated_invocations
+            .iter()
+            .any(|r| r.id == *id && r.status == Status::Completed);
+        if completing || self.store.invocation(id)?.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "cannot {operation} invocation {}: it is completed",
+                id.to_text()
+            )));
+        }
+        Err(EngineError::NotFound(id.to_text()))
+    }
+
+    /// The unfinished invocations `id` called and awaits (calls, not one-way sends).
+    fn callees_of(&self, id: &InvocationId) -> Vec<InvocationId> {
+        let mut out: Vec<InvocationId> = self
+            .live
+            .values()
+            .filter(|l| l.row.caller.is_some_and(|c| c.invocation == *id))
+            .map(|l| l.row.id)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `id` never started an attempt: nothing but its input is journaled.
+    fn never_started(&self, live: &Live) -> bool {
+        live.attempt.is_none()
+            && live.row.attempt == 0
+            && live.row.last_failure.is_none()
+            && live.journal_len <= 1
+    }
+
+    /// Cancels an invocation that has not completed, as restate-server does.
+    ///
+    /// One that never started and waits (a delayed submission not due yet, or one queued
+    /// for its virtual object) completes at once with 409 "canceled". Otherwise the cancel
+    /// signal is journaled: a running handler sees a terminal error 409 at its next await
+    /// (a suspended one is woken for it); a paused or backing-off one is scheduled now. The
+    /// invocation is marked cancelled: if an attempt then fails with a retryable error, it
+    /// completes with 409 "canceled" instead of being retried. The calls it awaits are
+    /// cancelled too, recursively.
+    ///
+    /// [`EngineError::NotFound`] for an unknown invocation, [`EngineError::Conflict`] for a
+    /// completed one.
+    pub fn cancel(&mut self, id: InvocationId, now: u64) -> Result<(), EngineError> {
+        self.clock = now;
+        self.require_unfinished(&id, "cancel")?;
+        let mut todo = vec![id];
+        while let Some(id) = todo.pop() {
+            if !self.live.contains_key(&id) {
+                continue;
+            }
+            todo.extend(self.callees_of(&id));
+            self.cancel_one(id, now);
+        }
+        Ok(())
+    }
+
+    fn cancel_one(&mut self, id: InvocationId, now: u64) {
+        let live = &self.live[&id];
+        let waiting = live.row.status == Status::Ready
+            && (live.row.next_retry_at > now || self.waits_for_object(&id));
+        if self.never_started(live) && waiting {
+            self.complete_now(id, canceled());
+            return;
         }
         self.notify(
             id,
@@ -1313,7 +1428,142 @@ impl Engine {
                 NotificationResult::Void,
             ),
         );
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        live.row.cancel_requested = true;
+        let held = live.row.status == Status::Paused
+            || (live.row.status == Status::Ready && live.row.next_retry_at > now);
+        if held {
+            live.row.status = Status::Ready;
+            live.row.next_retry_at = 0;
+        }
+        self.mark_dirty(id);
+        self.schedule(id, 0);
+    }
+
+    /// Whether `id` is ready but its virtual object is held by another invocation.
+    fn waits_for_object(&self, id: &InvocationId) -> bool {
+        self.object_of(id)
+            .and_then(|obj| self.locks.get(&obj))
+            .is_some_and(|holder| holder != id)
+    }
+
+    /// Ends `id` at once with `outcome`: a live attempt is forgotten (its later output is
+    /// ignored), its timers are dropped, its callers are answered and its object is freed.
+    fn complete_now(&mut self, id: InvocationId, outcome: Outcome) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        live.attempt = None;
+        live.output = Some(outcome);
+        self.to_deliver.remove(&id);
+        let mut dropped = Vec::new();
+        self.timers.retain(|Reverse((_, t, c))| {
+            let mine = *t == id;
+            if mine {
+                dropped.push((id, *c));
+            }
+            !mine
+        });
+        self.pending.timers_removed.extend(dropped);
+        self.on_end(id);
+    }
+
+    /// Kills an invocation that has not completed: it completes at once with 409 "killed"
+    /// (restate-server's `KILLED_INVOCATION_ERROR`), without running its handler again. Its
+    /// callers (attached ones too) get that failure, its virtual object goes to the next
+    /// invocation waiting for it, its timers are dropped, and a live attempt is forgotten:
+    /// its later output is ignored, and the host stops it on the `Completed` effect. The
+    /// calls it awaits are killed too, recursively.
+    ///
+    /// [`EngineError::NotFound`] for an unknown invocation, [`EngineError::Conflict`] for a
+    /// completed one.
+    pub fn kill(&mut self, id: InvocationId, now: u64) -> Result<(), EngineError> {
+        self.clock = now;
+        self.require_unfinished(&id, "kill")?;
+        let mut todo = vec![id];
+        while let Some(id) = todo.pop() {
+            if !self.live.contains_key(&id) {
+                continue;
+            }
+            todo.extend(self.callees_of(&id));
+            self.complete_now(id, killed());
+        }
         Ok(())
+    }
+
+    /// Pauses an invocation that has not completed: no attempt starts until it is resumed
+    /// (or cancelled, or killed); notifications arriving meanwhile are journaled but do not
+    /// wake it. A live attempt goes on: if it suspends or fails, the invocation waits paused;
+    /// if it completes, it completes. An exclusive invocation that has run keeps its virtual
+    /// object. Pausing a paused invocation does nothing.
+    ///
+    /// [`EngineError::NotFound`] for an unknown invocation, [`EngineError::Conflict`] for a
+    /// completed one.
+    pub fn pause(&mut self, id: InvocationId, now: u64) -> Result<(), EngineError> {
+        self.clock = now;
+        self.require_unfinished(&id, "pause")?;
+        let live = self.live.get_mut(&id).expect("unfinished");
+        if live.row.status != Status::Paused {
+            live.row.status = Status::Paused;
+            live.row.next_retry_at = 0;
+            self.mark_dirty(id);
+        }
+        Ok(())
+    }
+
+    /// Resumes an invocation: a paused, suspended or backing-off one is ready now, its count
+    /// of failed attempts reset (it gets its retry policy's full attempts again). A ready,
+    /// scheduled or running one is left as it is (a running one that was paused while it ran
+    /// is no longer paused).
+    ///
+    /// [`EngineError::NotFound`] for an unknown invocation, [`EngineError::Conflict`] for a
+    /// completed one.
+    pub fn resume(&mut self, id: InvocationId, now: u64) -> Result<(), EngineError> {
+        self.clock = now;
+        self.require_unfinished(&id, "resume")?;
+        let live = self.live.get_mut(&id).expect("unfinished");
+        let idle = live.attempt.is_none();
+        let resumable = match live.row.status {
+            Status::Paused => true,
+            Status::Suspended => idle,
+            Status::Ready => idle && live.row.attempt > 0,
+            Status::Completed => false,
+        };
+        if resumable {
+            live.row.status = Status::Ready;
+            live.row.next_retry_at = 0;
+            live.row.attempt = 0;
+            self.mark_dirty(id);
+            self.schedule(id, 0);
+        }
+        Ok(())
+    }
+
+    /// Deletes a completed invocation now: its row, journal, idempotency key (a new
+    /// submission with it starts a new invocation) and what is left of its callers. The
+    /// state of its virtual object stays.
+    ///
+    /// [`EngineError::NotFound`] for an unknown invocation, [`EngineError::Conflict`] for one
+    /// that is not completed (or whose completion is not committed yet).
+    pub fn purge(&mut self, id: InvocationId) -> Result<(), EngineError> {
+        let stored = self.store.invocation(&id)?;
+        match stored {
+            Some(row) if row.status == Status::Completed && !self.live.contains_key(&id) => {
+                self.store.purge(&[row])?;
+                Ok(())
+            }
+            Some(_) => Err(EngineError::Conflict(format!(
+                "cannot purge invocation {}: it is not completed",
+                id.to_text()
+            ))),
+            None if self.live.contains_key(&id) => Err(EngineError::Conflict(format!(
+                "cannot purge invocation {}: it is not completed",
+                id.to_text()
+            ))),
+            None => Err(EngineError::NotFound(id.to_text())),
+        }
     }
 
     // ---- commit ----------------------------------------------------------------------------------
@@ -1398,15 +1648,19 @@ impl Engine {
             let len = self.store.journal_len(&id).unwrap_or(0);
             match stored {
                 Some(row) if row.status != Status::Completed => {
-                    let live = Live {
+                    let mut live = Live {
                         row,
                         journal_len: len,
                         attempt: None,
                         output: None,
                         queued: false,
                     };
+                    let due = now + self.retry.initial_ms;
+                    if live.row.status == Status::Ready {
+                        live.row.next_retry_at = due;
+                    }
                     self.live.insert(id, live);
-                    self.schedule(id, now + self.retry.initial_ms);
+                    self.schedule(id, due);
                 }
                 _ => {
                     self.live.remove(&id);
@@ -1502,7 +1756,7 @@ impl Engine {
         let row = self
             .store
             .invocation(id)?
-            .ok_or_else(|| EngineError::UnknownInvocation(id.to_text()))?;
+            .ok_or_else(|| EngineError::NotFound(id.to_text()))?;
         Ok(attempt_request(&self.store, &row)?)
     }
 
@@ -1618,5 +1872,21 @@ fn command_type_name(code: u32) -> String {
         Some(ty) if ty.is_command() => ty.kind().to_owned(),
         Some(ty) => format!("{ty:?}"),
         None => format!("{code:#06x}"),
+    }
+}
+
+/// restate-server's `CANCELED_INVOCATION_ERROR`.
+fn canceled() -> Outcome {
+    Outcome::Failure {
+        code: 409,
+        message: "canceled".to_owned(),
+    }
+}
+
+/// restate-server's `KILLED_INVOCATION_ERROR`.
+fn killed() -> Outcome {
+    Outcome::Failure {
+        code: 409,
+        message: "killed".to_owned(),
     }
 }

@@ -657,6 +657,68 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes invocations (completed ones: the engine holds no others here), in one
+    /// transaction: each one's row, journal, idempotency key, attached callers and leftover
+    /// timers. State of virtual objects is kept. Returns how many rows were deleted.
+    pub fn purge(&mut self, rows: &[InvocationRow]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let result = self
+            .conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut begin| begin.execute([]))
+            .and_then(|_| self.delete_rows(rows))
+            .and_then(|n| {
+                self.conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(n)
+            });
+        match result {
+            Ok(n) => {
+                for r in rows {
+                    self.seqs.remove(&r.id);
+                }
+                Ok(n)
+            }
+            Err(err) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(StoreError::from_sqlite(&self.path, err))
+            }
+        }
+    }
+
+    fn delete_rows(&mut self, rows: &[InvocationRow]) -> rusqlite::Result<usize> {
+        let c = &self.conn;
+        let mut deleted = 0;
+        for r in rows {
+            if let Some(seq) = lookup_seq(c, &r.id)? {
+                let (from, to) = journal_keys(seq);
+                c.prepare_cached("DELETE FROM journal_entries WHERE k >= ?1 AND k < ?2")?
+                    .execute(params![from, to])?;
+            }
+            deleted += c
+                .prepare_cached("DELETE FROM invocations WHERE id = ?1")?
+                .execute(params![r.id.0])?;
+            if let Some(k) = &r.idempotency_key {
+                c.prepare_cached(
+                    "DELETE FROM idempotency WHERE service = ?1 AND handler = ?2 AND key = ?3 \
+                     AND idempotency_key = ?4 AND invocation = ?5",
+                )?
+                .execute(params![r.service, r.handler, r.key, k, r.id.0])?;
+            }
+            c.prepare_cached("DELETE FROM attached_callers WHERE callee = ?1")?
+                .execute(params![r.id.0])?;
+            c.prepare_cached("DELETE FROM timers WHERE invocation = ?1")?
+                .execute(params![r.id.0])?;
+        }
+        Ok(deleted)
+    }
+
     /// The invocation `id`, if it exists.
     pub fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRow>, StoreError> {
         let raw = self

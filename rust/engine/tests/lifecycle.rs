@@ -1186,7 +1186,7 @@ fn the_host_sees_outcomes_unfinished_invocations_and_cancels_them() {
         "{listed:?}"
     );
 
-    host.engine.cancel(first).unwrap();
+    host.engine.cancel(first, host.now).unwrap();
     host.run_until_idle();
     assert_eq!(host.outcome(first), success("\"cancelled\""));
     assert_eq!(host.outcome(second), success("\"held\""));
@@ -1196,7 +1196,7 @@ fn the_host_sees_outcomes_unfinished_invocations_and_cancels_them() {
     );
     assert_eq!(host.engine.unfinished(), 0);
     assert!(
-        host.engine.cancel(first).is_err(),
+        host.engine.cancel(first, host.now).is_err(),
         "a finished invocation cannot be cancelled"
     );
 }

@@ -682,3 +682,504 @@ fn a_journal_mismatch_is_terminal_only_when_asked() {
     assert_eq!(h.attempts_of(failed), vec![START, START]);
     assert_eq!(h.status(flaky), "backing-off", "other failures are retried");
 }
+
+// ---- stage 3: cancel, kill, pause, resume, purge ------------------------------------------------
+
+use durable_futures_core::protocol::decode_all;
+use durable_futures_engine::engine::EngineError;
+
+/// Sleeps until `START + 1_000_000`, then returns "woke".
+fn long_nap(vm: &mut Vm, _: &Input) -> R<Vec<u8>> {
+    sleep(vm, START + 1_000_000)?;
+    Ok(b"woke".to_vec())
+}
+
+/// Calls `S/<input>` and returns what it got, as text.
+fn caller_of(callee: &'static str) -> impl Fn(&mut Vm, &Input) -> R<Vec<u8>> {
+    move |vm, _| Ok(text(call(vm, "S", callee, None)?).into_bytes())
+}
+
+fn failure(code: u32, message: &str) -> Outcome {
+    Outcome::Failure {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn is_not_found(r: Result<(), EngineError>) -> bool {
+    matches!(r, Err(EngineError::NotFound(_)))
+}
+
+fn is_conflict(r: Result<(), EngineError>) -> bool {
+    matches!(r, Err(EngineError::Conflict(_)))
+}
+
+/// The ids of the invocations `S/<handler>` in the order they were created.
+fn ids_of(h: &Host, handler: &str) -> Vec<InvocationId> {
+    let mut rows = h.engine.list(1_000).unwrap();
+    rows.reverse();
+    rows.into_iter()
+        .filter(|r| r.handler == handler)
+        .map(|r| r.id)
+        .collect()
+}
+
+#[test]
+fn cancel_reaches_the_awaited_callees_recursively_but_not_sends() {
+    let mut h = Host::new();
+    h.handler("grandchild", long_nap);
+    h.handler("child", caller_of("grandchild"));
+    h.handler("sent", long_nap);
+    h.handler("parent", |vm, _| {
+        let t = Target {
+            service: "S".into(),
+            handler: "sent".into(),
+            ..Target::default()
+        };
+        ok(vm.sys_send(t, Bytes::from_static(b"null"), None, ""));
+        Ok(text(call(vm, "S", "child", None)?).into_bytes())
+    });
+    let parent = h.submit("parent");
+    h.settle();
+    let (child, grandchild, sent) = (
+        ids_of(&h, "child")[0],
+        ids_of(&h, "grandchild")[0],
+        ids_of(&h, "sent")[0],
+    );
+    for id in [parent, child, grandchild, sent] {
+        assert_eq!(h.status(id), "suspended");
+    }
+    h.now += 5;
+    h.engine.cancel(parent, h.now).unwrap();
+    for id in [parent, child, grandchild] {
+        assert!(h.engine.invocation(&id).unwrap().unwrap().status != Status::Completed);
+    }
+    h.commit();
+    for id in [parent, child, grandchild] {
+        assert!(h.row(id).cancel_requested, "{}", id.to_text());
+        assert_eq!(h.status(id), "ready", "woken for the cancellation");
+    }
+    assert!(!h.row(sent).cancel_requested);
+    h.settle();
+    // Each sees the cancellation at its await and ends with the terminal error.
+    for id in [parent, child, grandchild] {
+        assert_eq!(h.outcome(id), failure(409, "cancelled"), "{}", id.to_text());
+    }
+    assert_eq!(
+        h.status(sent),
+        "suspended",
+        "a one-way send is not cancelled"
+    );
+    assert!(is_conflict(h.engine.cancel(parent, h.now)));
+    assert!(is_not_found(h.engine.cancel(InvocationId([7; 16]), h.now)));
+}
+
+#[test]
+fn a_cancelled_invocation_that_fails_ends_with_409_instead_of_a_retry() {
+    for paused in [false, true] {
+        let mut h = Host::new();
+        h.handler("doomed", always_raise(500, "boom"));
+        let id = h.submit("doomed");
+        h.settle();
+        if paused {
+            h.engine.pause(id, h.now).unwrap();
+            assert_eq!(h.status(id), "paused");
+        } else {
+            assert_eq!(h.status(id), "backing-off");
+        }
+        h.now += 3; // before the retry is due
+        h.engine.cancel(id, h.now).unwrap();
+        h.commit();
+        assert_eq!(h.status(id), "ready", "scheduled now");
+        h.settle();
+        assert_eq!(h.outcome(id), failure(409, "canceled"));
+        assert_eq!(h.attempts_of(id), vec![START, START + 3]);
+        assert_eq!(h.row(id).last_failure.unwrap().message, "boom");
+    }
+}
+
+#[test]
+fn cancel_of_an_invocation_that_never_started_and_waits_ends_it_at_once() {
+    let mut h = Host::new();
+    h.handler("hold", long_nap);
+    h.handler("echo", |_, _| Ok(b"ran".to_vec()));
+    let later = h.submit_at("echo", "", START + 100);
+    let holder = h.submit_at("hold", "k", 0);
+    let queued = h.submit_at("echo", "k", 0);
+    let ready = h.submit_at("echo", "", 0);
+    h.commit();
+    h.step(); // the holder takes the object and suspends
+    assert_eq!(h.status(queued), "pending");
+    for id in [later, queued] {
+        h.engine.cancel(id, h.now).unwrap();
+    }
+    h.commit();
+    assert_eq!(h.outcome(later), failure(409, "canceled"));
+    assert_eq!(h.outcome(queued), failure(409, "canceled"));
+    // Ready to start: it runs with the cancellation journaled (and, awaiting nothing, ends
+    // as it would have).
+    h.engine.cancel(ready, h.now).unwrap();
+    h.run_until_idle();
+    assert_eq!(h.attempts_of(later), Vec::<u64>::new());
+    assert_eq!(h.attempts_of(queued), Vec::<u64>::new());
+    assert_eq!(h.outcome(ready), Outcome::Success(b"ran".to_vec()));
+    assert_eq!(h.status(holder), "completed");
+}
+
+#[test]
+fn cancel_reaches_a_live_attempt_through_a_delivery() {
+    let mut h = Host::new();
+    h.handler("hold", long_nap);
+    let id = h.submit("hold");
+    h.commit();
+    let a = h.next_attempt();
+    h.engine.cancel(id, h.now).unwrap();
+    let effects = h.engine.commit(h.now).unwrap();
+    let [Effect::Deliver {
+        id: d,
+        token,
+        frames,
+    }] = effects.as_slice()
+    else {
+        panic!("{effects:?}");
+    };
+    assert_eq!((*d, *token), (id, a.token));
+    let msgs = decode_all(frames).unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0].0.ty,
+        durable_futures_core::MessageType::SignalNotification
+    );
+    assert_eq!(h.status(id), "running");
+}
+
+#[test]
+fn an_operation_on_an_invocation_whose_completion_is_not_committed_is_a_conflict() {
+    let mut h = Host::new();
+    h.handler("echo", |_, _| Ok(b"1".to_vec()));
+    let id = h.submit("echo");
+    h.commit();
+    let a = h.next_attempt();
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    assert!(is_conflict(h.engine.cancel(id, h.now)));
+    assert!(is_conflict(h.engine.kill(id, h.now)));
+    assert!(is_conflict(h.engine.purge(id)), "not durable yet");
+    h.commit();
+    assert!(is_conflict(h.engine.pause(id, h.now)));
+    assert!(is_conflict(h.engine.resume(id, h.now)));
+    h.engine.purge(id).unwrap();
+}
+
+#[test]
+fn kill_ends_at_once_answers_every_caller_frees_the_object_and_drops_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ops.db");
+    let mut h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+    h.handler("sleeper", long_nap);
+    h.handler("next", |_, _| Ok(b"my turn".to_vec()));
+    let with_key = |key: &'static str| {
+        move |vm: &mut Vm, _: &Input| -> R<Vec<u8>> {
+            let t = Target {
+                service: "S".into(),
+                handler: "sleeper".into(),
+                key: Some("k".into()),
+                idempotency_key: Some(key.into()),
+                ..Target::default()
+            };
+            let handles = ok(vm.sys_call(t, Bytes::from_static(b"null"), ""));
+            Ok(text(wait(vm, handles.result)?).into_bytes())
+        }
+    };
+    h.handler("first", with_key("same"));
+    h.handler("second", with_key("same"));
+    let first = h.submit("first");
+    h.settle();
+    let sleeper = ids_of(&h, "sleeper")[0];
+    let second = h.submit("second"); // attaches to the same sleeper
+    let next = h.submit_at("next", "k", 0);
+    h.settle();
+    assert_eq!(h.status(next), "pending");
+    assert_eq!(h.engine.next_wakeup(), Some(START + 1_000_000));
+    h.now += 5;
+    h.engine.kill(sleeper, h.now).unwrap();
+    assert_eq!(h.engine.next_wakeup(), None, "its timer is dropped");
+    h.settle();
+    assert_eq!(h.outcome(sleeper), failure(409, "killed"));
+    assert_eq!(
+        h.outcome(first),
+        Outcome::Success(b"failed 409: killed".to_vec())
+    );
+    assert_eq!(
+        h.outcome(second),
+        Outcome::Success(b"failed 409: killed".to_vec())
+    );
+    assert_eq!(h.outcome(next), Outcome::Success(b"my turn".to_vec()));
+    let row = h.row(sleeper);
+    assert_eq!(row.completed_at, Some(START + 5));
+    assert!(is_conflict(h.engine.kill(sleeper, h.now)));
+    assert!(is_not_found(h.engine.kill(InvocationId([7; 16]), h.now)));
+    // The timer is gone from the store too.
+    drop(h);
+    let h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+    assert_eq!(h.engine.next_wakeup(), None);
+    assert_eq!(h.engine.unfinished(), 0);
+}
+
+#[test]
+fn kill_forgets_a_live_attempt_and_kills_the_callees_it_awaits() {
+    let mut h = Host::new();
+    h.handler("grandchild", long_nap);
+    h.handler("child", caller_of("grandchild"));
+    h.handler("parent", |vm, _| {
+        run(vm, "step")?;
+        Ok(text(call(vm, "S", "child", None)?).into_bytes())
+    });
+    let parent = h.submit("parent");
+    h.settle();
+    let (child, grandchild) = (ids_of(&h, "child")[0], ids_of(&h, "grandchild")[0]);
+    // Wake the parent and start an attempt the host has not finished.
+    h.engine.resume(parent, h.now).unwrap();
+    h.commit();
+    let a = h.next_attempt();
+    let entries = h.engine.journal_len(&parent).unwrap();
+    h.engine.kill(parent, h.now).unwrap();
+    let effects = h.engine.commit(h.now).unwrap();
+    let completed: Vec<(InvocationId, Outcome)> = effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Completed { id, outcome } => Some((id, outcome)),
+            Effect::Deliver { .. } => None,
+        })
+        .collect();
+    let mut killed: Vec<InvocationId> = completed.iter().map(|c| c.0).collect();
+    killed.sort();
+    let mut expected = vec![parent, child, grandchild];
+    expected.sort();
+    assert_eq!(killed, expected);
+    assert!(completed.iter().all(|c| c.1 == failure(409, "killed")));
+    // What the forgotten attempt writes afterwards is ignored.
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    assert!(h.engine.commit(h.now).unwrap().is_empty());
+    assert_eq!(h.engine.journal_len(&parent).unwrap(), entries);
+    assert_eq!(h.engine.unfinished(), 0);
+}
+
+#[test]
+fn a_paused_invocation_journals_notifications_without_waking_and_resume_runs_it() {
+    let mut h = Host::new();
+    h.handler("nap", |vm, _| {
+        sleep(vm, START + 100)?;
+        Ok(b"rested".to_vec())
+    });
+    let id = h.submit("nap");
+    h.settle();
+    assert_eq!(h.status(id), "suspended");
+    h.now = START + 20;
+    h.engine.pause(id, h.now).unwrap();
+    h.commit();
+    assert_eq!(h.row(id).status, Status::Paused);
+    assert_eq!(h.row(id).modified_at, START + 20);
+    h.now = START + 30;
+    h.engine.pause(id, h.now).unwrap(); // again: nothing changes
+    h.commit();
+    assert_eq!(h.row(id).modified_at, START + 20);
+    let before = h.engine.journal_len(&id).unwrap();
+    h.now = START + 100;
+    h.settle(); // the timer fires
+    assert_eq!(h.engine.journal_len(&id).unwrap(), before + 1, "journaled");
+    assert_eq!(h.status(id), "paused", "not woken");
+    assert_eq!(h.attempts_of(id), vec![START]);
+    h.now = START + 150;
+    h.engine.resume(id, h.now).unwrap();
+    h.settle();
+    assert_eq!(h.attempts_of(id), vec![START, START + 150]);
+    assert_eq!(h.outcome(id), Outcome::Success(b"rested".to_vec()));
+    assert!(is_not_found(h.engine.pause(InvocationId([7; 16]), h.now)));
+    assert!(is_not_found(h.engine.resume(InvocationId([7; 16]), h.now)));
+}
+
+#[test]
+fn a_pause_during_an_attempt_applies_when_it_suspends_or_fails_not_when_it_completes() {
+    let mut h = Host::new();
+    h.handler("nap", |vm, _| {
+        sleep(vm, START + 10)?;
+        Ok(b"rested".to_vec())
+    });
+    h.handler("doomed", always_raise(500, "boom"));
+    h.handler("echo", |_, _| Ok(b"done".to_vec()));
+    for handler in ["nap", "doomed", "echo"] {
+        let id = h.submit(handler);
+        h.commit();
+        let a = h.next_attempt();
+        h.engine.pause(id, h.now).unwrap();
+        assert_eq!(h.status(id), "running");
+        let out = h.play(&a);
+        h.engine.on_output(a.id, a.token, &out, h.now);
+        h.commit();
+    }
+    let [nap, doomed, echo] = [
+        ids_of(&h, "nap")[0],
+        ids_of(&h, "doomed")[0],
+        ids_of(&h, "echo")[0],
+    ];
+    assert_eq!(h.status(nap), "paused");
+    assert_eq!(h.status(doomed), "paused");
+    assert_eq!(h.row(doomed).next_retry_at, 0, "no retry planned");
+    assert_eq!(h.row(doomed).attempt, 1);
+    assert_eq!(h.outcome(echo), Outcome::Success(b"done".to_vec()));
+    h.now = START + 1_000;
+    h.settle();
+    assert_eq!(h.attempts_of(nap), vec![START]);
+    assert_eq!(h.attempts_of(doomed), vec![START]);
+}
+
+#[test]
+fn resume_during_an_attempt_undoes_a_pause() {
+    let mut h = Host::new();
+    h.handler("nap", |vm, _| {
+        sleep(vm, START + 10)?;
+        Ok(b"rested".to_vec())
+    });
+    let id = h.submit("nap");
+    h.commit();
+    let a = h.next_attempt();
+    h.engine.pause(id, h.now).unwrap();
+    h.engine.resume(id, h.now).unwrap();
+    let out = h.play(&a);
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    h.commit();
+    assert_eq!(h.status(id), "suspended");
+    h.run_until_idle();
+    assert_eq!(h.outcome(id), Outcome::Success(b"rested".to_vec()));
+}
+
+#[test]
+fn a_paused_invocation_that_never_ran_does_not_start_until_resumed() {
+    let mut h = Host::new();
+    h.handler("hold", long_nap);
+    h.handler("echo", |_, _| Ok(b"ran".to_vec()));
+    let holder = h.submit_at("hold", "k", 0);
+    let queued = h.submit_at("echo", "k", 0);
+    let free = h.submit("echo");
+    h.commit();
+    h.engine.pause(free, h.now).unwrap();
+    h.commit();
+    h.step(); // the holder
+    h.settle();
+    assert_eq!(h.status(queued), "pending");
+    h.engine.pause(queued, h.now).unwrap();
+    h.engine.kill(holder, h.now).unwrap(); // frees the object: the paused one does not take it
+    h.settle();
+    assert_eq!(h.status(queued), "paused");
+    assert_eq!(h.status(free), "paused");
+    assert_eq!(h.attempts_of(free), Vec::<u64>::new());
+    h.now += 1;
+    h.engine.resume(queued, h.now).unwrap();
+    h.engine.resume(free, h.now).unwrap();
+    h.settle();
+    assert_eq!(h.outcome(queued), Outcome::Success(b"ran".to_vec()));
+    assert_eq!(h.outcome(free), Outcome::Success(b"ran".to_vec()));
+    assert_eq!(h.attempts_of(free), vec![START + 1]);
+}
+
+#[test]
+fn resume_runs_a_backing_off_invocation_now_with_its_full_attempts() {
+    let mut h = Host::on(Store::open_in_memory().unwrap(), retry(Some(3)));
+    h.handler("doomed", always_raise(500, "boom"));
+    let id = h.submit("doomed");
+    h.settle();
+    h.now = START + 10;
+    h.settle(); // second failure: due at +30
+    assert_eq!((h.status(id), h.row(id).attempt), ("backing-off", 2));
+    h.now = START + 12;
+    h.engine.resume(id, h.now).unwrap();
+    assert_eq!(h.status(id), "ready");
+    h.settle();
+    // Three more attempts (the count starts over), then paused.
+    h.run_until_idle();
+    assert_eq!(
+        h.attempts_of(id),
+        vec![START, START + 10, START + 12, START + 22, START + 42]
+    );
+    assert_eq!(h.status(id), "paused");
+}
+
+#[test]
+fn resume_leaves_ready_scheduled_and_running_invocations_as_they_are() {
+    let mut h = Host::new();
+    h.handler("echo", |_, _| Ok(b"ran".to_vec()));
+    h.handler("nap", |vm, _| {
+        sleep(vm, START + 50)?;
+        Ok(Vec::new())
+    });
+    let later = h.submit_at("echo", "", START + 100);
+    let ready = h.submit("echo");
+    let running = h.submit("nap");
+    h.commit();
+    let a = h.next_attempt();
+    assert_eq!(a.id, ready);
+    let out = h.play(&a);
+    let b = h.next_attempt();
+    assert_eq!(b.id, running);
+    for id in [later, running] {
+        h.engine.resume(id, h.now).unwrap();
+    }
+    assert_eq!(h.status(later), "scheduled");
+    assert_eq!(h.row(later).next_retry_at, START + 100);
+    assert_eq!(h.status(running), "running");
+    h.engine.on_output(a.id, a.token, &out, h.now);
+    let out = h.play(&b);
+    h.engine.on_output(b.id, b.token, &out, h.now);
+    h.settle();
+    assert_eq!(h.status(running), "suspended");
+    h.run_until_idle();
+    assert_eq!(h.attempts_of(later), vec![START + 100]);
+    assert_eq!(h.attempts_of(running), vec![START, START + 50]);
+}
+
+#[test]
+fn purge_deletes_a_completed_invocation_and_frees_its_idempotency_key() {
+    let mut h = Host::new();
+    h.handler("count", |vm, _| {
+        let hd = ok(vm.sys_state_get("n"));
+        let n = match wait(vm, hd)? {
+            Value::Value(b) => String::from_utf8_lossy(&b).parse::<u32>().unwrap(),
+            _ => 0,
+        };
+        ok(vm.sys_state_set("n", Bytes::from((n + 1).to_string())));
+        Ok((n + 1).to_string().into_bytes())
+    });
+    let submit = |h: &mut Host| {
+        let s = Submission {
+            service: "S",
+            handler: "count",
+            key: "k",
+            input: b"null",
+            idempotency_key: Some("once"),
+            invoke_at: 0,
+        };
+        h.engine.submit(&s, h.now).unwrap()
+    };
+    let first = submit(&mut h);
+    h.run_until_idle();
+    assert_eq!(h.outcome(first.id), Outcome::Success(b"1".to_vec()));
+    assert!(submit(&mut h).existing, "the key is kept until purged");
+    assert!(h.engine.journal_len(&first.id).unwrap() > 1);
+    h.engine.purge(first.id).unwrap();
+    assert_eq!(h.engine.invocation(&first.id).unwrap(), None);
+    assert_eq!(h.engine.journal_len(&first.id).unwrap(), 0);
+    assert_eq!(h.engine.status_of(&first.id, h.now), None);
+    assert!(is_not_found(h.engine.purge(first.id)));
+    let again = submit(&mut h);
+    assert!(!again.existing);
+    assert_ne!(again.id, first.id);
+    assert!(is_conflict(h.engine.purge(again.id)), "not completed");
+    h.run_until_idle();
+    assert_eq!(
+        h.outcome(again.id),
+        Outcome::Success(b"2".to_vec()),
+        "the object's state stays"
+    );
+}

@@ -11,18 +11,22 @@ use durable_futures_engine::engine::{
 };
 use durable_futures_engine::model::{FailureInfo, InvocationId, InvocationRow, Outcome};
 use durable_futures_engine::store::{Durability, Store, StoreError};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::to_py;
 
+/// The exception for an engine error: `KeyError` for an unknown invocation, `ValueError`
+/// for an operation its state does not allow, else the error of `durable_futures.errors`
+/// for the code (507 for the store, 400 for a bad awakeable).
 fn engine_err(e: EngineError) -> PyErr {
     let (code, message) = match &e {
+        EngineError::NotFound(_) => return PyKeyError::new_err(e.to_string()),
+        EngineError::Conflict(_) => return PyValueError::new_err(e.to_string()),
         EngineError::Store(StoreError::Full(..)) => (507, e.to_string()),
         EngineError::Store(_) => (507, e.to_string()),
-        EngineError::UnknownInvocation(_) => (404, e.to_string()),
         EngineError::BadAwakeable(_) => (400, e.to_string()),
         _ => (500, e.to_string()),
     };
@@ -469,8 +473,43 @@ impl PyEngine {
             .map_err(engine_err)
     }
 
-    fn cancel(&mut self, id: &str) -> PyResult<()> {
-        self.eng().cancel(parse_id(id)?).map_err(engine_err)
+    /// Cancels an invocation in any state but completed (see the engine's `cancel`); the
+    /// calls it awaits too. `KeyError` if unknown, `ValueError` if completed. `now`: the
+    /// host's clock (ms), the wall clock if not given.
+    #[pyo3(signature = (id, now=None))]
+    fn cancel(&mut self, id: &str, now: Option<u64>) -> PyResult<()> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        self.eng().cancel(parse_id(id)?, now).map_err(engine_err)
+    }
+
+    /// Ends an invocation at once with 409 "killed", and the calls it awaits. `KeyError` if
+    /// unknown, `ValueError` if completed.
+    #[pyo3(signature = (id, now=None))]
+    fn kill(&mut self, id: &str, now: Option<u64>) -> PyResult<()> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        self.eng().kill(parse_id(id)?, now).map_err(engine_err)
+    }
+
+    /// Stops an invocation's attempts until `resume`. `KeyError` if unknown, `ValueError` if
+    /// completed.
+    #[pyo3(signature = (id, now=None))]
+    fn pause(&mut self, id: &str, now: Option<u64>) -> PyResult<()> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        self.eng().pause(parse_id(id)?, now).map_err(engine_err)
+    }
+
+    /// Runs a paused, suspended or backing-off invocation now, with a fresh count of
+    /// attempts. `KeyError` if unknown, `ValueError` if completed.
+    #[pyo3(signature = (id, now=None))]
+    fn resume(&mut self, id: &str, now: Option<u64>) -> PyResult<()> {
+        let now = now.unwrap_or_else(wall_clock_ms);
+        self.eng().resume(parse_id(id)?, now).map_err(engine_err)
+    }
+
+    /// Deletes a completed invocation (row, journal, idempotency key). `KeyError` if
+    /// unknown, `ValueError` if not completed.
+    fn purge(&mut self, id: &str) -> PyResult<()> {
+        self.eng().purge(parse_id(id)?).map_err(engine_err)
     }
 
     /// `None` while running, else `(ok, payload)`.
@@ -531,7 +570,12 @@ impl PyEngine {
         let r = self
             .eng()
             .attempt_request(&parse_id(id)?)
-            .map_err(engine_err)?;
+            .map_err(|e| match e {
+                EngineError::NotFound(_) => {
+                    to_py(durable_futures_core::Error::new(404, e.to_string()))
+                }
+                e => engine_err(e),
+            })?;
         Ok(PyAttemptRequest {
             body: PyBytes::new(py, &r.body).unbind(),
             entries: r.entries,
