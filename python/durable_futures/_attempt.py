@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import threading
 import time
 import traceback
@@ -22,7 +23,7 @@ from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import _core
+from . import _core, _logging
 from ._runs import Runs, RunSpec
 from .errors import CANCELLED, DurableError, TerminalError
 
@@ -94,6 +95,14 @@ class Attempt:
         self.runs = Runs(self, runs_in_flight)
         # The exception that failed the handler, if one did (a host may report where).
         self.error: BaseException | None = None
+        # Known once the handler starts: for log records and ``ctx.logger``.
+        self.invocation_id = ""
+        self.target = "?"
+        self.logger: logging.Logger = _logging.handler_logger("", "")
+        # What arrived before the handler started (holds the StartMessage, for the attempt
+        # number of a failure); no longer collected once it starts.
+        self.head: list[bytes] = []
+        self._collect_head = True
         # What ``wait`` asks the VM for a future's value and a selector's next handle
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
@@ -102,6 +111,8 @@ class Attempt:
     # ---- transport side (event loop thread) --------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if self._collect_head:
+            self.head.append(data)
         with self.lock:
             self.vm.notify_input(data)
         self.flush()
@@ -356,12 +367,26 @@ class Attempt:
         encode_output: Callable[[Any], bytes],
         make_context: Callable[..., Any],
     ) -> None:
-        """Runs the handler to its end and journals the outcome."""
+        """Runs the handler to its end and journals the outcome.
+
+        A failed attempt is logged once, on ``durable_futures.attempt``; so is a step of an
+        async handler that holds the event loop too long (:mod:`._logging`)."""
+        self._collect_head = False
+        service, handler = _handler_name(call)
+        self.logger = _logging.handler_logger(service, handler)
+        running = _logging.current_attempt.set(self)
         try:
             start = self.sys_input()
+            self.invocation_id = start.invocation_id
+            self.target = _logging.target_of(service, handler, start.key)
             ctx = make_context(self, start.invocation_id, start.key, start.headers, start.random_seed)
             if is_async:
-                result = await call(ctx, decode_input(start.input))
+                threshold = _logging.blocked_loop_threshold
+                if threshold is None:
+                    result = await call(ctx, decode_input(start.input))
+                else:
+                    coro = call(ctx, decode_input(start.input))
+                    result = await _logging.timed_steps(coro, self, threshold)
             else:
                 cv = contextvars.copy_context()
                 arg = decode_input(start.input)
@@ -375,6 +400,7 @@ class Attempt:
             with self.lock:
                 self.vm.sys_write_output_success(out)
                 self.vm.sys_end()
+            _logging.attempt_logger.debug("%s %s: attempt ended", self.target, self.invocation_id)
         except TerminalError as e:
             with self.lock:
                 if not self.vm.is_closed():
@@ -385,17 +411,49 @@ class Attempt:
                         list(e.metadata.items()),
                     )
                     _ignore_closed(self.vm.sys_end)
+                error = self.vm.last_error()
+            if error is not None:  # the VM refused the failure (e.g. a journal mismatch)
+                _logging.log_failed_attempt(self, e, error, handler_failed=False)
+            else:
+                _logging.attempt_logger.info(
+                    "%s %s: ended with a terminal failure [%d] %s",
+                    self.target,
+                    self.invocation_id,
+                    e.code,
+                    e.message,
+                    extra={"invocation_id": self.invocation_id, "target": self.target},
+                )
         except Suspended:
-            pass
+            with self.lock:
+                error = self.vm.last_error()
+            if error is not None:  # the VM closed with an error while the handler waited
+                _logging.log_failed_attempt(self, None, error, handler_failed=False)
+            else:
+                _logging.attempt_logger.debug("%s %s: suspended", self.target, self.invocation_id)
         except Exception as e:  # noqa: BLE001 - the attempt fails and the runtime retries
             self.error = e
             with self.lock:
                 # A closed VM already wrote its terminator (e.g. a journal mismatch).
-                if not self.vm.is_closed():
+                handler_failed = not self.vm.is_closed()
+                if handler_failed:
                     self.vm.notify_error(f"{type(e).__name__}: {e}", traceback.format_exc())
+                error = self.vm.last_error()
+            _logging.log_failed_attempt(self, e, error, handler_failed)
         finally:
+            _logging.current_attempt.reset(running)
             self.flush()
             self.runs.cancel()
+
+
+def _handler_name(call: Callable[..., Any]) -> tuple[str, str]:
+    """``(service, handler)`` of a registered handler's ``call`` (a bound ``Handler.call``);
+    ``("", "")`` for anything else."""
+    owner = getattr(call, "__self__", None)
+    service = getattr(owner, "service_name", None)
+    name = getattr(owner, "name", None)
+    if isinstance(service, str) and isinstance(name, str):
+        return service, name
+    return "", ""
 
 
 def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._logging import configure_logging, log_level_argument
 from .endpoint import asgi_app
 from .errors import DurableError
 from .service import Service
@@ -293,6 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     durability_option(sv)
+    log_level_argument(sv)
 
     iv = sub.add_parser("invoke", help="invoke a handler once on the embedded engine")
     iv.add_argument("target", metavar="SERVICE/HANDLER")
@@ -337,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="accept only requests signed with this publickeyv1_… key (repeatable)",
     )
+    log_level_argument(ep)
     return parser
 
 
@@ -357,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.command == "endpoint":
+        configure_logging(args.log_level)
         services = load_services(args.module)
         app = asgi_app(*services, protocol=args.protocol, identity_keys=args.identity_key)
         names = ", ".join(s.name for s in services)
@@ -364,6 +368,7 @@ def _main(args: argparse.Namespace) -> int:
         asyncio.run(_serve(app, args.host, args.port))
         return 0
     if args.command == "serve":
+        configure_logging(args.log_level)
         services = load_services(args.module)
         with _exclusive(args.db):
             try:

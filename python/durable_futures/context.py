@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import typing
 import weakref
@@ -373,6 +374,13 @@ class Context:
     def is_replaying(self) -> bool:
         """Whether the handler is re-executing journaled steps (useful to silence logs)."""
         return self._attempt.is_replaying()
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The handler's logger, ``durable_futures.handler.<Service>.<handler>``: a standard
+        ``logging.Logger`` whose records are dropped while the handler replays, so a line
+        appears once per real execution. Records carry ``invocation_id`` and ``target``."""
+        return self._attempt.logger
 
 
 class ObjectSharedContext(Context):

@@ -33,6 +33,10 @@ fn engine_err(e: EngineError) -> PyErr {
     to_py(durable_futures_core::Error::new(code, message))
 }
 
+// `Engine.__new__`'s text signature spells these defaults out for Python (stubtest reads
+// it); they must stay what the signature uses.
+const _: () = assert!(DEFAULT_RETENTION_MS == 86_400_000);
+
 fn on_max_attempts(s: &str) -> PyResult<OnMaxAttempts> {
     match s {
         "pause" => Ok(OnMaxAttempts::Pause),
@@ -280,6 +284,11 @@ impl PyEngine {
         mismatch_is_terminal=false,
         retention_ms=DEFAULT_RETENTION_MS,
     ))]
+    #[pyo3(
+        text_signature = "(path=None, durability='fsync', retry_initial_ms=500, \
+        retry_factor=2.0, retry_max_ms=60000, retry_max_attempts=70, max_db_bytes=None, \
+        retry_on_max_attempts='pause', mismatch_is_terminal=False, retention_ms=86400000)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         path: Option<std::path::PathBuf>,
