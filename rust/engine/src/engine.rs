@@ -32,6 +32,9 @@ use crate::store::{Store, StoreError};
 /// otherwise: one day, as on restate-server.
 pub const DEFAULT_RETENTION_MS: u64 = 86_400_000;
 
+/// The most invocations [`Engine::purge_expired`] deletes in one call (one transaction).
+pub const PURGE_BATCH: usize = 1_000;
+
 /// What happens to an invocation whose attempts reached the retry policy's maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnMaxAttempts {
@@ -305,6 +308,8 @@ pub struct Engine {
     clock: u64,
     /// Retention of completed invocations (ms).
     retention_ms: u64,
+    /// Retention of services and of their handlers: service → retentions (ms).
+    retention_overrides: HashMap<String, Policies<u64>>,
 }
 
 fn frame(msg: &Message) -> Vec<u8> {
@@ -364,6 +369,7 @@ impl Engine {
             id_counter: 0,
             clock: 0,
             retention_ms: DEFAULT_RETENTION_MS,
+            retention_overrides: HashMap::new(),
         };
         for row in engine.store.unfinished()? {
             let len = engine.store.journal_len(&row.id)?;
@@ -474,6 +480,34 @@ impl Engine {
     /// invocations that complete from now on.
     pub fn set_default_retention(&mut self, ms: u64) {
         self.retention_ms = ms;
+    }
+
+    /// How long completed invocations of a service (`handler` `None`) or of one of its
+    /// handlers keep their journal and idempotency key; a handler's beats its service's,
+    /// which beats the engine's. Applies to invocations that complete from now on (each
+    /// row keeps the expiry time it got when it completed).
+    pub fn set_retention(&mut self, service: &str, handler: Option<&str>, ms: u64) {
+        set_policy(&mut self.retention_overrides, service, handler, ms);
+    }
+
+    /// The retention that applies to `service`/`handler` (ms).
+    pub fn retention(&self, service: &str, handler: &str) -> u64 {
+        *policy_for(
+            &self.retention_overrides,
+            service,
+            handler,
+            &self.retention_ms,
+        )
+    }
+
+    /// Deletes completed invocations whose retention has passed at `now` (completion time +
+    /// retention <= `now`), oldest expiry first, at most [`PURGE_BATCH`] per call, in one
+    /// transaction: their rows, journals, idempotency keys and attached-caller rows (object
+    /// state stays). Returns how many were deleted; a host calls it periodically (again at
+    /// once while it returns a full batch). The space they took is reused by later writes.
+    pub fn purge_expired(&mut self, now: u64) -> Result<usize, EngineError> {
+        let rows = self.store.expired(now, PURGE_BATCH)?;
+        Ok(self.store.purge(&rows)?)
     }
 
     /// With `on`, a journal mismatch (error 570: the handler no longer does what its
@@ -1096,7 +1130,13 @@ impl Engine {
         live.row.next_retry_at = 0;
         live.row.modified_at = self.clock;
         live.row.completed_at = Some(self.clock);
-        live.row.expires_at = Some(self.clock.saturating_add(self.retention_ms));
+        let retention = *policy_for(
+            &self.retention_overrides,
+            &live.row.service,
+            &live.row.handler,
+            &self.retention_ms,
+        );
+        live.row.expires_at = Some(self.clock.saturating_add(retention));
         self.pending.updated_invocations.push(live.row.clone());
         self.dirty.remove(&id);
         let mut callers: Vec<Caller> = live.row.caller.into_iter().collect();

@@ -731,6 +731,17 @@ impl Store {
         raw.map(|r| self.convert(r)).transpose()
     }
 
+    /// Completed invocations whose expiry time is at or before `now`, earliest first, at
+    /// most `limit` of them. (By the expiry index: `+status` keeps SQLite from choosing the
+    /// status index, which would scan every completed invocation.)
+    pub fn expired(&self, now: u64, limit: usize) -> Result<Vec<InvocationRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_invocations(
+            &expired_sql(),
+            params![to_sql_u64(now), Status::Completed.code(), limit],
+        )
+    }
+
     /// Every invocation not completed yet (ready or suspended), oldest first.
     pub fn unfinished(&self) -> Result<Vec<InvocationRow>, StoreError> {
         // `status < 2 OR status > 2` rather than `status != 2` lets SQLite use the index.
@@ -907,6 +918,14 @@ impl Store {
     fn convert(&self, raw: RawInvocation) -> Result<InvocationRow, StoreError> {
         read_invocation(raw).map_err(|detail| StoreError::Corrupt(self.path.clone(), detail))
     }
+}
+
+/// The query of [`Store::expired`]: `?1` now, `?2` the completed status, `?3` the limit.
+fn expired_sql() -> String {
+    format!(
+        "SELECT {INVOCATION_COLUMNS} FROM invocations \
+         WHERE expires_at <= ?1 AND +status = ?2 ORDER BY expires_at LIMIT ?3"
+    )
 }
 
 /// Reads (application_id, user_version, number of schema objects) without writing anything.
@@ -1642,6 +1661,93 @@ mod tests {
         assert_eq!(store.invocation(&id(1)).unwrap(), Some(paused));
         let unfinished: Vec<_> = store.unfinished().unwrap().iter().map(|r| r.id).collect();
         assert_eq!(unfinished, vec![id(1)], "a paused invocation is unfinished");
+    }
+
+    #[test]
+    fn expired_invocations_are_found_by_their_index_and_purged_with_everything_they_own() {
+        let mut store = Store::open_in_memory().unwrap();
+        let done = |n: u8, expires_at: u64| {
+            let mut r = row(n, u64::from(n));
+            r.status = Status::Completed;
+            r.outcome = Some(Outcome::Success(vec![n]));
+            r.completed_at = Some(u64::from(n));
+            r.expires_at = Some(expires_at);
+            r.idempotency_key = Some(format!("key-{n}"));
+            r
+        };
+        let rows = vec![
+            done(1, 300),
+            done(2, 100),
+            done(3, 200),
+            done(4, 900),
+            row(5, 5),
+        ];
+        store
+            .commit(&Batch {
+                new_invocations: rows.clone(),
+                journal: (1..=5).map(|n| (id(n), 0, vec![n])).collect(),
+                idempotency: (1..=4)
+                    .map(|n| {
+                        let key = format!("key-{n}");
+                        ("Greeter".into(), "greet".into(), String::new(), key, id(n))
+                    })
+                    .collect(),
+                callers_attached: vec![(
+                    id(2),
+                    Caller {
+                        invocation: id(5),
+                        result_completion_id: 1,
+                    },
+                )],
+                timers_added: vec![TimerRow {
+                    invocation: id(2),
+                    completion_id: 3,
+                    wake_at: 50,
+                }],
+                ..Batch::default()
+            })
+            .unwrap();
+        let ids = |rows: Vec<InvocationRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.expired(299, 10).unwrap()), vec![id(2), id(3)]);
+        assert_eq!(ids(store.expired(300, 2).unwrap()), vec![id(2), id(3)]);
+        assert_eq!(
+            ids(store.expired(300, 10).unwrap()),
+            vec![id(2), id(3), id(1)]
+        );
+        assert!(store.expired(99, 10).unwrap().is_empty());
+        let plan: String = store
+            .conn
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {}", expired_sql()),
+                params![1, 2, 5],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("invocations_expires_at"), "{plan}");
+
+        let expired = store.expired(200, 10).unwrap();
+        assert_eq!(store.purge(&expired).unwrap(), 2);
+        for n in [2, 3] {
+            assert_eq!(store.invocation(&id(n)).unwrap(), None);
+            assert_eq!(store.journal_len(&id(n)).unwrap(), 0);
+            let key = format!("key-{n}");
+            assert_eq!(
+                store.idempotent("Greeter", "greet", "", &key).unwrap(),
+                None
+            );
+        }
+        assert!(store.attached_callers().unwrap().is_empty());
+        assert!(store.timers().unwrap().is_empty());
+        // The others are untouched.
+        for n in [1, 4, 5] {
+            assert_eq!(store.journal(&id(n)).unwrap(), vec![vec![n]]);
+        }
+        assert_eq!(
+            store.idempotent("Greeter", "greet", "", "key-1").unwrap(),
+            Some(id(1))
+        );
+        assert_eq!(store.purge(&[]).unwrap(), 0);
+        assert_eq!(store.purge(&expired).unwrap(), 0, "already gone");
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Host {
 
     /// Runs attempts and fires timers at the current time only, until nothing is due.
     fn settle(&mut self) {
-        for _ in 0..500 {
+        for _ in 0..10_000 {
             self.commit();
             self.engine.fire_timers(self.now);
             self.commit();
@@ -1182,4 +1182,140 @@ fn purge_deletes_a_completed_invocation_and_frees_its_idempotency_key() {
         Outcome::Success(b"2".to_vec()),
         "the object's state stays"
     );
+}
+
+// ---- stage 4: retention ---------------------------------------------------------------------------
+
+use durable_futures_engine::engine::PURGE_BATCH;
+
+fn submit_to(h: &mut Host, service: &str, handler: &str) -> InvocationId {
+    let s = Submission {
+        service,
+        handler,
+        key: "",
+        input: b"null",
+        idempotency_key: None,
+        invoke_at: 0,
+    };
+    h.engine.submit(&s, h.now).unwrap().id
+}
+
+#[test]
+fn retention_of_a_handler_beats_its_services_which_beats_the_engines() {
+    let mut h = Host::new();
+    h.handler("h", |_, _| Ok(Vec::new()));
+    h.handler("other", |_, _| Ok(Vec::new()));
+    h.engine.set_default_retention(100);
+    h.engine.set_retention("S", None, 200);
+    h.engine.set_retention("S", Some("h"), 50);
+    h.engine.set_retention("T", Some("other"), 1); // another service's handler
+    let own = submit_to(&mut h, "S", "h");
+    let service = submit_to(&mut h, "S", "other");
+    let engine = submit_to(&mut h, "U", "h");
+    h.now = START + 7;
+    h.settle();
+    let expiry = |h: &Host, id| h.row(id).expires_at;
+    assert_eq!(expiry(&h, own), Some(START + 57));
+    assert_eq!(expiry(&h, service), Some(START + 207));
+    assert_eq!(expiry(&h, engine), Some(START + 107));
+    assert_eq!(h.engine.retention("T", "other"), 1);
+    let alive = |h: &Host| {
+        [own, service, engine]
+            .iter()
+            .filter(|id| h.engine.invocation(id).unwrap().is_some())
+            .count()
+    };
+    for (at, purged, left) in [
+        (56, 0, 3),
+        (57, 1, 2),
+        (106, 0, 2),
+        (107, 1, 1),
+        (300, 1, 0),
+    ] {
+        assert_eq!(
+            h.engine.purge_expired(START + at).unwrap(),
+            purged,
+            "at +{at}"
+        );
+        assert_eq!(alive(&h), left, "at +{at}");
+    }
+}
+
+#[test]
+fn purge_expired_deletes_at_most_a_batch_per_call_and_never_an_unfinished_one() {
+    let mut h = Host::new();
+    h.engine.set_default_retention(0);
+    h.handler("echo", |_, _| Ok(Vec::new()));
+    h.handler("hold", long_nap);
+    let n = PURGE_BATCH + 5;
+    for _ in 0..n {
+        h.submit("echo");
+    }
+    let held = h.submit("hold");
+    h.settle();
+    assert_eq!(h.engine.purge_expired(h.now).unwrap(), PURGE_BATCH);
+    assert_eq!(h.engine.purge_expired(h.now).unwrap(), 5);
+    assert_eq!(h.engine.purge_expired(h.now + 1_000_000_000).unwrap(), 0);
+    assert_eq!(h.engine.list(10_000).unwrap().len(), 1);
+    assert_eq!(h.status(held), "suspended");
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The database file and its WAL, in bytes.
+fn db_and_wal(path: &std::path::Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    file_size(path) + file_size(std::path::Path::new(&wal))
+}
+
+/// A steady load: an invocation every 10 ms of virtual time (a run of 1 KiB and a result of
+/// 1 KiB), one second of retention, and expired invocations purged every second as a host
+/// does, on a durable store (its WAL preallocated to 2 MiB and checkpointed every 1,000
+/// pages). About a hundred completed invocations are kept at any time, so once the first
+/// seconds have filled the file, the space freed by each purge is reused by the next
+/// invocations: after 20,000 invocations (200 s) the database and its WAL are no larger
+/// than 1.5 times their size after the first 2,000 (20 s, steady state already), and under
+/// 4 MiB (the WAL's 2 MiB and a database of at most as much), where keeping every journal
+/// would take over 40 MiB. (Measured: 2.83 MB after 2,000 and after 20,000.)
+#[test]
+fn space_freed_by_retention_is_reused_under_a_steady_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steady.db");
+    let mut h = Host::on(Store::open(&path, Durability::Fsync).unwrap(), retry(None));
+    h.engine.set_default_retention(1_000);
+    h.handler("work", |vm, _| {
+        let rh = vm.sys_run("work").map_err(|_| Stop::Ended)?;
+        if !rh.replayed {
+            let exit = RunExit::Success(Bytes::from(vec![b'x'; 1024]));
+            ok(vm.propose_run_completion(rh.handle, exit, &RetryPolicy::Infinite));
+        }
+        wait(vm, rh.handle)?;
+        Ok(vec![b'y'; 1024])
+    });
+    let mut purged = 0;
+    let mut after_2k = 0;
+    for i in 0..20_000u64 {
+        h.now = START + i * 10;
+        h.submit("work");
+        h.settle();
+        if i % 100 == 99 {
+            purged += h.engine.purge_expired(h.now).unwrap();
+            let kept = h.engine.list(100_000).unwrap().len();
+            assert!(kept <= 200, "{kept} invocations kept at {i}");
+        }
+        if i == 1_999 {
+            after_2k = db_and_wal(&path);
+        }
+    }
+    assert_eq!(h.done.len(), 20_000);
+    assert!(purged >= 19_800, "{purged} purged");
+    let after_20k = db_and_wal(&path);
+    assert!(
+        after_20k * 2 <= after_2k * 3,
+        "{after_20k} bytes after 20k invocations, {after_2k} after 2k"
+    );
+    assert!(after_20k < 4 * 1024 * 1024, "{after_20k} bytes");
 }

@@ -464,6 +464,20 @@ impl PyEngine {
         Ok(())
     }
 
+    /// How long completed invocations of a service (`handler=None`) or of one of its
+    /// handlers keep their journal and idempotency key (ms); a handler's beats its
+    /// service's, which beats the engine's `retention_ms`.
+    #[pyo3(signature = (service, handler, ms))]
+    fn set_retention(&mut self, service: &str, handler: Option<&str>, ms: u64) {
+        self.eng().set_retention(service, handler, ms);
+    }
+
+    /// Deletes completed invocations whose retention has passed at `now` (at most 1,000 per
+    /// call); returns how many. Call it periodically, again at once while it returns 1,000.
+    fn purge_expired(&mut self, now: u64) -> PyResult<usize> {
+        self.eng().purge_expired(now).map_err(engine_err)
+    }
+
     fn set_shared_handlers(&mut self, handlers: Vec<(String, String)>) {
         self.eng().set_shared_handlers(handlers);
     }
