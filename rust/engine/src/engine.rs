@@ -26,6 +26,7 @@ use crate::model::{
     bounded_stacktrace, Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp,
     Status, TimerRow,
 };
+use crate::query::QueryResult;
 use crate::store::{Store, StoreError};
 
 /// How long a completed invocation keeps its journal and idempotency key unless told
@@ -180,6 +181,8 @@ pub enum EngineError {
     Conflict(String),
     /// Not an awakeable id, or its invocation is unknown.
     BadAwakeable(String),
+    /// An introspection query was refused or failed (the message says why).
+    BadQuery(String),
 }
 
 impl std::fmt::Display for EngineError {
@@ -188,7 +191,7 @@ impl std::fmt::Display for EngineError {
             EngineError::Store(e) => write!(f, "{e}"),
             EngineError::NotFound(id) => write!(f, "no invocation {id}"),
             EngineError::Conflict(m) => write!(f, "{m}"),
-            EngineError::BadAwakeable(m) => write!(f, "{m}"),
+            EngineError::BadAwakeable(m) | EngineError::BadQuery(m) => write!(f, "{m}"),
         }
     }
 }
@@ -1766,6 +1769,22 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Runs one read-only SQL statement over views shaped like restate-server's
+    /// introspection tables, `sys_invocation`, `sys_journal` and `state` (see
+    /// [`crate::query`] for their columns); statuses are the display statuses at `now`.
+    /// [`EngineError::BadQuery`] for a statement that is not one read-only query, that
+    /// fails, that returns more than [`crate::query::MAX_QUERY_ROWS`] rows (there is no
+    /// silent cut: add a `LIMIT`), or that runs longer than
+    /// [`crate::query::QUERY_TIME_LIMIT`].
+    pub fn query(&mut self, sql: &str, now: u64) -> Result<QueryResult, EngineError> {
+        let live: Vec<(InvocationId, &'static str)> = self
+            .live
+            .values()
+            .map(|l| (l.row.id, self.live_status(l, now)))
+            .collect();
+        self.store.query(sql, &live)?.map_err(EngineError::BadQuery)
     }
 
     // ---- reading -----------------------------------------------------------------------------------

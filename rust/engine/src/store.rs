@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use crate::model::{
     Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
 };
+use crate::query::{self, QueryResult, MAX_QUERY_ROWS, QUERY_TIME_LIMIT};
 
 /// `PRAGMA application_id` of every durable-futures database: the ASCII bytes `DFut`.
 pub const APPLICATION_ID: i32 = 0x4446_7574;
@@ -299,6 +300,8 @@ pub struct Store {
     seqs: HashMap<InvocationId, i64>,
     /// The `seq` of the next new invocation.
     next_seq: i64,
+    /// The introspection views and functions are installed on the connection.
+    introspection: bool,
 }
 
 /// How many `seq`s [`Store`] remembers before it starts over (they are looked up again).
@@ -399,6 +402,7 @@ impl Store {
             path,
             seqs: HashMap::new(),
             next_seq: 0,
+            introspection: false,
         };
         store.migrate()?;
         store.next_seq = store
@@ -609,19 +613,19 @@ impl Store {
                     value,
                 } => {
                     c.prepare_cached(
-                        "INSERT INTO state (service, key, name, value) VALUES (?1, ?2, ?3, ?4) \
+                        "INSERT INTO main.state (service, key, name, value) VALUES (?1, ?2, ?3, ?4) \
                          ON CONFLICT (service, key, name) DO UPDATE SET value = excluded.value",
                     )?
                     .execute(params![service, key, name, value])?;
                 }
                 StateOp::Clear { service, key, name } => {
                     c.prepare_cached(
-                        "DELETE FROM state WHERE service = ?1 AND key = ?2 AND name = ?3",
+                        "DELETE FROM main.state WHERE service = ?1 AND key = ?2 AND name = ?3",
                     )?
                     .execute(params![service, key, name])?;
                 }
                 StateOp::ClearAll { service, key } => {
-                    c.prepare_cached("DELETE FROM state WHERE service = ?1 AND key = ?2")?
+                    c.prepare_cached("DELETE FROM main.state WHERE service = ?1 AND key = ?2")?
                         .execute(params![service, key])?;
                 }
             }
@@ -717,6 +721,27 @@ impl Store {
                 .execute(params![r.id.0])?;
         }
         Ok(deleted)
+    }
+
+    /// Runs one read-only SQL statement over the introspection views (see [`crate::query`]),
+    /// after showing the unfinished invocations with the display statuses in `live`.
+    /// `Ok(Err(message))` when the statement is refused or fails.
+    pub fn query(
+        &mut self,
+        sql: &str,
+        live: &[(InvocationId, &'static str)],
+    ) -> Result<Result<QueryResult, String>, StoreError> {
+        if !self.introspection {
+            query::install(&self.conn).map_err(|e| self.err(e))?;
+            self.introspection = true;
+        }
+        query::refresh_live(&self.conn, live).map_err(|e| self.err(e))?;
+        Ok(query::run(
+            &self.conn,
+            sql,
+            MAX_QUERY_ROWS,
+            QUERY_TIME_LIMIT,
+        ))
     }
 
     /// The invocation `id`, if it exists.
@@ -864,7 +889,7 @@ impl Store {
     pub fn state(&self, service: &str, key: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT name, value FROM state WHERE service = ?1 AND key = ?2 ORDER BY name",
+                "SELECT name, value FROM main.state WHERE service = ?1 AND key = ?2 ORDER BY name",
             )
             .and_then(|mut stmt| {
                 stmt.query_map(params![service, key], |row| Ok((row.get(0)?, row.get(1)?)))?

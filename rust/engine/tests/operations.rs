@@ -1319,3 +1319,386 @@ fn space_freed_by_retention_is_reused_under_a_steady_load() {
     );
     assert!(after_20k < 4 * 1024 * 1024, "{after_20k} bytes");
 }
+
+// ---- stage 5: SQL introspection ------------------------------------------------------------------
+
+use durable_futures_engine::query::{rfc3339_ms, QueryResult, SqlValue, MAX_QUERY_ROWS};
+
+fn query(h: &mut Host, sql: &str) -> QueryResult {
+    h.engine
+        .query(sql, h.now)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn refused(h: &mut Host, sql: &str) -> String {
+    match h.engine.query(sql, h.now) {
+        Err(EngineError::BadQuery(m)) => m,
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+fn t(s: &str) -> SqlValue {
+    SqlValue::Text(s.to_owned())
+}
+
+fn int(v: i64) -> SqlValue {
+    SqlValue::Integer(v)
+}
+
+fn time(ms: u64) -> SqlValue {
+    SqlValue::Text(rfc3339_ms(ms as i64))
+}
+
+/// The one row of `sys_invocation` for `id`, as (column, value) pairs.
+fn invocation_row(h: &mut Host, id: InvocationId) -> Vec<(String, SqlValue)> {
+    let r = query(
+        h,
+        &format!("SELECT * FROM sys_invocation WHERE id = '{}'", id.to_text()),
+    );
+    assert_eq!(r.rows.len(), 1, "{}", id.to_text());
+    r.columns.into_iter().zip(r.rows[0].clone()).collect()
+}
+
+fn column(row: &[(String, SqlValue)], name: &str) -> SqlValue {
+    row.iter()
+        .find(|(c, _)| c == name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .1
+        .clone()
+}
+
+#[test]
+fn sys_invocation_has_restates_columns_and_the_display_status() {
+    let mut h = Host::new();
+    h.handler("flaky", prepare_then_raise(503, "down"));
+    h.handler("echo", |_, _| Ok(b"\"hi\"".to_vec()));
+    h.handler("hold", long_nap);
+    let s = Submission {
+        service: "S",
+        handler: "echo",
+        key: "",
+        input: b"null",
+        idempotency_key: Some("idem"),
+        invoke_at: 0,
+    };
+    let done = h.engine.submit(&s, h.now).unwrap().id;
+    let flaky = h.submit("flaky");
+    let holder = h.submit_at("hold", "k", 0);
+    let pending = h.submit_at("echo", "k", 0);
+    let scheduled = h.submit_at("echo", "", START + 500);
+    let killed = h.submit("hold");
+    h.now = START + 3;
+    h.settle();
+    h.engine.kill(killed, h.now).unwrap();
+    h.commit();
+
+    let all = query(&mut h, "SELECT * FROM sys_invocation");
+    assert_eq!(
+        all.columns,
+        [
+            "id",
+            "target",
+            "target_service_name",
+            "target_service_key",
+            "target_handler_name",
+            "status",
+            "completion_result",
+            "completion_failure",
+            "retry_count",
+            "next_retry_at",
+            "last_failure",
+            "last_failure_error_code",
+            "last_failure_related_command_index",
+            "last_failure_related_command_name",
+            "last_failure_related_command_type",
+            "idempotency_key",
+            "journal_size",
+            "created_at",
+            "modified_at",
+            "completed_at",
+        ]
+    );
+    assert_eq!(all.rows.len(), 6);
+
+    let row = invocation_row(&mut h, done);
+    let expected = [
+        ("id", t(&done.to_text())),
+        ("target", t("S/echo")),
+        ("target_service_name", t("S")),
+        ("target_service_key", SqlValue::Null),
+        ("target_handler_name", t("echo")),
+        ("status", t("completed")),
+        ("completion_result", t("success")),
+        ("completion_failure", SqlValue::Null),
+        ("retry_count", int(0)),
+        ("next_retry_at", SqlValue::Null),
+        ("last_failure", SqlValue::Null),
+        ("last_failure_error_code", SqlValue::Null),
+        ("last_failure_related_command_index", SqlValue::Null),
+        ("last_failure_related_command_name", SqlValue::Null),
+        ("last_failure_related_command_type", SqlValue::Null),
+        ("idempotency_key", t("idem")),
+        ("journal_size", int(2)),
+        ("created_at", time(START)),
+        ("modified_at", time(START + 3)),
+        ("completed_at", time(START + 3)),
+    ];
+    for (name, value) in expected {
+        assert_eq!(column(&row, name), value, "{name}");
+    }
+
+    let row = invocation_row(&mut h, flaky);
+    assert_eq!(column(&row, "status"), t("backing-off"));
+    assert_eq!(column(&row, "retry_count"), int(1));
+    assert_eq!(column(&row, "next_retry_at"), time(START + 13));
+    assert_eq!(column(&row, "last_failure"), t("[503] down"));
+    assert_eq!(column(&row, "last_failure_error_code"), int(503));
+    assert_eq!(column(&row, "last_failure_related_command_index"), int(1));
+    assert_eq!(
+        column(&row, "last_failure_related_command_name"),
+        t("prepare")
+    );
+    assert_eq!(column(&row, "last_failure_related_command_type"), t("run"));
+    assert_eq!(column(&row, "completion_result"), SqlValue::Null);
+    assert_eq!(column(&row, "completed_at"), SqlValue::Null);
+
+    let row = invocation_row(&mut h, holder);
+    assert_eq!(column(&row, "target"), t("S/k/hold"));
+    assert_eq!(column(&row, "target_service_key"), t("k"));
+    assert_eq!(column(&row, "status"), t("suspended"));
+    assert_eq!(
+        column(&invocation_row(&mut h, pending), "status"),
+        t("pending")
+    );
+    assert_eq!(
+        column(&invocation_row(&mut h, scheduled), "status"),
+        t("scheduled")
+    );
+    let row = invocation_row(&mut h, killed);
+    assert_eq!(column(&row, "completion_result"), t("failure"));
+    assert_eq!(column(&row, "completion_failure"), t("[409] killed"));
+
+    // The statuses only memory knows, at the time the query is asked for.
+    h.engine.pause(holder, h.now).unwrap();
+    h.commit();
+    assert_eq!(
+        column(&invocation_row(&mut h, holder), "status"),
+        t("paused")
+    );
+    h.now = START + 13;
+    assert_eq!(column(&invocation_row(&mut h, flaky), "status"), t("ready"));
+    let a = h.next_attempt();
+    assert_eq!(a.id, flaky);
+    assert_eq!(
+        column(&invocation_row(&mut h, flaky), "status"),
+        t("running")
+    );
+    let by_status = query(
+        &mut h,
+        "SELECT status, count(*) FROM sys_invocation GROUP BY status ORDER BY status",
+    );
+    assert_eq!(
+        by_status.rows,
+        vec![
+            vec![t("completed"), int(2)],
+            vec![t("paused"), int(1)],
+            vec![t("pending"), int(1)],
+            vec![t("running"), int(1)],
+            vec![t("scheduled"), int(1)],
+        ]
+    );
+}
+
+#[test]
+fn sys_journal_names_each_entry_and_keeps_its_frame() {
+    let mut h = Host::new();
+    h.handler("child", |_, _| Ok(b"1".to_vec()));
+    h.handler("steps", |vm, _| {
+        run(vm, "prepare")?;
+        sleep(vm, START + 10)?;
+        call(vm, "S", "child", None)?;
+        Ok(b"done".to_vec())
+    });
+    let id = h.submit("steps");
+    h.run_until_idle();
+    let r = query(
+        &mut h,
+        &format!(
+            "SELECT index, entry_type, name, raw, appended_at FROM sys_journal \
+             WHERE id = '{}' ORDER BY index",
+            id.to_text()
+        ),
+    );
+    assert_eq!(
+        r.columns,
+        ["index", "entry_type", "name", "raw", "appended_at"]
+    );
+    let described: Vec<(SqlValue, SqlValue, SqlValue)> = r
+        .rows
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone(), row[2].clone()))
+        .collect();
+    let none = SqlValue::Null;
+    assert_eq!(
+        described,
+        vec![
+            (int(0), t("Command: Input"), none.clone()),
+            (int(1), t("Command: Run"), t("prepare")),
+            (int(2), t("Notification: Run"), none.clone()),
+            (int(3), t("Command: Sleep"), t("nap")),
+            (int(4), t("Notification: Sleep"), none.clone()),
+            (int(5), t("Command: Call"), none.clone()),
+            (int(6), t("Notification: CallInvocationId"), none.clone()),
+            (int(7), t("Notification: Call"), none.clone()),
+            (int(8), t("Command: Output"), none.clone()),
+        ]
+    );
+    let frames = h.engine.journal(&id).unwrap();
+    let raw: Vec<SqlValue> = r.rows.iter().map(|row| row[3].clone()).collect();
+    assert_eq!(
+        raw,
+        frames.into_iter().map(SqlValue::Blob).collect::<Vec<_>>()
+    );
+    assert!(r.rows.iter().all(|row| row[4] == SqlValue::Null));
+    let sizes = query(
+        &mut h,
+        &format!(
+            "SELECT journal_size FROM sys_invocation WHERE id = '{}'",
+            id.to_text()
+        ),
+    );
+    assert_eq!(sizes.rows, vec![vec![int(9)]]);
+}
+
+#[test]
+fn the_state_view_shows_each_objects_entries_as_bytes_and_text() {
+    let mut h = Host::new();
+    // A query first: the views it creates must not get in the way of the engine's writes.
+    query(&mut h, "SELECT * FROM state");
+    h.handler("set", |vm, input| {
+        ok(vm.sys_state_set("n", Bytes::from_static(b"42")));
+        ok(vm.sys_state_set("raw", Bytes::from_static(b"\xff\x00")));
+        let _ = input;
+        Ok(Vec::new())
+    });
+    h.submit_at("set", "k", 0);
+    h.run_until_idle();
+    let r = query(&mut h, "SELECT * FROM state ORDER BY key");
+    assert_eq!(
+        r.columns,
+        ["service_name", "service_key", "key", "value", "value_utf8"]
+    );
+    assert_eq!(
+        r.rows,
+        vec![
+            vec![
+                t("S"),
+                t("k"),
+                t("n"),
+                SqlValue::Blob(b"42".to_vec()),
+                t("42")
+            ],
+            vec![
+                t("S"),
+                t("k"),
+                t("raw"),
+                SqlValue::Blob(b"\xff\x00".to_vec()),
+                t("\u{fffd}\u{0}")
+            ],
+        ]
+    );
+}
+
+#[test]
+fn a_query_returns_every_kind_of_value() {
+    let mut h = Host::new();
+    let r = query(
+        &mut h,
+        "SELECT 1 AS i, 1.5 AS r, 'x' AS t, x'00ff' AS b, NULL AS n",
+    );
+    assert_eq!(r.columns, ["i", "r", "t", "b", "n"]);
+    assert_eq!(
+        r.rows,
+        vec![vec![
+            int(1),
+            SqlValue::Real(1.5),
+            t("x"),
+            SqlValue::Blob(vec![0, 0xff]),
+            SqlValue::Null
+        ]]
+    );
+}
+
+#[test]
+fn only_one_statement_that_reads_is_run() {
+    let mut h = Host::new();
+    h.handler("echo", |_, _| Ok(b"1".to_vec()));
+    let id = h.submit("echo");
+    h.run_until_idle();
+    for sql in [
+        "DELETE FROM sys_invocation",
+        "DELETE FROM invocations",
+        "UPDATE invocations SET status = 0",
+        "INSERT INTO state VALUES ('a', 'b', 'c', x'00', 'x')",
+        "DROP VIEW sys_invocation",
+        "CREATE TABLE t (x)",
+        "CREATE TEMP TABLE t (x)",
+        "PRAGMA user_version",
+        "PRAGMA journal_mode = DELETE",
+        "ATTACH DATABASE ':memory:' AS other",
+        "BEGIN",
+        "COMMIT",
+        "SAVEPOINT s",
+        "SELECT 1; SELECT 2",
+        "SELECT 1; DELETE FROM invocations",
+        "",
+        "   ",
+        "SELEC 1",
+        "SELECT * FROM nowhere",
+        "WITH x AS (SELECT 1) DELETE FROM invocations",
+    ] {
+        let message = refused(&mut h, sql);
+        assert!(!message.is_empty(), "{sql}");
+    }
+    assert!(refused(&mut h, "SELECT 1; SELECT 2").contains("one statement"));
+    assert!(refused(&mut h, "DELETE FROM invocations").contains("only statements that read"));
+    assert!(refused(&mut h, "SELECT * FROM nowhere").contains("nowhere"));
+    // Nothing was changed, and the engine goes on.
+    assert_eq!(h.outcome(id), Outcome::Success(b"1".to_vec()));
+    assert_eq!(h.status(id), "completed");
+    let again = h.submit("echo");
+    h.run_until_idle();
+    assert_eq!(h.outcome(again), Outcome::Success(b"1".to_vec()));
+    let r = query(&mut h, "SELECT count(*) FROM sys_invocation");
+    assert_eq!(r.rows, vec![vec![int(2)]]);
+}
+
+#[test]
+fn a_query_returning_too_many_rows_is_refused_not_cut() {
+    let mut h = Host::new();
+    let rows = |n: usize| {
+        format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT {n}) \
+             SELECT x FROM c"
+        )
+    };
+    assert_eq!(
+        query(&mut h, &rows(MAX_QUERY_ROWS)).rows.len(),
+        MAX_QUERY_ROWS
+    );
+    let message = refused(&mut h, &rows(MAX_QUERY_ROWS + 1));
+    assert!(message.contains("more than 10000 rows"), "{message}");
+}
+
+#[test]
+fn a_query_that_runs_too_long_is_stopped() {
+    let mut h = Host::new();
+    let started = std::time::Instant::now();
+    let message = refused(
+        &mut h,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    );
+    assert!(message.contains("longer than 5 s"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(query(&mut h, "SELECT 1").rows, vec![vec![int(1)]]);
+}

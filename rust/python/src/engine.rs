@@ -10,6 +10,7 @@ use durable_futures_engine::engine::{
     Effect, Engine, EngineError, OnMaxAttempts, RetryOptions, Submission, DEFAULT_RETENTION_MS,
 };
 use durable_futures_engine::model::{FailureInfo, InvocationId, InvocationRow, Outcome};
+use durable_futures_engine::query::SqlValue;
 use durable_futures_engine::store::{Durability, Store, StoreError};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -24,7 +25,9 @@ use super::to_py;
 fn engine_err(e: EngineError) -> PyErr {
     let (code, message) = match &e {
         EngineError::NotFound(_) => return PyKeyError::new_err(e.to_string()),
-        EngineError::Conflict(_) => return PyValueError::new_err(e.to_string()),
+        EngineError::Conflict(_) | EngineError::BadQuery(_) => {
+            return PyValueError::new_err(e.to_string())
+        }
         EngineError::Store(StoreError::Full(..)) => (507, e.to_string()),
         EngineError::Store(_) => (507, e.to_string()),
         EngineError::BadAwakeable(_) => (400, e.to_string()),
@@ -579,6 +582,34 @@ impl PyEngine {
             Some(r) => Ok(Some(row_py(py, engine, r, now)?)),
             None => Ok(None),
         }
+    }
+
+    /// Runs one read-only SQL statement over `sys_invocation`, `sys_journal` and `state`
+    /// (restate's introspection tables; statuses as of `now`): `(columns, rows)`, values
+    /// `None`, `int`, `float`, `str` or `bytes`. `ValueError` for a statement that writes,
+    /// is not one query, fails, returns more than 10,000 rows or runs over 5 s.
+    fn query(
+        &mut self,
+        py: Python<'_>,
+        sql: &str,
+        now: u64,
+    ) -> PyResult<(Vec<String>, Vec<Vec<PyObject>>)> {
+        let result = self.eng().query(sql, now).map_err(engine_err)?;
+        let mut rows = Vec::with_capacity(result.rows.len());
+        for row in result.rows {
+            let mut values = Vec::with_capacity(row.len());
+            for v in row {
+                values.push(match v {
+                    SqlValue::Null => py.None(),
+                    SqlValue::Integer(i) => i.into_pyobject(py)?.into_any().unbind(),
+                    SqlValue::Real(f) => f.into_pyobject(py)?.into_any().unbind(),
+                    SqlValue::Text(t) => t.into_pyobject(py)?.into_any().unbind(),
+                    SqlValue::Blob(b) => PyBytes::new(py, &b).into_any().unbind(),
+                });
+            }
+            rows.push(values);
+        }
+        Ok((result.columns, rows))
     }
 
     /// How many entries the stored journal of `id` has (0 for an unknown id).
