@@ -75,7 +75,15 @@ class RetryPolicy:
         return _ms(self.max_interval)
 
     def manifest(self) -> dict[str, Any]:
-        """The handler fields of the discovery manifest (v4) that carry this policy."""
+        """The fields of the discovery manifest (v4, service and handler level alike) that
+        carry this policy, as restate's ``endpoint_manifest_schema.json`` names them:
+        intervals in milliseconds, ``retryPolicyOnMaxAttempts`` ``"PAUSE"`` or ``"KILL"``.
+
+        The manifest has no way to say "no limit": with ``max_attempts=None`` the field is
+        left out, and restate-server takes the service's value for a handler, else its own
+        default (70 attempts, capped by its ``max-retry-policy-max-attempts``); the embedded
+        engine retries without limit.
+        """
         out: dict[str, Any] = {
             "retryPolicyInitialInterval": self.initial_interval_ms,
             "retryPolicyMaxInterval": self.max_interval_ms,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
+from .policy import RetryPolicy, retention_ms
 from .serde import BytesSerde, JsonSerde, Serde, serde_for
 
 __all__ = ["Handler", "Service", "VirtualObject"]
@@ -35,9 +39,19 @@ class Handler(Generic[I, O]):
     output_serde: Serde[Any]
     kind: Literal["exclusive", "shared"] | None = None
     documentation: str | None = None
+    input_type: Any = None
+    """The input parameter's type hint (``None`` without an input parameter)."""
+    input_required: bool = False
+    """The input parameter's type does not accept ``None`` and it has no default: a request
+    without a body is refused (the manifest's ``input.required``)."""
+    input_has_default: bool = False
+    """An empty input calls the handler without it, so its default applies."""
+    retry_policy: RetryPolicy | None = None
+    journal_retention: timedelta | None = None
+    idempotency_retention: timedelta | None = None
 
     def decode_input(self, data: bytes) -> Any:
-        if not self.takes_input:
+        if not self.takes_input or (not data and self.input_has_default):
             return _NO_INPUT
         return self.input_serde.deserialize(data)
 
@@ -53,16 +67,25 @@ class Handler(Generic[I, O]):
 
 @dataclass
 class Service:
-    """A group of handlers under one name, addressed as ``/{service}/{handler}``."""
+    """A group of handlers under one name, addressed as ``/{service}/{handler}``.
+
+    ``retry_policy``, ``journal_retention`` and ``idempotency_retention`` apply to every
+    handler that does not set its own; left ``None``, the engine's (or restate-server's)
+    defaults apply.
+    """
 
     name: str
     handlers: dict[str, Handler[Any, Any]] = field(default_factory=dict)
     ty: Literal["SERVICE", "VIRTUAL_OBJECT", "WORKFLOW"] = "SERVICE"
     documentation: str | None = None
+    retry_policy: RetryPolicy | None = field(default=None, kw_only=True)
+    journal_retention: timedelta | None = field(default=None, kw_only=True)
+    idempotency_retention: timedelta | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not _SERVICE_NAME.match(self.name):
             raise ValueError(f"invalid service name {self.name!r}")
+        _check_options(self.retry_policy, self.journal_retention, self.idempotency_retention)
 
     def handler(
         self,
@@ -71,13 +94,20 @@ class Service:
         kind: Literal["exclusive", "shared"] | None = None,
         input_serde: Serde[Any] | None = None,
         output_serde: Serde[Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
     ) -> Callable[[F], F]:
         """Registers an async (``async def``) or sync (``def``) handler.
 
         The first parameter is the context; an optional second one is the input, decoded
-        from JSON according to its type hint (``bytes`` means raw). The return annotation
-        drives the output's encoding.
+        from JSON according to its type hint (``bytes`` means raw). The input is required
+        unless its type accepts ``None`` (``X | None``, ``Any``, no annotation) or it has a
+        default (which an empty input then gets). The return annotation drives the output's
+        encoding. ``retry_policy``, ``journal_retention`` and ``idempotency_retention``
+        override the service's.
         """
+        _check_options(retry_policy, journal_retention, idempotency_retention)
 
         def register(fn: F) -> F:
             hname = name or fn.__name__
@@ -91,6 +121,7 @@ class Service:
             hints = typing.get_type_hints(fn)
             takes_input = len(params) == 2
             in_type = hints.get(params[1].name, Any) if takes_input else None
+            has_default = takes_input and params[1].default is not inspect.Parameter.empty
             out_type = hints.get("return", Any)
             h: Handler[Any, Any] = Handler(
                 service_name=self.name,
@@ -102,26 +133,35 @@ class Service:
                 output_serde=output_serde or serde_for(out_type),
                 kind=kind if self.ty == "VIRTUAL_OBJECT" else None,
                 documentation=inspect.getdoc(fn),
+                input_type=in_type,
+                input_required=takes_input and not has_default and not _accepts_none(in_type),
+                input_has_default=has_default,
+                retry_policy=retry_policy,
+                journal_retention=journal_retention,
+                idempotency_retention=idempotency_retention,
             )
             self.handlers[hname] = h
             return h  # type: ignore[return-value]
 
         return register
 
-    def manifest(self) -> dict[str, Any]:
-        """This service in the endpoint manifest (discovery)."""
+    def manifest(self, version: int = 4) -> dict[str, Any]:
+        """This service in the endpoint manifest (discovery) of ``version`` (2, 3 or 4).
+
+        Options a version does not define are left out: the retentions need v3, the retry
+        policy v4 (a server that negotiated an older manifest refuses fields it does not know).
+        """
         handlers = []
         for h in self.handlers.values():
             entry: dict[str, Any] = {"name": h.name}
             if self.ty == "VIRTUAL_OBJECT":
                 entry["ty"] = "SHARED" if h.kind == "shared" else "EXCLUSIVE"
-            if h.takes_input:
-                entry["input"] = {"required": False, "contentType": _ct(h.input_serde)}
-            else:
-                entry["input"] = {}
+            entry["input"] = input_manifest(h)
             entry["output"] = {"setContentTypeIfEmpty": False, "contentType": _ct(h.output_serde)}
+            entry.update(_options_manifest(h, version))
             handlers.append(entry)
         out: dict[str, Any] = {"name": self.name, "ty": self.ty, "handlers": handlers}
+        out.update(_options_manifest(self, version))
         return out
 
 
@@ -131,8 +171,108 @@ def _ct(serde: Serde[Any]) -> str:
     return getattr(serde, "content_type", "application/json")
 
 
+def input_manifest(h: Handler[Any, Any]) -> dict[str, Any]:
+    """The handler's ``input`` in the manifest; restate-server's ingress validates requests
+    against it (and so does the embedded engine's, :mod:`durable_futures.local.ingress`).
+
+    ``{}`` (no input): a request must carry neither a body nor a content-type.
+    ``required``: a request must carry a content-type (then, without it, it may carry
+    neither). ``contentType``: the content-type a request must have. ``jsonSchema`` (JSON
+    inputs): the body must not be empty when a content-type is sent.
+    """
+    if not h.takes_input:
+        return {}
+    ct = _ct(h.input_serde)
+    out: dict[str, Any] = {"required": h.input_required, "contentType": ct}
+    if ct == "application/json":
+        out["jsonSchema"] = json_schema(h.input_type)
+    return out
+
+
+def json_schema(tp: Any) -> dict[str, Any]:
+    """A JSON schema for a type hint: exact for primitives, lists, dicts and optionals;
+    ``{}`` (any value) for everything else."""
+    if tp is None or tp is type(None):
+        return {"type": "null"}
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return {"anyOf": [json_schema(a) for a in args]}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if tp is list or origin is list:
+        return {"type": "array", "items": json_schema(args[0])} if args else {"type": "array"}
+    if tp is dict or origin is dict:
+        if len(args) == 2:
+            return {"type": "object", "additionalProperties": json_schema(args[1])}
+        return {"type": "object"}
+    if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
+        return {"type": "object"}
+    return {}
+
+
+def _accepts_none(tp: Any) -> bool:
+    """Whether a value of type hint ``tp`` may be ``None`` (an absent input decodes to it)."""
+    if tp is Any or tp is None or tp is type(None) or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _accepts_none(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_accepts_none(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return None in typing.get_args(tp)
+    return False
+
+
+def _check_options(retry_policy: Any, journal_retention: Any, idempotency_retention: Any) -> None:
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise TypeError(
+            f"retry_policy must be a df.RetryPolicy or None, not {type(retry_policy).__name__}"
+        )
+    retention_ms("journal_retention", journal_retention)
+    retention_ms("idempotency_retention", idempotency_retention)
+
+
+def _options_manifest(owner: Service | Handler[Any, Any], version: int) -> dict[str, Any]:
+    """The retention (v3+) and retry policy (v4+) fields of a service or a handler."""
+    out: dict[str, Any] = {}
+    if version >= 3:
+        for name, key in (
+            ("journal_retention", "journalRetention"),
+            ("idempotency_retention", "idempotencyRetention"),
+        ):
+            ms = retention_ms(name, getattr(owner, name))
+            if ms is not None:
+                out[key] = ms
+    if version >= 4 and owner.retry_policy is not None:
+        out.update(owner.retry_policy.manifest())
+    return out
+
+
 class VirtualObject(Service):
     """A keyed service with durable state (``ctx`` is an ``ObjectContext``)."""
 
-    def __init__(self, name: str, documentation: str | None = None) -> None:
-        super().__init__(name=name, ty="VIRTUAL_OBJECT", documentation=documentation)
+    def __init__(
+        self,
+        name: str,
+        documentation: str | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            ty="VIRTUAL_OBJECT",
+            documentation=documentation,
+            retry_policy=retry_policy,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+        )

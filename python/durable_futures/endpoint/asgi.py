@@ -87,13 +87,16 @@ class _App(HttpApp):
         await drain(receive)
         await _text(send, 404, f"not found: {path}")
 
-    def manifest(self, protocol_mode: str) -> dict[str, Any]:
+    def manifest(self, protocol_mode: str, version: int = _MANIFEST_VERSIONS[0]) -> dict[str, Any]:
+        """The endpoint manifest of ``version``: fields a version does not define (retention
+        before v3, retry policies before v4) are left out, so a server that negotiated an
+        older manifest can read it."""
         lo, hi = _core.PROTOCOL_VERSIONS
         return {
             "protocolMode": protocol_mode,
             "minProtocolVersion": lo,
             "maxProtocolVersion": hi,
-            "services": [s.manifest() for s in self.services.values()],
+            "services": [s.manifest(version) for s in self.services.values()],
         }
 
     async def _discover(self, scope: Scope, send: Send) -> None:
@@ -113,11 +116,16 @@ class _App(HttpApp):
             mode = "BIDI_STREAM" if self.protocol == "bidi" else "REQUEST_RESPONSE"
         else:
             mode = "REQUEST_RESPONSE" if scope.get("http_version") == "1.1" else "BIDI_STREAM"
-        body = json.dumps(self.manifest(mode)).encode()
+        body = json.dumps(self.manifest(mode, version)).encode()
         await respond(send, 200, body, _MANIFEST_CT.format(version).encode())
 
     async def _invoke(
-        self, scope: Scope, receive: Receive, send: Send, service: Service, handler: Handler[Any, Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: Service,
+        handler: Handler[Any, Any],
     ) -> None:
         content_type = header(scope, b"content-type") or ""
         try:

@@ -12,6 +12,22 @@ The same requests a client sends to restate-server's ingress (port 8080) work he
 | ``GET /restate/invocation/{id}/output`` | the output, or 470 while it runs |
 | ``GET /restate/health`` | 200 |
 
+Requests are refused the way restate-server 1.7's ingress refuses them (its
+``crates/ingress-http``: ``handler/path_parsing.rs``, ``handler/service_handler.rs``,
+``handler/error.rs``, and the input rules of ``types/src/schema/invocation_target.rs``),
+checked in the same order: a body over ``max_body_bytes`` (413, from ``content-length`` before
+anything is read, or once the streamed body passes it), a path of fewer than 2 or more than 7
+``/`` (400), an unknown service (404), a path of the wrong shape for the service — a key for a
+plain service, none for a virtual object, a last segment other than ``send`` (400), an unknown
+handler (404), a method other than GET and POST (405), then the input against the handler's
+manifest ``input`` (:func:`durable_futures.service.input_manifest`; 400): a body or a
+content-type for a handler without input, no content-type or a different one for an input, an
+empty body for a JSON input. ``?delay`` on a call (not a send) is 400, and so is a header value
+that is not visible ASCII. Unlike restate-server, which hands such input to the handler (whose
+decoding then fails the invocation with 400), input that does not decode — malformed JSON,
+``null`` or a value of the wrong type for a required input — is refused here with 400 before
+an invocation exists: a refused request never stores anything.
+
 A terminal failure answers with its code as the HTTP status (500 if the code is outside
 400..599) and ``{"code", "message"}``, like restate-server; so does every other error.
 Serve it with :func:`serve` (hypercorn, 127.0.0.1:8080 by default) or any ASGI server.
@@ -33,20 +49,36 @@ from .._asgi import (
     Receive,
     Scope,
     Send,
+    body_chunks,
     header,
-    read_body,
     respond,
 )
-from ..errors import DurableError
-from ..service import Handler, Service, _ct
+from ..errors import DurableError, TerminalError
+from ..service import Handler, Service, _ct, input_manifest
 from .engine import LocalEngine
 
-__all__ = ["Ingress", "serve"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "Ingress", "serve"]
 
 T = TypeVar("T")
 
 # restate-server answers 470 ("not ready") to /output of an invocation still running.
 NOT_READY = 470
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The largest request body accepted by default: restate-server's ingress limit
+(``ingress.request-size-limit``, by default ``networking.message-size-limit``, 32 MiB: the
+largest message the cluster carries)."""
+
+_BAD_SERVICE_PATH = (
+    "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
+)
+_BAD_AWAKEABLES_PATH = (
+    "bad path, expected either /restate/awakeables/:id/resolve or /restate/awakeables/:id/reject"
+)
+_BAD_INVOCATION_PATH = (
+    "bad path, expected either /restate/invocation/:invocation_id/output or "
+    "/restate/invocation/:invocation_id/attach"
+)
 
 
 class HttpError(Exception):
@@ -71,10 +103,21 @@ def _error_body(code: int, message: str) -> bytes:
 
 
 class Ingress(HttpApp):
-    """The ASGI app: routes ingress requests to ``engine`` (which must be started)."""
+    """The ASGI app: routes ingress requests to ``engine`` (which must be started).
 
-    def __init__(self, engine: LocalEngine) -> None:
+    A request body larger than ``max_body_bytes`` (default 32 MiB, restate-server's) is
+    refused with 413 without being stored: at once when ``content-length`` announces it,
+    otherwise as soon as that many bytes have arrived (the rest is not read)."""
+
+    def __init__(
+        self, engine: LocalEngine, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ) -> None:
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise TypeError(f"max_body_bytes must be an int, not {type(max_body_bytes).__name__}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
         self.engine = engine
+        self.max_body_bytes = max_body_bytes
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -86,6 +129,7 @@ class Ingress(HttpApp):
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            self._check_content_length(scope)
             await self._route(scope, receive, send)
         except HttpError as e:
             await respond(send, e.status, _error_body(e.status, e.message))
@@ -97,28 +141,73 @@ class Ingress(HttpApp):
         except Exception as e:  # noqa: BLE001 - a bug here must still answer in JSON
             await respond(send, 500, _error_body(500, f"{type(e).__name__}: {e}"))
 
+    def _check_content_length(self, scope: Scope) -> None:
+        """413 for a body announced larger than the limit, before anything else (restate-server
+        checks it in a layer in front of its routes). A length that does not parse is left to
+        the streamed check."""
+        value = header(scope, b"content-length")
+        if value is not None and value.strip().isdigit() and int(value) > self.max_body_bytes:
+            raise HttpError(
+                413, f"length limit exceeded: the body may have at most {self.max_body_bytes} bytes"
+            )
+
+    async def _body(self, receive: Receive) -> bytes:
+        """The whole body; 413 as soon as it passes the limit (nothing more is read)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in body_chunks(receive):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HttpError(
+                    413,
+                    "cannot read body: length limit exceeded: the body may have at most "
+                    f"{self.max_body_bytes} bytes",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope.get("method", "GET").upper()
-        parts = _segments(scope)
-        if not parts:
-            raise HttpError(404, "not found: /")
+        path, raw = _path(scope)
+        if not 2 <= path.count("/") <= 7:
+            raise HttpError(400, f"bad path: {path}")
+        parts = path.split("/")[1:]
         if parts[0] == "restate":
             await self._restate_api(method, parts[1:], scope, receive, send)
             return
+        if parts[0] == "openapi":
+            raise HttpError(404, "not found")
         service = self.engine.services.get(parts[0])
         if service is None:
-            raise HttpError(404, f"service '{parts[0]}' not found")
-        key, handler_name, is_send = _target(service, parts[1:])
+            raise HttpError(
+                404,
+                f"service '{parts[0]}' not found, make sure to register the service before calling it.",
+            )
+        key, handler_name, is_send = _target(service, parts[1:], raw)
         handler = service.handlers.get(handler_name)
         if handler is None:
-            raise HttpError(404, f"handler '{service.name}/{handler_name}' not found")
-        if method != "POST":
-            raise HttpError(405, f"use POST to invoke {service.name}/{handler_name}")
-        body = await read_body(receive)
-        _check_input(handler, body)
-        idempotency_key = header(scope, b"idempotency-key") or None
+            raise HttpError(
+                404,
+                f"the service '{service.name}' exists, but the handler '{handler_name}' was not "
+                "found, check that the handler exists in the latest registered service version.",
+            )
+        idempotency_key = _header_text(scope, b"idempotency-key") or None
+        if method not in ("GET", "POST"):
+            raise HttpError(405, "method not allowed")
+        body = await self._body(receive)
+        _check_input(handler, _header_text(scope, b"content-type"), body)
+        delay = _delay(scope)
+        _check_headers(scope)
+        if delay is not None and not is_send:
+            raise HttpError(
+                400,
+                "cannot use the delay query parameter with calls. The delay is supported only "
+                "with sends",
+            )
+        _decode_input(handler, body)
+        if key is not None and not key:
+            raise HttpError(400, f"{service.name} is a virtual object: the key must not be empty")
         if is_send:
-            delay = _delay(scope)
             inv_id, existing, _ = self._call(
                 self.engine._submit,
                 service.name,
@@ -130,8 +219,12 @@ class Ingress(HttpApp):
                 body,
             )
             await self._wait(self._call(self.engine.flush))  # accepted means on disk
-            answer = {"invocationId": inv_id, "status": "PreviouslyAccepted" if existing else "Accepted"}
-            await respond(send, 202, json.dumps(answer).encode())
+            answer = {
+                "invocationId": inv_id,
+                "status": "PreviouslyAccepted" if existing else "Accepted",
+            }
+            headers = [(b"x-restate-id", inv_id.encode())]
+            await respond(send, 202, json.dumps(answer).encode(), JSON, headers)
             return
         inv_id, ok, value = await self._wait(
             self.engine.invoke_raw(
@@ -143,28 +236,41 @@ class Ingress(HttpApp):
     async def _restate_api(
         self, method: str, parts: list[str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if parts == ["health"]:
+        verb = parts[0]
+        if verb == "health":
+            if method != "GET":
+                raise HttpError(405, "method not allowed")
             await respond(send, 200, b'{"status":"ok"}')
             return
-        if len(parts) == 3 and parts[0] == "awakeables" and parts[2] in ("resolve", "reject"):
+        if verb in ("awakeables", "a"):
+            if len(parts) < 3:
+                raise HttpError(400, _BAD_AWAKEABLES_PATH)
+            awakeable_id, action = parts[1], parts[2]
+            if action not in ("resolve", "reject"):
+                raise HttpError(404, "not found")
             if method != "POST":
-                raise HttpError(405, f"use POST to {parts[2]} an awakeable")
-            body = await read_body(receive)
-            if parts[2] == "resolve":
+                raise HttpError(405, "method not allowed")
+            body = await self._body(receive)
+            if action == "resolve":
                 try:
                     value = json.loads(body) if body.strip() else None
                 except ValueError as e:
                     raise HttpError(400, f"the awakeable's value is not valid JSON: {e}") from e
-                self._call(self.engine.resolve_awakeable, parts[1], value)
+                self._call(self.engine.resolve_awakeable, awakeable_id, value)
             else:
                 message = body.decode("utf-8", "replace")
-                self._call(self.engine.reject_awakeable, parts[1], message)
+                self._call(self.engine.reject_awakeable, awakeable_id, message)
             await self._wait(self._call(self.engine.flush))  # accepted means on disk
             await respond(send, 202, b"")
             return
-        if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("attach", "output"):
+        if verb == "invocation":
+            if len(parts) < 3:
+                raise HttpError(400, _BAD_INVOCATION_PATH)
+            if len(parts) > 3 or parts[2] not in ("attach", "output"):
+                # (restate-server also attaches by service, handler and idempotency key)
+                raise HttpError(404, "not found")
             if method != "GET":
-                raise HttpError(405, f"use GET for /restate/invocation/{{id}}/{parts[2]}")
+                raise HttpError(405, "method not allowed")
             inv_id = parts[1]
             if parts[2] == "output":
                 ok, value = await self._now(inv_id)
@@ -172,7 +278,7 @@ class Ingress(HttpApp):
                 ok, value = await self._wait(self.engine._outcome(inv_id))
             await self._answer(send, inv_id, ok, value, None)
             return
-        raise HttpError(404, "not found: /restate/" + "/".join(parts))
+        raise HttpError(404, "not found")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -239,64 +345,147 @@ class Ingress(HttpApp):
 # ---- request parsing -----------------------------------------------------------------------------
 
 
-def _segments(scope: Scope) -> list[str]:
-    """Path segments, each percent-decoded on its own (a key may contain an encoded ``/``)."""
+def _path(scope: Scope) -> tuple[str, bool]:
+    """The request path as sent (``raw``: percent-encoded, only a key is decoded) or, when the
+    server gives no ``raw_path``, as decoded by it; trailing (and doubled leading) slashes
+    trimmed, as restate-server does."""
     raw = scope.get("raw_path")
     if raw:
         path = bytes(raw).decode("latin-1").split("?", 1)[0]
-        parts = [urllib.parse.unquote(p) for p in path.split("/")]
     else:
-        parts = str(scope.get("path", "")).split("/")
-    while parts and parts[0] == "":
-        parts.pop(0)
-    if parts and parts[-1] == "":
-        parts.pop()
-    return parts
+        path = str(scope.get("path", "") or "/")
+    if path.endswith("/") or path.startswith("//"):
+        path = "/" + path.strip("/")
+    return path, bool(raw)
 
 
-def _target(service: Service, rest: list[str]) -> tuple[str | None, str, bool]:
-    """``(key, handler, is_send)`` of the path after the service name."""
-    is_send = False
-    if service.ty == "VIRTUAL_OBJECT":
-        if len(rest) == 3 and rest[2] == "send":
-            rest, is_send = rest[:2], True
-        if len(rest) == 1:
-            raise HttpError(
-                400,
-                f"{service.name} is a virtual object: the key is missing "
-                f"(POST /{service.name}/{{key}}/{rest[0]})",
+def _target(service: Service, rest: list[str], raw: bool) -> tuple[str | None, str, bool]:
+    """``(key, handler, is_send)`` of the path after the service name (restate-server's
+    shapes: ``/{service}/{handler}[/send]``, ``/{object}/{key}/{handler}[/send]``)."""
+    keyed = service.ty == "VIRTUAL_OBJECT"
+    key: str | None = None
+    if keyed:
+        if not rest:
+            raise HttpError(400, _BAD_SERVICE_PATH)
+        key = _decode_key(rest[0]) if raw else rest[0]
+        rest = rest[1:]
+    if not rest:
+        hint = ""
+        if keyed and key in service.handlers:
+            hint = (
+                f": {service.name} is a virtual object: the key is missing "
+                f"(POST /{service.name}/{{key}}/{key})"
             )
-        if len(rest) != 2:
-            raise HttpError(404, f"no route: {service.name} takes /{service.name}/{{key}}/{{handler}}")
-        if not rest[0]:
-            raise HttpError(400, f"{service.name} is a virtual object: the key is empty")
-        return rest[0], rest[1], is_send
-    if len(rest) == 2 and rest[1] == "send":
-        rest, is_send = rest[:1], True
-    if len(rest) == 2 and rest[0] and rest[1] in service.handlers:
-        raise HttpError(
-            400,
-            f"{service.name} is a service, not a virtual object: it takes no key "
-            f"(POST /{service.name}/{rest[1]})",
-        )
-    if len(rest) != 1:
-        raise HttpError(404, f"no route: {service.name} takes /{service.name}/{{handler}}")
-    return None, rest[0], is_send
+        raise HttpError(400, _BAD_SERVICE_PATH + hint)
+    handler, tail = rest[0], rest[1:]
+    if tail and (tail[0] != "send" or len(tail) > 1):
+        hint = ""
+        if not keyed and tail[0] in service.handlers:
+            hint = (
+                f": {service.name} is a service, not a virtual object: it takes no key "
+                f"(POST /{service.name}/{tail[0]})"
+            )
+        raise HttpError(400, _BAD_SERVICE_PATH + hint)
+    return key, handler, bool(tail)
 
 
-def _check_input(handler: Handler[Any, Any], body: bytes) -> None:
-    """Malformed JSON is refused before any invocation exists (400). Well-formed JSON of the
-    wrong shape fails the invocation terminally with 400 when the handler decodes it."""
-    if not handler.takes_input or not body.strip():
-        return
-    if getattr(handler.input_serde, "content_type", None) != "application/json":
-        return
+def _decode_key(segment: str) -> str:
     try:
-        json.loads(body)
-    except ValueError as e:
-        raise HttpError(
-            400, f"invalid JSON input for {handler.service_name}/{handler.name}: {e}"
-        ) from e
+        return urllib.parse.unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HttpError(400, f"bad path, cannot decode key: {e}") from e
+
+
+def _visible_ascii(value: bytes) -> bool:
+    """What restate-server (``http::HeaderValue::to_str``) accepts as a header value."""
+    return all(32 <= b < 127 or b == 9 for b in value)
+
+
+def _header_text(scope: Scope, name: bytes) -> str | None:
+    """A header's first value; 400 if it is not visible ASCII."""
+    for k, v in scope.get("headers", ()):
+        if bytes(k).lower() == name:
+            if not _visible_ascii(bytes(v)):
+                raise HttpError(400, f"bad header {name.decode()}: not visible ASCII")
+            return bytes(v).decode("ascii")
+    return None
+
+
+def _check_headers(scope: Scope) -> None:
+    """Every header value must be visible ASCII (restate-server copies them into the
+    invocation and refuses one it cannot read as text)."""
+    for k, v in scope.get("headers", ()):
+        if not _visible_ascii(bytes(v)):
+            name = bytes(k).decode("latin-1").lower()
+            raise HttpError(400, f"bad header {name}: not visible ASCII")
+
+
+def _check_input(handler: Handler[Any, Any], content_type: str | None, body: bytes) -> None:
+    """restate-server's input rules for the handler's manifest ``input``: the request passes
+    if one rule accepts it, else the last rule's complaint is the answer (400)."""
+    spec = input_manifest(handler)
+    rules: list[str] = []
+    if not spec.get("required", False):
+        rules.append("empty")
+    if "contentType" in spec:
+        rules.append("json" if "jsonSchema" in spec else "content-type")
+    problem = "bad configuration of the input validation rules"
+    for rule in rules:
+        if rule == "empty":
+            if not body and content_type is None:
+                return
+            shown = "None" if content_type is None else content_type
+            problem = f"Expected body and content-type to be empty, but wasn't with content-type '{shown}'"
+            continue
+        if content_type is None:
+            problem = "Empty content-type"
+            continue
+        mismatch = _content_type_mismatch(content_type, spec["contentType"])
+        if mismatch is not None:
+            problem = mismatch
+            continue
+        if rule == "json" and not body:
+            problem = "Empty body not allowed"
+            continue
+        return
+    raise HttpError(400, f"input validation error: {problem}")
+
+
+def _content_type_mismatch(content_type: str, expected: str) -> str | None:
+    """restate-server's content-type match: ``type/subtype`` (parameters ignored, case
+    sensitive); ``type/*`` and ``*/*`` as wildcards."""
+    problem = f"Content-type '{content_type}' does not match '{expected}'"
+    want_type, _, want_sub = expected.strip().partition("/")
+    if want_type == "*":
+        return None
+    got = content_type.split(";", 1)[0].strip()
+    if "/" not in got:
+        return problem
+    got_type, _, got_sub = got.partition("/")
+    if got_type != want_type or (want_sub != "*" and got_sub != want_sub):
+        return problem
+    return None
+
+
+def _decode_input(handler: Handler[Any, Any], body: bytes) -> None:
+    """Input the handler could not decode is refused before an invocation exists (400):
+    malformed JSON, ``null`` for a required input, a value of the wrong type."""
+    if not handler.takes_input or (not body and handler.input_has_default):
+        return
+    where = f"{handler.service_name}/{handler.name}"
+    if body and getattr(handler.input_serde, "content_type", None) == "application/json":
+        try:
+            value = json.loads(body)
+        except ValueError as e:
+            raise HttpError(400, f"invalid JSON input for {where}: {e}") from e
+        if value is None and handler.input_required:
+            raise HttpError(400, f"{where} requires an input, got null")
+    try:
+        handler.input_serde.deserialize(body)
+    except TerminalError as e:
+        raise HttpError(400, e.message) from e
+    except (ValueError, TypeError) as e:
+        raise HttpError(400, f"cannot decode the input of {where}: {e}") from e
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
@@ -325,14 +514,17 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _delay(scope: Scope) -> timedelta | None:
+    """The ``delay`` query parameter (the first one, any case), as restate-server reads it."""
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
-    values = urllib.parse.parse_qs(query).get("delay")
-    if not values:
-        return None
-    try:
-        return parse_duration(values[-1])
-    except ValueError as e:
-        raise HttpError(400, str(e)) from e
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name.lower() == "delay":
+            try:
+                return parse_duration(value)
+            except ValueError as e:
+                raise HttpError(
+                    400, f"bad delay query parameter, must be a ISO8601 duration: {e}"
+                ) from e
+    return None
 
 
 # ---- serving ---------------------------------------------------------------------------------
@@ -344,14 +536,16 @@ async def serve(
     port: int = 8080,
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Serves the ingress of a started ``engine`` with hypercorn (HTTP/1.1 and h2c) until
     ``shutdown_trigger`` returns; then waiting requests answer 503 and the server stops.
-    The engine is left running (close it afterwards)."""
+    The engine is left running (close it afterwards). Bodies over ``max_body_bytes`` are
+    refused with 413."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    app = Ingress(engine)
+    app = Ingress(engine, max_body_bytes=max_body_bytes)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.keep_alive_timeout = 75
