@@ -95,8 +95,9 @@ async def main(db: Path, jobs: int, stagger_ms: int) -> None:
         svc,
         path=db,
         durability="fsync",
-        retry_initial=timedelta(milliseconds=10),
-        retry_max=timedelta(milliseconds=200),
+        retry_policy=df.RetryPolicy(
+            initial_interval=timedelta(milliseconds=10), max_interval=timedelta(milliseconds=200)
+        ),
     ) as engine:
         ids = [
             engine.send(

@@ -100,7 +100,7 @@ def with_ingress(tmp_path: Path, body: Body[T], timeout: float = 30) -> T:
             *app.services,
             path=tmp_path / "ingress.db",
             durability="os",
-            retry_initial=timedelta(milliseconds=10),
+            retry_policy=df.RetryPolicy(initial_interval=timedelta(milliseconds=10)),
         )
         async with engine:
             return await body(Ingress(engine), engine, app)

@@ -129,8 +129,9 @@ def engine(tmp_path: Path) -> df.LocalEngine:
         svc,
         path=tmp_path / "engine.db",
         durability="os",
-        retry_initial=timedelta(milliseconds=1),
-        max_attempts=3,
+        retry_policy=df.RetryPolicy(
+            initial_interval=timedelta(milliseconds=1), max_attempts=3, on_max_attempts="kill"
+        ),
     )
 
 

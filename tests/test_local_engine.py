@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 import pytest
 
 import durable_futures as df
-from durable_futures.errors import BadRequestError, StorageError, UnknownInvocationError
+from durable_futures.errors import (
+    BadRequestError,
+    InvocationStateError,
+    StorageError,
+    UnknownInvocationError,
+)
 from durable_futures.local import VirtualClock
 
 from .frames import frames
@@ -42,10 +47,28 @@ async def until(pred: Callable[[], bool], timeout: float = 10, what: str = "cond
         await asyncio.sleep(0.005)
 
 
-def engine(*services: df.Service, path: Path, **kw: Any) -> df.LocalEngine:
+def engine(
+    *services: df.Service,
+    path: Path,
+    max_attempts: int | None = None,
+    retry_initial: timedelta = timedelta(milliseconds=10),
+    retry_factor: float = 2.0,
+    retry_max: timedelta = timedelta(milliseconds=100),
+    **kw: Any,
+) -> df.LocalEngine:
+    """An engine for these tests: fast retries; with ``max_attempts`` the invocation is
+    killed (fails with its last error) after that many attempts."""
     kw.setdefault("durability", "os")
-    kw.setdefault("retry_initial", timedelta(milliseconds=10))
-    kw.setdefault("retry_max", timedelta(milliseconds=100))
+    kw.setdefault(
+        "retry_policy",
+        df.RetryPolicy(
+            initial_interval=retry_initial,
+            factor=retry_factor,
+            max_interval=retry_max,
+            max_attempts=max_attempts,
+            on_max_attempts="kill",
+        ),
+    )
     return df.LocalEngine(*services, path=path, **kw)
 
 
@@ -464,8 +487,8 @@ def test_max_attempts_gives_up_with_the_last_error(db: Path) -> None:
         async with engine(svc, path=db, max_attempts=3) as e:
             with pytest.raises(df.TerminalError) as info:
                 await e.invoke(broken)
-            assert "gave up after 3 failed attempts" in info.value.message
-            assert "ValueError: always broken" in info.value.message
+            # Killed after its third attempt: the caller gets the last failure as it was.
+            assert (info.value.code, info.value.message) == (500, "ValueError: always broken")
             assert len(calls) == 3
 
     run(body())
@@ -737,11 +760,11 @@ def test_cancellation_is_a_terminal_error_409(db: Path) -> None:
             with pytest.raises(df.TerminalError) as info:
                 await e.result(b)
             assert info.value.code == 409
-            # c is unaffected: still waiting.
-            assert [r[4] for r in e.invocations() if r[0] == c] == ["ready"]
+            # c is unaffected: still waiting in its open attempt.
+            assert [r.status for r in e.invocations() if r.id == c] == ["running"]
             with pytest.raises(UnknownInvocationError):
                 e.cancel("inv_1doesnotexist00000000000000000")
-            with pytest.raises(UnknownInvocationError):
+            with pytest.raises(InvocationStateError):
                 e.cancel(a)  # completed already
             e.cancel(c)
             assert await e.result(c) == "409 cleaned"
@@ -1149,7 +1172,11 @@ def test_a_handler_missing_after_restart_waits_for_its_return(db: Path) -> None:
             await until(
                 lambda: any(r[0] == a and r[5] >= 2 for r in e.invocations()), what="retries"
             )
-            assert [r[4] for r in e.invocations() if r[0] == a] == ["ready"]
+            assert [r.status for r in e.invocations() if r.id == a] in (
+                ["backing-off"],
+                ["running"],
+                ["ready"],
+            )
 
     async def phase3(a: str) -> None:
         async with engine(old, keep, path=db) as e:
@@ -1240,10 +1267,12 @@ def test_always_replay_catches_non_determinism(db: Path) -> None:
 
     async def body() -> None:
         async with engine(svc, path=db, always_replay=True, max_attempts=3) as e:
-            with pytest.raises(df.TerminalError) as info:
+            # Retried (this engine does not fail on the first mismatch), then killed: the
+            # caller gets the mismatch as its own class, not wrapped in a TerminalError.
+            with pytest.raises(df.JournalMismatchError) as info:
                 await e.invoke(nondet)
             assert "journal mismatch" in info.value.message
-            assert "gave up after 3 failed attempts" in info.value.message
+            assert info.value.command_index == 1
             assert await e.invoke(fine) == "fine"
 
     run(body())

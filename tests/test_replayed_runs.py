@@ -141,7 +141,7 @@ def test_a_run_replayed_by_every_later_attempt_is_executed_once(tmp_path: Path, 
             durability="os",
             clock=VirtualClock(),
             always_replay=True,
-            max_attempts=10,
+            retry_policy=df.RetryPolicy(max_attempts=10, on_max_attempts="kill"),
         ) as e:
             return await e.invoke(job)
 

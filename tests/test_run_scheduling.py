@@ -34,7 +34,10 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
 
 def engine(*services: df.Service, path: Path) -> df.LocalEngine:
     return df.LocalEngine(
-        *services, path=path, durability="os", retry_initial=timedelta(milliseconds=5)
+        *services,
+        path=path,
+        durability="os",
+        retry_policy=df.RetryPolicy(initial_interval=timedelta(milliseconds=5)),
     )
 
 

@@ -14,7 +14,6 @@ import pytest
 import durable_futures as df
 from durable_futures.local import VirtualClock
 from durable_futures.testing import (
-    DEFAULT_MAX_ATTEMPTS,
     DurableTest,
     EngineFactory,
     engine_for,
@@ -81,10 +80,11 @@ def test_marker_always_replay_catches_non_determinism(durable: DurableTest) -> N
 
     async def scenario() -> None:
         async with durable.engine(greeter) as engine:
-            with pytest.raises(df.TerminalError) as info:
+            # The first mismatch ends the invocation: no retry until a coin flip matches.
+            with pytest.raises(df.JournalMismatchError) as info:
                 await engine.invoke(nondeterministic)
             assert "journal mismatch" in info.value.message
-            assert f"gave up after {DEFAULT_MAX_ATTEMPTS} failed attempts" in info.value.message
+            assert info.value.source is not None and "test_testing_plugin.py" in info.value.source
             # Deterministic handlers pass under always_replay.
             assert await engine.invoke(greet, "Ada") == "Hello Ada!"
 
@@ -101,7 +101,7 @@ def test_parametrized_options(local_engine: EngineFactory, durable: DurableTest)
         async with local_engine(greeter) as engine:
             assert await engine.invoke(greet_sync, "Cy") == "Hi Cy"
             if replaying:
-                with pytest.raises(df.TerminalError, match="journal mismatch"):
+                with pytest.raises(df.JournalMismatchError, match="journal mismatch"):
                     await engine.invoke(nondeterministic)
 
     durable.run(scenario())
@@ -200,9 +200,18 @@ def test_engine_for_and_run_without_fixtures() -> None:
 def test_engine_for_always_replay_and_options(tmp_path: Path) -> None:
     async def scenario() -> None:
         db = tmp_path / "mine.db"
-        async with engine_for(greeter, always_replay=True, path=db, max_attempts=2) as engine:
-            with pytest.raises(df.TerminalError, match="gave up after 2 failed attempts"):
+        async with engine_for(
+            greeter,
+            always_replay=True,
+            path=db,
+            retry_policy=df.RetryPolicy(max_attempts=2, on_max_attempts="kill"),
+            fail_on_mismatch=False,
+        ) as engine:
+            # Retried (fail_on_mismatch=False) until killed after 2 attempts: the error has
+            # no source line, which only a mismatch that ends the invocation at once records.
+            with pytest.raises(df.JournalMismatchError, match="journal mismatch") as info:
                 await engine.invoke(nondeterministic)
+            assert info.value.source is None
         assert db.exists()
 
     run(scenario())
@@ -259,7 +268,7 @@ def test_the_plugin_loads_through_its_entry_point(pytester: pytest.Pytester) -> 
         def test_marker(local_engine, durable):
             async def scenario():
                 async with local_engine(svc) as engine:
-                    with pytest.raises(df.TerminalError, match="journal mismatch"):
+                    with pytest.raises(df.JournalMismatchError, match="journal mismatch"):
                         await engine.invoke(flaky)
 
             durable.run(scenario())

@@ -59,9 +59,11 @@ def test_failed_attempts_are_retried_after_exactly_the_backoff(tmp_path: Path) -
             path=tmp_path / "engine.db",
             durability="os",
             clock=clock,
-            retry_initial=BACKOFF["initial"],
-            retry_factor=BACKOFF["factor"],
-            retry_max=BACKOFF["max"],
+            retry_policy=df.RetryPolicy(
+                initial_interval=BACKOFF["initial"],
+                factor=BACKOFF["factor"],
+                max_interval=BACKOFF["max"],
+            ),
         ) as e:
             return await e.invoke(flaky)  # type: ignore[no-any-return]
 
@@ -100,8 +102,9 @@ def test_a_failing_run_is_retried_after_exactly_its_run_options_backoff(tmp_path
             path=tmp_path / "engine.db",
             durability="os",
             clock=clock,
-            retry_initial=timedelta(seconds=7),
-            retry_max=timedelta(seconds=7),
+            retry_policy=df.RetryPolicy(
+                initial_interval=timedelta(seconds=7), max_interval=timedelta(seconds=7)
+            ),
         ) as e:
             return await e.invoke(step)  # type: ignore[no-any-return]
 

@@ -10,7 +10,9 @@ This module is plain Python: it does not import the compiled extension.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "BAD_REQUEST",
@@ -26,6 +28,7 @@ __all__ = [
     "ClosedError",
     "DurableError",
     "InternalError",
+    "InvocationStateError",
     "JournalMismatchError",
     "ProtocolError",
     "StorageError",
@@ -107,13 +110,53 @@ class InternalError(DurableError):
     code = INTERNAL
 
 
+_MISMATCH = re.compile(
+    r"at command index (?P<index>\d+): the journal recorded (?P<recorded>.*?), but the handler "
+    r"now (?:attempts (?P<attempted>.*?)|(?P<other>ends before it|awaits .*?))"
+    r"(?:, which differs in [^;]*)?; ",
+    re.DOTALL,
+)
+
+
 class JournalMismatchError(DurableError):
     """The handler did not do what the journal recorded (570): non-determinism.
 
-    The message names the entry index, the recorded and the attempted command.
+    The message names the command index, the recorded and the attempted command, in the
+    handler's terms (``run "step-0"``, ``call Svc/handler``). ``command_index``,
+    ``recorded`` and ``attempted`` carry them (``None`` where the message does not say);
+    ``source`` is the handler's line that made the call, when known.
     """
 
     code = JOURNAL_MISMATCH
+
+    def __init__(self, message: str = "", code: int | None = None) -> None:
+        super().__init__(message, code)
+        found = _MISMATCH.search(message)
+        self.command_index: int | None = int(found["index"]) if found else None
+        self.recorded: str | None = found["recorded"] if found else None
+        self.attempted: str | None = (
+            (found["attempted"] or found["other"]) if found else None
+        )
+        self.source: str | None = None
+
+    @classmethod
+    def from_vm(cls, error: Any, source: str | None = None) -> JournalMismatchError:
+        """From the VM's error (``Vm.last_error()``), with the handler's line if known."""
+        message = str(error.message)
+        if source:
+            message = f"{message} (at {source})"
+        e = cls(message)
+        if e.command_index is None and error.related_command_index is not None:
+            e.command_index = int(error.related_command_index)
+        e.source = source
+        return e
+
+
+class InvocationStateError(DurableError):
+    """The invocation's state does not allow the operation (409): cancelling, killing,
+    pausing or resuming a completed invocation, purging one that is not completed."""
+
+    code = 409
 
 
 class ProtocolError(DurableError):

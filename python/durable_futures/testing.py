@@ -2,11 +2,13 @@
 
 The engine is :class:`~durable_futures.LocalEngine` on a temporary SQLite file, set up for
 tests: a virtual clock (timers and retry backoffs are skipped: a handler sleeping for a
-day finishes at once), ``durability="os"`` (no fsync), and at most 5 attempts, so a
-handler that keeps failing fails the test with its error instead of retrying forever.
-With ``always_replay=True`` every new journal entry ends the attempt and the next one
-replays the whole journal from scratch: non-deterministic handler code fails at once with
-a journal mismatch.
+day finishes at once), ``durability="os"`` (no fsync), and at most 5 attempts, after which
+the invocation is killed, so a handler that keeps failing fails the test with its error
+instead of retrying or pausing. A journal mismatch is never retried: ``engine.invoke``
+raises :class:`~durable_futures.JournalMismatchError` at the first one, naming the command
+index, the recorded and the attempted command and the handler's line. With
+``always_replay=True`` every new journal entry ends the attempt and the next one replays
+the whole journal from scratch: non-deterministic handler code fails at once.
 
 **With pytest** the plugin is registered automatically (entry point ``pytest11``). It adds
 two fixtures and a marker; no pytest-asyncio needed, tests can be plain ``def`` functions:
@@ -73,14 +75,27 @@ except ImportError:  # pragma: no cover - engine_for() and run() work without py
     pytest = None  # type: ignore[assignment]
 
 from .local import LocalEngine, VirtualClock
+from .policy import RetryPolicy
 from .service import Service
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_TIMEOUT", "DurableTest", "EngineFactory", "engine_for", "run"]
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_TIMEOUT",
+    "DurableTest",
+    "EngineFactory",
+    "engine_for",
+    "run",
+]
 
 T = TypeVar("T")
 
-#: Attempts of a failing handler before its invocation fails (``None``: retry forever).
+#: Attempts of a failing handler before its invocation fails.
 DEFAULT_MAX_ATTEMPTS = 5
+
+#: Tests' retry policy: a handler that keeps failing fails its invocation (and the test)
+#: after :data:`DEFAULT_MAX_ATTEMPTS` attempts, with its last error.
+DEFAULT_RETRY_POLICY = RetryPolicy(max_attempts=DEFAULT_MAX_ATTEMPTS, on_max_attempts="kill")
 
 #: How long :func:`run` lets a test's coroutine run.
 DEFAULT_TIMEOUT = 60.0
@@ -94,7 +109,8 @@ async def engine_for(
     always_replay: bool = False,
     virtual_clock: bool | VirtualClock = True,
     path: str | os.PathLike[str] | None = None,
-    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    fail_on_mismatch: bool = True,
     **options: Any,
 ) -> AsyncIterator[LocalEngine]:
     """An engine for tests, running ``services``; use as ``async with``.
@@ -116,7 +132,8 @@ async def engine_for(
             *services,
             path=path,
             always_replay=always_replay,
-            max_attempts=max_attempts,
+            retry_policy=retry_policy,
+            fail_on_mismatch=fail_on_mismatch,
             **options,
         )
         async with engine:

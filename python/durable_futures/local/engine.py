@@ -22,14 +22,19 @@ from typing import Any
 
 from .. import _core
 from .._attempt import Attempt
+from .._logging import engine_logger as _log
 from ..context import context_type
 from ..errors import (
+    JOURNAL_MISMATCH,
     BadRequestError,
     DurableError,
+    InvocationStateError,
+    JournalMismatchError,
     StorageError,
     TerminalError,
     UnknownInvocationError,
 )
+from ..policy import DEFAULT_RETENTION, RetryPolicy, retention_ms
 from ..serde import JsonSerde, Serde
 from ..service import Handler, Service
 
@@ -40,6 +45,9 @@ _GROUP_COMMIT_DELAY = 0.005
 
 # Virtual time: how often to look whether busy sync handlers are done computing.
 _BUSY_THREAD_POLL = 0.01
+
+# How often (engine clock, ms) completed invocations past their retention are purged.
+_PURGE_EVERY_MS = 1000
 
 # How long commits made outside the driver (see LocalEngine._may_commit_now) may go on
 # while the event loop does not get a turn.
@@ -81,8 +89,11 @@ class LocalEngine:
 
     ``path`` is the SQLite file (``None``: in memory, not durable). ``durability`` is
     ``"fsync"`` (a completion is on disk before a handler or client sees it) or ``"os"``
-    (handed to the OS; for tests). Failed attempts are retried with exponential backoff
-    (``retry_initial``, ``retry_factor``, ``retry_max``; ``max_attempts`` = give up).
+    (handed to the OS; for tests). Failed attempts are retried as ``retry_policy`` says
+    (default: restate-server's, 70 attempts then pause); a service's or a handler's own
+    ``retry_policy`` wins. Completed invocations keep their journal and idempotency key for
+    ``retention`` (one day; a service's or handler's ``journal_retention`` /
+    ``idempotency_retention`` wins, the longer of the two), then are purged.
 
     ``max_db_bytes`` caps the database file (SQLite's ``max_page_count``): a write that
     would grow it further fails like a full disk (``StorageError`` in ``last_error``; nothing
@@ -90,7 +101,9 @@ class LocalEngine:
 
     For tests: ``clock=VirtualClock()`` skips timers; ``always_replay=True`` ends every
     attempt at the first await that needs something new, so each step replays the whole
-    journal from scratch and non-determinism fails at once (combine with ``max_attempts``).
+    journal from scratch; with ``fail_on_mismatch=True`` a journal mismatch ends the
+    invocation at once (``invoke`` raises :class:`JournalMismatchError`, naming the
+    handler's line) instead of being retried.
     """
 
     def __init__(
@@ -98,13 +111,12 @@ class LocalEngine:
         *services: Service,
         path: str | os.PathLike[str] | None = None,
         durability: str = "fsync",
-        retry_initial: timedelta = timedelta(milliseconds=50),
-        retry_factor: float = 2.0,
-        retry_max: timedelta = timedelta(seconds=10),
-        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
         inactivity_timeout: timedelta = timedelta(seconds=60),
         clock: Callable[[], int] | None = None,
         always_replay: bool = False,
+        fail_on_mismatch: bool = False,
         max_db_bytes: int | None = None,
     ) -> None:
         self.services: dict[str, Service] = {}
@@ -114,12 +126,17 @@ class LocalEngine:
             self.services[s.name] = s
         self._path = None if path is None else os.fspath(path)
         self._durability = durability
-        self._retry = (
-            int(retry_initial.total_seconds() * 1000),
-            retry_factor,
-            int(retry_max.total_seconds() * 1000),
-            max_attempts,
-        )
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise TypeError(f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}")
+        self._retry_policy = retry_policy or RetryPolicy()
+        kept = retention_ms("retention", retention)
+        if kept is None:
+            raise TypeError("retention must be a datetime.timedelta")
+        self._retention_ms = kept
+        self._fail_on_mismatch = fail_on_mismatch
+        # Journal mismatches of invocations that ended on one: id -> the error to raise.
+        self._mismatches: dict[str, JournalMismatchError] = {}
+        self._next_purge = 0
         self._inactivity = inactivity_timeout.total_seconds()
         self._clock = clock or _wall_clock_ms
         self._always_replay = always_replay
@@ -162,10 +179,23 @@ class LocalEngine:
         """Opens the database and starts running invocations (unfinished ones resume)."""
         if self._core is not None:
             return
-        initial, factor, max_ms, max_attempts = self._retry
-        self._core = _core.Engine(
-            self._path, self._durability, initial, factor, max_ms, max_attempts, self._max_db_bytes
+        p = self._retry_policy
+        core = self._core = _core.Engine(
+            self._path,
+            self._durability,
+            p.initial_interval_ms,
+            float(p.factor),
+            p.max_interval_ms,
+            p.max_attempts,
+            self._max_db_bytes,
+            retry_on_max_attempts=p.on_max_attempts,
+            mismatch_is_terminal=self._fail_on_mismatch,
+            retention_ms=self._retention_ms,
         )
+        for svc in self.services.values():
+            _configure(core, svc.name, None, svc)
+            for h in svc.handlers.values():
+                _configure(core, svc.name, h.name, h)
         self._core.set_shared_handlers(
             [
                 (svc.name, h.name)
@@ -308,7 +338,15 @@ class LocalEngine:
             return serde.deserialize(value) if value else None
         assert isinstance(value, tuple)
         code, message = value
-        raise TerminalError(message, code)
+        raise self._failure(invocation_id, code, message)
+
+    def _failure(self, invocation_id: str, code: int, message: str) -> DurableError:
+        """The error a failed invocation's caller gets: a journal mismatch as
+        :class:`JournalMismatchError` (with the command and the handler's line when this
+        engine saw it happen), anything else as the :class:`TerminalError` it ended with."""
+        if code == JOURNAL_MISMATCH:
+            return self._mismatches.get(invocation_id) or JournalMismatchError(message)
+        return TerminalError(message, code)
 
     async def _outcome(self, invocation_id: str, known: bool = False) -> tuple[bool, Any]:
         core = self._require()
@@ -319,9 +357,7 @@ class LocalEngine:
             # A just-submitted invocation (send() then result()) reaches the store with the
             # next commit: commit now rather than calling it unknown.
             if core.has_pending():
-                now = self._clock()
-                self._release(core, self._commit(now), now)
-                self._poke()
+                self._flush_now(core)
                 done = core.outcome(invocation_id)
                 if done is not None:
                     return done
@@ -341,9 +377,69 @@ class LocalEngine:
         self._poke()
 
     def cancel(self, invocation_id: str) -> None:
-        """Cancels an invocation: its handler sees ``TerminalError`` 409 at its next await."""
-        self._require().cancel(invocation_id)
+        """Cancels an invocation in any state but completed: its handler sees
+        ``TerminalError`` 409 at its next await, and one that fails, backs off or is paused
+        ends with 409 at its next attempt (which starts now). Its callers get the 409; calls
+        it awaits are cancelled too. Raises :class:`UnknownInvocationError` or
+        :class:`InvocationStateError` (already completed)."""
+        self._operate("cancel", invocation_id, self._clock())
+
+    def kill(self, invocation_id: str) -> None:
+        """Ends an invocation at once with ``TerminalError`` 409 ``killed``, without running
+        its handler again: its callers get that error, a virtual object's key is free for
+        the next invocation, and calls it awaits are killed too. A running attempt is
+        stopped (what it does from then on is ignored)."""
+        self._operate("kill", invocation_id, self._clock())
+
+    def pause(self, invocation_id: str) -> None:
+        """Stops an invocation's attempts until :meth:`resume`: a running attempt receives
+        nothing more and ends at its next await that needs news (what it journaled until
+        then is kept); notifications arriving meanwhile are journaled for the resumed
+        attempt. A paused exclusive handler keeps its virtual object's key."""
+        self._operate("pause", invocation_id, self._clock())
+        live = self._attempts.get(invocation_id)
+        if live is not None and not live.inv.input_closed:
+            # As restate-server does, the running attempt gets nothing more: it suspends at
+            # its next await that needs news, and the invocation then waits paused.
+            live.inv.feed_closed()
+
+    def resume(self, invocation_id: str) -> None:
+        """Runs a paused, suspended or backing-off invocation again now, with its full
+        retry policy."""
+        self._operate("resume", invocation_id, self._clock())
+
+    def purge(self, invocation_id: str) -> None:
+        """Forgets a completed invocation now (journal, result, idempotency key) instead of
+        at the end of its retention."""
+        self._operate("purge", invocation_id, None)
+
+    def _operate(self, operation: str, invocation_id: str, now: int | None) -> None:
+        core = self._require()
+        if core.invocation(invocation_id) is None and core.has_pending():
+            self._flush_now(core)  # a submission not committed yet is still the user's
+        f = getattr(core, operation)
+        try:
+            if now is None:
+                f(invocation_id)
+            else:
+                f(invocation_id, now)
+        except KeyError:
+            raise UnknownInvocationError(f"no invocation {invocation_id}") from None
+        except ValueError as e:
+            raise InvocationStateError(str(e)) from None
+        _log.info("%s %s", operation, invocation_id, extra={"invocation_id": invocation_id})
         self._poke()
+
+    def _flush_now(self, core: _core.Engine) -> None:
+        now = self._clock()
+        self._release(core, self._commit(now), now)
+        self._poke()
+
+    def query(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        """Runs one read-only SQL statement over views shaped like restate-server's
+        introspection tables (``sys_invocation``, ``sys_journal``, ``state``); returns the
+        column names and the rows. A statement that would write is refused (``ValueError``)."""
+        return self._require().query(sql, self._clock())
 
     def flush(self) -> asyncio.Future[None]:
         """``await engine.flush()`` waits until everything submitted before the call
@@ -366,13 +462,15 @@ class LocalEngine:
         return self._require().journal(invocation_id)
 
     def invocations(self, limit: int = 50) -> list[_core.InvocationRow]:
-        """The newest invocations, newest first: named tuples ``(id, service, handler, key,
-        status, failed_attempts, created_at_ms)``."""
-        return self._require().list_invocations(limit)
+        """The newest invocations, newest first, as :class:`durable_futures._core.InvocationRow`
+        named tuples: status in restate's words (``pending``, ``scheduled``, ``ready``,
+        ``running``, ``backing-off``, ``suspended``, ``paused``, ``completed``), the outcome
+        and the last failure."""
+        return self._require().list_invocations(limit, self._clock())
 
     def invocation(self, invocation_id: str) -> _core.InvocationRow | None:
         """One stored invocation (``None`` if unknown; submissions count once committed)."""
-        return self._require().invocation(invocation_id)
+        return self._require().invocation(invocation_id, self._clock())
 
     def _require(self) -> _core.Engine:
         if self._core is None:
@@ -394,6 +492,9 @@ class LocalEngine:
             self._wake.clear()
             now = self._clock()
             core.fire_timers(now)
+            if now >= self._next_purge:
+                self._next_purge = now + _PURGE_EVERY_MS
+                self._purge_expired(core, now)
             effects: list[_core.Deliver | _core.Completed] = []
             if self._should_commit(core):
                 try:
@@ -420,6 +521,16 @@ class LocalEngine:
                     # without writing anything that would wake us: look again shortly.
                     timeout = _BUSY_THREAD_POLL if timeout is None else min(timeout, _BUSY_THREAD_POLL)
             await self._sleep(timeout)
+
+    def _purge_expired(self, core: _core.Engine, now: int) -> None:
+        try:
+            purged = core.purge_expired(now)
+        except DurableError as e:  # the next round tries again
+            self.last_error = e
+            _log.error("purging expired invocations failed: %s", e)
+            return
+        if purged:
+            _log.debug("purged %d invocations past their retention", purged)
 
     def _release(
         self, core: _core.Engine, effects: list[_core.Deliver | _core.Completed], now: int
@@ -450,6 +561,7 @@ class LocalEngine:
             effects = core.commit(now)
         except DurableError as e:
             self.last_error = e
+            _log.error("commit failed, nothing of it is saved: %s", e)
             self._fail_lost_submissions(e)
             for fut in flushing:
                 if not fut.done():
@@ -539,6 +651,9 @@ class LocalEngine:
             live.last_activity = time.monotonic()
             live.inv.feed(effect.frames)
         elif isinstance(effect, _core.Completed):
+            live = self._attempts.get(effect.id)
+            if live is not None and not live.inv.is_closed():
+                live.inv.disconnect()  # killed while it ran: stop it
             for fut in self._waiters.pop(effect.id, []):
                 if not fut.done():
                     fut.set_result(effect.outcome)
@@ -696,6 +811,8 @@ class LocalEngine:
                 await inv.run_handler(
                     h.call, h.is_async, h.decode_input, h.output_serde.serialize, ctx_type
                 )
+                if self._fail_on_mismatch:
+                    self._note_mismatch(inv_id, inv, h)
                 inv.flush()
             if not inv.is_closed():
                 core.attempt_failed(inv_id, token, "the attempt ended without a result", self._clock())
@@ -709,6 +826,41 @@ class LocalEngine:
             if live is not None and live.token == token:
                 del self._attempts[inv_id]
             self._poke()
+
+
+    def _note_mismatch(self, inv_id: str, inv: Attempt, h: Handler[Any, Any]) -> None:
+        """Keeps the journal mismatch that ends this attempt, with the handler's line, for
+        whoever waits for the invocation's result."""
+        error = inv.vm.last_error()
+        if error is None or error.code != JOURNAL_MISMATCH:
+            return
+        from .replay import handler_line, user_line
+
+        files = {os.path.abspath(h.fn.__code__.co_filename)}
+        where = (user_line(inv.error, files) if inv.error is not None else None) or handler_line(h)
+        self._mismatches[inv_id] = JournalMismatchError.from_vm(error, str(where))
+
+
+def _configure(core: _core.Engine, service: str, handler: str | None, owner: Any) -> None:
+    """Hands a service's or a handler's own retry policy and retention to the core."""
+    policy = getattr(owner, "retry_policy", None)
+    if policy is not None:
+        core.set_retry_policy(
+            service,
+            handler,
+            policy.initial_interval_ms,
+            float(policy.factor),
+            policy.max_interval_ms,
+            policy.max_attempts,
+            policy.on_max_attempts,
+        )
+    kept = [
+        retention_ms(name, getattr(owner, name, None))
+        for name in ("journal_retention", "idempotency_retention")
+    ]
+    longest = max((k for k in kept if k is not None), default=None)
+    if longest is not None:
+        core.set_retention(service, handler, longest)
 
 
 def _wake_future(fut: asyncio.Future[None]) -> None:

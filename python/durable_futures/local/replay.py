@@ -173,7 +173,7 @@ async def replay(
     written = _core.decode_frames(bytes(out))
     ends = {m.type_name for m in written if m.kind == "control"}
     exc = captured[-1] if captured else None
-    source = _user_line(exc, files) if exc is not None else None
+    source = user_line(exc, files) if exc is not None else None
     report.beyond = [describe(-1, m) for m in written if m.kind == "command"]
     error = vm.last_error()
 
@@ -184,7 +184,7 @@ async def replay(
         if error.related_command_index is not None:
             index = error.related_command_index
             report.entry = next((e for e in entries if e.command_index == index), None)
-        report.source = source or (_handler_line(h) if report.outcome == "mismatch" else None)
+        report.source = source or (handler_line(h) if report.outcome == "mismatch" else None)
         if report.outcome == "mismatch" and source is None:
             report.message += " (at the handler's result)"
         report.beyond = []
@@ -237,7 +237,7 @@ def _capturing(h: Handler[Any, Any], captured: list[BaseException]) -> Callable[
     return call_sync
 
 
-def _user_line(exc: BaseException, files: Collection[str]) -> SourceLine | None:
+def user_line(exc: BaseException, files: Collection[str]) -> SourceLine | None:
     """The innermost traceback frame in one of ``files``."""
     found = None
     for fs in traceback.extract_tb(exc.__traceback__):
@@ -246,7 +246,7 @@ def _user_line(exc: BaseException, files: Collection[str]) -> SourceLine | None:
     return found
 
 
-def _handler_line(h: Handler[Any, Any]) -> SourceLine:
+def handler_line(h: Handler[Any, Any]) -> SourceLine:
     code = h.fn.__code__
     try:
         lines, start = inspect.getsourcelines(h.fn)
