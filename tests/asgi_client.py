@@ -57,6 +57,7 @@ async def call(
             if not msg.get("more_body", False):
                 done.set()
 
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -65,7 +66,7 @@ async def call(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
     }
     await asyncio.wait_for(app(scope, receive, send), timeout)

@@ -18,7 +18,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -93,6 +93,26 @@ APP = textwrap.dedent(
 
     counter = df.VirtualObject("Counter")
 
+    broken = df.VirtualObject(
+        "Broken",
+        retry_policy=df.RetryPolicy(
+            initial_interval=timedelta(milliseconds=20),
+            max_interval=timedelta(milliseconds=50),
+            max_attempts=3,
+        ),
+    )
+
+
+    @broken.handler()
+    async def explode(ctx: df.ObjectContext, n: int) -> int:
+        await ctx.run("prepare", shout, "x")
+        raise ValueError(f"bad input {n}")
+
+
+    @broken.handler()
+    async def fine(ctx: df.ObjectContext, n: int) -> int:
+        return n + 1
+
 
     @counter.handler()
     async def add(ctx: df.ObjectContext, n: int) -> int:
@@ -152,12 +172,16 @@ def http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[
 class Server:
     """``durable-futures serve`` in a subprocess."""
 
-    def __init__(self, work: Path, db: str = "app.db") -> None:
+    def __init__(self, work: Path, db: str = "app.db", extra: Sequence[str] = ()) -> None:
         self.port = free_port()
+        self.admin_port = free_port()
         self.log = work / f"serve-{self.port}.log"
         self._log = self.log.open("w")
         self.proc = subprocess.Popen(
-            [CLI, "serve", "app", "--db", db, "--port", str(self.port), "--durability", "os"],
+            [
+                CLI, "serve", "app", "--db", db, "--port", str(self.port),
+                "--admin-port", str(self.admin_port), "--durability", "os", *extra,
+            ],
             cwd=work,
             env=env(),
             stdout=self._log,
@@ -300,10 +324,13 @@ def test_journal_list_and_show(work: Path) -> None:
     out = cli(work, "journal", "list", "--db", "app.db")
     assert out.returncode == 0, out
     header, *rows = out.stdout.splitlines()
-    assert header.split() == ["id", "target", "status", "failed", "created", "entries"]
+    assert header.split() == [
+        "id", "target", "status", "failed", "created", "entries", "result", "/", "last", "failure"
+    ]
     targets = [r.split()[1] for r in rows]
     assert targets == ["Greeter/fail", "Greeter/echo", "Greeter/greet"], out.stdout  # newest first
     assert all(r.split()[2] == "completed" for r in rows)
+    assert rows[0].endswith("failure [418] no x") and rows[2].endswith("success"), out.stdout
     limited = cli(work, "journal", "list", "--db", "app.db", "--limit", "1")
     assert len(limited.stdout.splitlines()) == 2
 
@@ -312,7 +339,8 @@ def test_journal_list_and_show(work: Path) -> None:
     assert out.returncode == 0, out
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"{inv_id}  Greeter/greet  completed  created ")
-    table = [line.split() for line in lines[2:]]
+    assert lines[1] == "completed: success"
+    table = [line.split() for line in lines[3:]]
     assert [row[0] for row in table] == [str(i) for i in range(7)]
     assert table[0][:3] == ["0", "0", "InputCommand"] and table[0][-1] == '"bob"'
     assert table[1] == ["1", "1", "RunCommand", "shout", "c1"]
@@ -480,3 +508,90 @@ def test_run_local_example() -> None:
     assert text.count('-> ["done 0", "done 1", "done 2", "done 3"]') == 2
     assert "The journal of Orders/overview" in text
     assert "RunCommand" in text and "fetch-user" in text and "OutputCommand" in text
+
+
+# ---- a handler that keeps failing --------------------------------------------------------------
+
+
+def query(port: int, sql: str) -> list[dict[str, object]]:
+    status, body = http(port, "POST", "/query", json.dumps({"query": sql}).encode())
+    assert status == 200, body
+    rows: list[dict[str, object]] = json.loads(body)["rows"]
+    return rows
+
+
+def test_a_failing_handler_is_logged_shown_paused_and_cancelled(
+    work: Path, servers: list[Server]
+) -> None:
+    server = Server(work, extra=["--log-level", "INFO"])
+    servers.append(server)
+    status, body = http(server.port, "POST", "/Broken/k1/explode/send", b"7")
+    assert status == 202, body
+    failing = json.loads(body)["invocationId"]
+    status, body = http(server.port, "POST", "/Broken/k1/fine/send", b"1")
+    assert status == 202, body
+    queued = json.loads(body)["invocationId"]
+
+    # Three attempts (the service's policy), then paused; the queued call waits for the key.
+    deadline = time.monotonic() + 20
+    while True:
+        (row,) = query(server.admin_port, f"SELECT * FROM sys_invocation WHERE id = '{failing}'")
+        if row["status"] == "paused":
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.05)
+    assert row["target"] == "Broken/k1/explode"
+    assert row["last_failure_error_code"] == 500
+    assert "ValueError: bad input 7" in str(row["last_failure"])
+    (queued_row,) = query(server.admin_port, f"SELECT status FROM sys_invocation WHERE id = '{queued}'")
+    assert queued_row["status"] == "pending"
+
+    # The failure is in the log with its traceback, and in journal show.
+    log = server.log.read_text()
+    assert log.count("ValueError: bad input 7") >= 3, log
+    assert failing in log and "Traceback" in log
+    shown = cli(work, "journal", "show", failing, "--db", "app.db")
+    assert shown.returncode == 0, shown
+    assert "paused" in shown.stdout and "ValueError: bad input 7" in shown.stdout
+    listed = cli(work, "journal", "list", "--db", "app.db")
+    assert "paused" in listed.stdout
+
+    # Cancel ends it with 409 within a second; the queued call on the key then runs.
+    admin = f"http://127.0.0.1:{server.admin_port}"
+    started = time.monotonic()
+    out = cli(work, "invocation", "cancel", failing, "--admin", admin)
+    assert out.returncode == 0, out
+    status, body = http(server.port, "GET", f"/restate/invocation/{failing}/attach")
+    assert time.monotonic() - started < 5  # (a second on an idle machine; CI is loaded)
+    assert status == 409, body
+    status, body = http(server.port, "GET", f"/restate/invocation/{queued}/attach")
+    assert (status, body) == (200, b"2")
+
+    # Completed: cancelling again is a conflict, purging forgets it.
+    out = cli(work, "invocation", "kill", failing, "--admin", admin)
+    assert out.returncode == 1 and "[409]" in out.stderr, out
+    assert cli(work, "invocation", "purge", failing, "--admin", admin).returncode == 0
+    assert query(server.admin_port, f"SELECT id FROM sys_invocation WHERE id = '{failing}'") == []
+    out = cli(work, "invocation", "purge", failing, "--admin", admin)
+    assert out.returncode == 1 and "[404]" in out.stderr, out
+    assert server.terminate() == 0
+
+
+def test_invocation_without_an_admin_api_is_a_clear_error(work: Path) -> None:
+    out = cli(work, "invocation", "kill", "inv_00", "--admin", f"http://127.0.0.1:{free_port()}")
+    assert out.returncode == 2
+    assert "no admin API at" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_refuses_bodies_over_its_limit(work: Path, servers: list[Server]) -> None:
+    server = Server(work, extra=["--max-body-bytes", "16"])
+    servers.append(server)
+    assert http(server.port, "POST", "/Greeter/echo", b'"short"') == (200, b'"short"')
+    status, body = http(server.port, "POST", "/Greeter/echo", b'"' + b"x" * 32 + b'"')
+    assert status == 413, body
+    out = cli(work, "journal", "list", "--db", "app.db")
+    assert out.stdout.count("Greeter/echo") == 1, out.stdout  # the refused one was not stored
+    assert server.terminate() == 0
+    bad = cli(work, "serve", "app", "--max-body-bytes", "0")
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr

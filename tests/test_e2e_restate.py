@@ -16,6 +16,8 @@ in this process, in hypercorn's thread): attempt counters, run intervals, awakea
 
 import asyncio
 import collections
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -467,3 +469,43 @@ def test_idempotency_key(e2e: E2E, key: str) -> None:
     again = ok(e2e.client.call("E2E", "counted", key, idempotency_key=key))
     assert first == again == {"n": 1}
     assert ok(e2e.client.call("E2E", "counted", key)) == {"n": 2}
+
+
+def _invocation_cli(operation: str, invocation_id: str, admin: str) -> subprocess.CompletedProcess[str]:
+    cli = Path(sys.executable).parent / "durable-futures"
+    return subprocess.run(
+        [str(cli), "invocation", operation, invocation_id, "--admin", admin],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_invocation_cli_against_restate_servers_admin_api(e2e: E2E, key: str) -> None:
+    """`durable-futures invocation ...` speaks restate-server's admin API unchanged."""
+    admin = e2e.server.admin_url
+    invocation_id = e2e.client.send("E2E", "cancellable", key)
+    wait_until(lambda: "selecting" in EVENTS[key], 20, what="the handler to reach select()")
+    e2e.client.wait_for_status(invocation_id, {"running", "suspended"})
+
+    paused = _invocation_cli("pause", invocation_id, admin)
+    assert paused.returncode == 0, paused
+    # restate-server pauses a running attempt; a suspended invocation stays suspended.
+    e2e.client.wait_for_status(invocation_id, {"paused", "suspended"})
+    resumed = _invocation_cli("resume", invocation_id, admin)
+    assert resumed.returncode == 0, resumed
+    e2e.client.wait_for_status(invocation_id, {"running", "suspended", "ready", "pending"})
+
+    killed = _invocation_cli("kill", invocation_id, admin)
+    assert killed.returncode == 0, killed
+    row = e2e.client.wait_for_status(invocation_id, {"completed"})
+    assert row["completion_result"] == "failure", row
+    assert "cancelled" not in [e[0] for e in EVENTS[key] if isinstance(e, tuple)], EVENTS[key]
+
+    again = _invocation_cli("kill", invocation_id, admin)
+    assert again.returncode == 1 and "[409]" in again.stderr, again
+    purged = _invocation_cli("purge", invocation_id, admin)
+    assert purged.returncode == 0, purged
+    gone = _invocation_cli("purge", invocation_id, admin)
+    assert gone.returncode == 1 and "[404]" in gone.stderr, gone

@@ -1,9 +1,11 @@
 """The ``durable-futures`` command.
 
-``serve MODULE [--db PATH] [--port 8080] [--host 127.0.0.1]``
+``serve MODULE [--db PATH] [--port 8080] [--host 127.0.0.1] [--admin-port 9070]``
     runs the services of ``MODULE`` on the embedded engine (a SQLite file) behind a
-    Restate-compatible HTTP ingress, until SIGINT/SIGTERM; unfinished invocations resume on
-    the next start.
+    Restate-compatible HTTP ingress and admin API, until SIGINT/SIGTERM; unfinished
+    invocations resume on the next start.
+``invocation cancel|kill|pause|resume|purge ID [--admin URL]``
+    manages one invocation through an admin API: ``serve``'s, or restate-server's.
 ``invoke SERVICE/HANDLER [JSON] [--key K] [--db PATH] --module MODULE``
     runs the embedded engine in this process, invokes once, prints the JSON result.
 ``journal list [--db PATH] [--limit N]`` / ``journal show ID [--db PATH]``
@@ -117,9 +119,16 @@ def _exclusive(db: str) -> Iterator[None]:
 
 
 async def _serve_engine(
-    services: list[Service], db: str, host: str, port: int, durability: str
+    services: list[Service],
+    db: str,
+    host: str,
+    port: int,
+    durability: str,
+    admin: tuple[str, int] | None = None,
+    max_body_bytes: int | None = None,
 ) -> None:
     from .local import LocalEngine
+    from .local.admin import serve_admin
     from .local.ingress import serve
 
     stop = asyncio.Event()
@@ -128,12 +137,19 @@ async def _serve_engine(
         loop.add_signal_handler(sig, stop.set)
     async with LocalEngine(*services, path=db, durability=durability) as engine:
         names = ", ".join(s.name for s in services)
+        where = f"http://{host}:{port}"
+        if admin is not None:
+            where += f", admin API on http://{admin[0]}:{admin[1]}"
         print(
-            f"durable-futures: {names} on http://{host}:{port} (database {db}); "
+            f"durable-futures: {names} on {where} (database {db}); "
             "Ctrl-C stops, unfinished invocations resume on the next start",
             flush=True,
         )
-        await serve(engine, host, port, shutdown_trigger=stop.wait)
+        limit = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        servers = [serve(engine, host, port, shutdown_trigger=stop.wait, **limit)]
+        if admin is not None:
+            servers.append(serve_admin(engine, *admin, shutdown_trigger=stop.wait))
+        await asyncio.gather(*servers)
     print("durable-futures: stopped", flush=True)
 
 
@@ -252,6 +268,45 @@ async def _replay(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+DEFAULT_ADMIN = "http://127.0.0.1:9070"
+
+
+def _invocation(args: argparse.Namespace) -> int:
+    """``PATCH {admin}/invocations/{id}/{operation}``, as restate's admin API has it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = args.admin.rstrip("/")
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+        raise CliError(f"--admin must be an http(s) URL, not {args.admin!r}")
+    url = f"{base}/invocations/{urllib.parse.quote(args.id, safe='')}/{args.operation}"
+    request = urllib.request.Request(url, method="PATCH", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        print(f"durable-futures: {args.operation} {args.id}: {_admin_message(e)}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CliError(f"no admin API at {base}: {reason}") from None
+    done = {"cancel": "cancellation requested", "kill": "killed", "pause": "paused",
+            "resume": "resumed", "purge": "purged"}[args.operation]
+    print(f"{args.id}: {done} ({status})")
+    return 0
+
+
+def _admin_message(e: Any) -> str:
+    """The message of an admin API error answer (``{"message": ...}``), with its status."""
+    body = e.read()
+    try:
+        message = json.loads(body).get("message") or body.decode(errors="replace")
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace")
+    return f"[{e.code}] {message}".strip()
+
+
 def _module_files(module: ModuleType, services: list[Service]) -> set[str]:
     import inspect
 
@@ -265,6 +320,16 @@ def _module_files(module: ModuleType, services: list[Service]) -> set[str]:
 
 
 # ---- arguments ---------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -293,6 +358,22 @@ def _parser() -> argparse.ArgumentParser:
     db_option(sv)
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument(
+        "--admin-port",
+        type=int,
+        default=9070,
+        help="port of the admin API (default 9070; 0 turns it off)",
+    )
+    sv.add_argument(
+        "--admin-host", default="127.0.0.1", help="address of the admin API (default 127.0.0.1)"
+    )
+    sv.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="largest request body the ingress accepts (default 32 MiB; larger: 413)",
+    )
     durability_option(sv)
     log_level_argument(sv)
 
@@ -327,6 +408,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     db_option(rp)
     rp.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+
+    inv = sub.add_parser("invocation", help="cancel, kill, pause, resume or purge an invocation")
+    inv.add_argument("operation", choices=["cancel", "kill", "pause", "resume", "purge"])
+    inv.add_argument("id", metavar="ID")
+    inv.add_argument(
+        "--admin",
+        default=os.environ.get("DURABLE_FUTURES_ADMIN_URL", DEFAULT_ADMIN),
+        metavar="URL",
+        help=f"admin API of `serve` or restate-server (default $DURABLE_FUTURES_ADMIN_URL or {DEFAULT_ADMIN})",
+    )
+    inv.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
 
     ep = sub.add_parser("endpoint", help="serve services as a Restate deployment")
     ep.add_argument("module", help="module (or module:attribute) defining the services")
@@ -372,7 +464,18 @@ def _main(args: argparse.Namespace) -> int:
         services = load_services(args.module)
         with _exclusive(args.db):
             try:
-                asyncio.run(_serve_engine(services, args.db, args.host, args.port, args.durability))
+                admin = None if args.admin_port == 0 else (args.admin_host, args.admin_port)
+                asyncio.run(
+                    _serve_engine(
+                        services,
+                        args.db,
+                        args.host,
+                        args.port,
+                        args.durability,
+                        admin,
+                        args.max_body_bytes,
+                    )
+                )
             except OSError as e:
                 raise CliError(f"cannot serve on {args.host}:{args.port}: {e}") from e
         return 0
@@ -384,6 +487,8 @@ def _main(args: argparse.Namespace) -> int:
         if args.journal_command == "list":
             return _journal_list(args)
         return _journal_show(args)
+    if args.command == "invocation":
+        return _invocation(args)
     if args.command == "replay":
         if not args.module:
             raise CliError("replay needs --module MODULE (or $DURABLE_FUTURES_MODULE)")

@@ -247,6 +247,7 @@ def render(
             f"{info.id}  {target(info)}  {info.status}  created {_clock(info.created_at_ms)}"
             f"  failed attempts {info.failed_attempts}  entries {len(entries)}"
         )
+        lines.extend(failure_lines(info))
     elif invocation_id:
         lines.append(f"{invocation_id}  entries {len(entries)}")
     rows = [("#", "cmd", "type", "name", "ids", "detail")]
@@ -284,7 +285,7 @@ def render_invocations(
     rows: Sequence[_core.InvocationRow], entries: Sequence[int] | None = None
 ) -> str:
     """The ``journal list`` table: newest first."""
-    table = [("id", "target", "status", "failed", "created", "entries")]
+    table = [("id", "target", "status", "failed", "created", "entries", "result / last failure")]
     for i, r in enumerate(rows):
         table.append(
             (
@@ -293,10 +294,50 @@ def render_invocations(
                 r.status,
                 str(r.failed_attempts),
                 _clock(r.created_at_ms),
-                "" if entries is None else str(entries[i]),
+                str(r.journal_size if entries is None else entries[i]),
+                _short(outcome_text(r), 80),
             )
         )
-    widths = [max(len(t[i]) for t in table) for i in range(6)]
+    n = len(table[0])
+    widths = [max(len(t[i]) for t in table) for i in range(n)]
     return "\n".join(
-        "  ".join(t[i].ljust(widths[i]) for i in range(6)).rstrip() for t in table
+        "  ".join(t[i].ljust(widths[i]) for i in range(n)).rstrip() for t in table
     )
+
+
+def outcome_text(r: _core.InvocationRow) -> str:
+    """How an invocation ended (``success``, ``failure [code] message``), or else its last
+    failure (``last failure [code] message``), or nothing."""
+    if r.completion_result == "success":
+        return "success"
+    if r.completion_result == "failure":
+        return f"failure {r.completion_failure or ''}".rstrip()
+    f = r.last_failure
+    if f is None:
+        return ""
+    return f"last failure [{f.code}] {f.message}"
+
+
+def failure_lines(r: _core.InvocationRow) -> list[str]:
+    """``journal show``: the invocation's outcome or last failure, with the command it
+    failed at, the next retry and the stack trace."""
+    lines = []
+    if r.completion_result is not None:
+        lines.append(f"completed: {outcome_text(r)}")
+    f = r.last_failure
+    if f is not None:
+        lines.append(f"last failure: [{f.code}] {f.message}")
+        if f.related_command_index is not None:
+            name = f" {f.related_command_name!r}" if f.related_command_name else ""
+            kind = f.related_command_type or "command"
+            lines.append(f"  at command {f.related_command_index}: {kind}{name}")
+        if r.status == "backing-off" and r.next_retry_at_ms:
+            lines.append(f"  next attempt at {_clock(r.next_retry_at_ms)}")
+        if f.stacktrace:
+            lines.extend("  " + ln for ln in f.stacktrace.rstrip().splitlines())
+    return lines
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
