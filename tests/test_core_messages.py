@@ -196,11 +196,12 @@ def test_the_engine_hands_out_typed_records() -> None:
     assert not existing
     assert engine.invocation(inv_id) is None  # not committed yet
     assert engine.commit(1) == []
-    row = engine.invocation(inv_id)
+    row = engine.invocation(inv_id, 1)
     assert row is not None
-    assert row == (inv_id, "Svc", "h", "", "ready", 0, 1)
+    assert row == (inv_id, "Svc", "h", "", "ready", 0, 1, None, 0, 1, None, None, None, 1, None)
     assert (row.id, row.status, row.failed_attempts, row.created_at_ms) == (inv_id, "ready", 0, 1)
-    assert engine.list_invocations(10) == [row]
+    assert (row.journal_size, row.completion_result, row.last_failure) == (1, None, None)
+    assert engine.list_invocations(10, 1) == [row]
     assert engine.journal_len(inv_id) == 1
     request = engine.attempt_request(inv_id)
     attempt = engine.next_attempt(1)
