@@ -99,10 +99,6 @@ class Attempt:
         self.invocation_id = ""
         self.target = "?"
         self.logger: logging.Logger = _logging.handler_logger("", "")
-        # What arrived before the handler started (holds the StartMessage, for the attempt
-        # number of a failure); no longer collected once it starts.
-        self.head: list[bytes] = []
-        self._collect_head = True
         # What ``wait`` asks the VM for a future's value and a selector's next handle
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
@@ -111,8 +107,6 @@ class Attempt:
     # ---- transport side (event loop thread) --------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        if self._collect_head:
-            self.head.append(data)
         with self.lock:
             self.vm.notify_input(data)
         self.flush()
@@ -371,7 +365,6 @@ class Attempt:
 
         A failed attempt is logged once, on ``durable_futures.attempt``; so is a step of an
         async handler that holds the event loop too long (:mod:`._logging`)."""
-        self._collect_head = False
         service, handler = _handler_name(call)
         self.logger = _logging.handler_logger(service, handler)
         running = _logging.current_attempt.set(self)

@@ -100,23 +100,6 @@ def target_of(service: str, handler: str, key: str) -> str:
     return f"{service}/{key}/{handler}" if key else f"{service}/{handler}"
 
 
-def start_retry_count(head: list[bytes]) -> int | None:
-    """The ``StartMessage``'s retry count (failures since the journal last grew), from the
-    first bytes an attempt received: the start frame is sliced by the length in its header
-    and decoded by the core. ``None`` if they hold no start frame."""
-    data = b"".join(head)
-    if len(data) < 8:
-        return None
-    end = 8 + int.from_bytes(data[4:8], "big")
-    if len(data) < end:
-        return None
-    try:
-        start = _core.decode_frame(data[:end])
-    except Exception:  # noqa: BLE001 - a malformed start: the VM has refused it already
-        return None
-    return start.retry_count if start.type_name == "Start" else None
-
-
 def _command(error: _core.VmError) -> str:
     if error.related_command_index is None:
         return ""
@@ -141,12 +124,11 @@ def log_failed_attempt(
     retry) and the record says why. A journal mismatch is an ERROR with the VM's message;
     everything else a WARNING (the runtime retries it)."""
     logger = attempt_logger
-    retry = start_retry_count(attempt.head)
-    number = "?" if retry is None else str(retry + 1)
+    number = attempt.vm.retry_count() + 1
     fields = {
         "invocation_id": attempt.invocation_id,
         "target": attempt.target,
-        "attempt": None if retry is None else retry + 1,
+        "attempt": number,
         "command_index": None if error is None else error.related_command_index,
     }
     where = "" if error is None else _command(error)

@@ -709,3 +709,14 @@ fn exhausted_run_result_is_seen_by_the_handler_after_the_notification() {
             end(),
         ]);
 }
+
+#[test]
+fn the_vm_tells_the_attempt_number_the_start_message_carries() {
+    let ran = Transcript::v6()
+        .retry_info(4, 500)
+        .input(b"1")
+        .run(|vm| vm.retry_count());
+    assert_eq!(ran.result, 4, "four failed attempts before this one");
+    let fresh = Transcript::v6().input(b"1").run(|vm| vm.retry_count());
+    assert_eq!(fresh.result, 0);
+}

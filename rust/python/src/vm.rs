@@ -198,6 +198,10 @@ impl PyVm {
         self.vm.is_replaying()
     }
 
+    fn retry_count(&self) -> u32 {
+        self.vm.retry_count()
+    }
+
     fn is_closed(&self) -> bool {
         self.vm.state() == durable_futures_core::State::Closed
     }

@@ -163,6 +163,12 @@ impl Vm {
         self.phase.state()
     }
 
+    /// Failed attempts since the journal last grew, as the start message says (0 before it
+    /// arrives): this attempt is number `retry_count() + 1` since then.
+    pub fn retry_count(&self) -> u32 {
+        self.start.retry_count_since_last_stored_entry
+    }
+
     /// Whether the handler is re-executing recorded commands.
     pub fn is_replaying(&self) -> bool {
         matches!(self.phase, Phase::Replaying { .. })
