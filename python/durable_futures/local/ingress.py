@@ -61,6 +61,9 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "Ingress", "serve"]
 
 T = TypeVar("T")
 
+# The engine's invocation ids (a malformed one is a client's mistake: 400).
+_INVOCATION_ID = re.compile(r"inv_[0-9a-f]{32}")
+
 # restate-server answers 470 ("not ready") to /output of an invocation still running.
 NOT_READY = 470
 
@@ -272,6 +275,8 @@ class Ingress(HttpApp):
             if method != "GET":
                 raise HttpError(405, "method not allowed")
             inv_id = parts[1]
+            if not _INVOCATION_ID.fullmatch(inv_id):
+                raise HttpError(400, f"invalid invocation id '{inv_id}'")  # as restate-server
             if parts[2] == "output":
                 ok, value = await self._now(inv_id)
             else:
