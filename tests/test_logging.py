@@ -406,3 +406,37 @@ def test_endpoint_logs_to_stderr_with_time_level_and_logger(tmp_path: Path) -> N
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_the_endpoint_logs_a_request_for_a_handler_it_does_not_have(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = df.Service("Known")
+
+    @svc.handler()
+    async def here(ctx: df.Context) -> str:
+        return "here"
+
+    app = df.asgi_app(svc)
+    with caplog.at_level(logging.WARNING, logger="durable_futures.endpoint"):
+        resp = run(call(app, "/invoke/Known/gone", b""))
+    assert resp.status == 404
+    (record,) = [r for r in caplog.records if r.name == "durable_futures.endpoint"]
+    assert "Known/gone" in record.getMessage()
+
+
+def test_the_admin_api_logs_and_answers_json_when_it_fails(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from durable_futures.local.admin import Admin
+
+    class Broken:
+        def query(self, sql: str) -> None:
+            raise RuntimeError("the view is gone")
+
+    app = Admin(Broken())  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="durable_futures.admin"):
+        resp = run(call(app, "/query", b'{"query": "SELECT 1"}'))
+    assert resp.status == 500 and b"RuntimeError: the view is gone" in resp.body
+    (record,) = [r for r in caplog.records if r.name == "durable_futures.admin"]
+    assert record.exc_info is not None and "POST /query" in record.getMessage()

@@ -45,6 +45,7 @@ attempt_logger = logging.getLogger(f"{ROOT}.attempt")
 engine_logger = logging.getLogger(f"{ROOT}.engine")
 ingress_logger = logging.getLogger(f"{ROOT}.ingress")
 endpoint_logger = logging.getLogger(f"{ROOT}.endpoint")
+admin_logger = logging.getLogger(f"{ROOT}.admin")
 
 # ---- ctx.logger --------------------------------------------------------------------------------
 

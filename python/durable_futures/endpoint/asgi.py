@@ -24,6 +24,7 @@ from .._asgi import (
     respond,
 )
 from .._attempt import Attempt
+from .._logging import endpoint_logger as _log
 from ..context import context_type
 from ..errors import DurableError
 from ..service import Handler, Service
@@ -70,6 +71,7 @@ class _App(HttpApp):
             problem = self.verifier.verify(scope, path)
             if problem is not None:
                 await drain(receive)
+                _log.warning("refused an unsigned or badly signed request to %s: %s", path, problem)
                 await _text(send, 401, problem)
                 return
         if parts[-1] == "discover" and not invoke:
@@ -79,6 +81,7 @@ class _App(HttpApp):
             service = self.services.get(parts[-2])
             handler = service.handlers.get(parts[-1]) if service else None
             if service is None or handler is None:
+                _log.warning("no handler %s/%s (is the deployment up to date?)", parts[-2], parts[-1])
                 await drain(receive)
                 await _text(send, 404, f"no handler {parts[-2]}/{parts[-1]}")
                 return

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._asgi import HttpApp, Receive, Scope, Send, body_chunks, header, respond
+from .._logging import admin_logger as _log
 from ..errors import DurableError, UnknownInvocationError
 from .engine import LocalEngine
 
@@ -67,6 +68,9 @@ class Admin(HttpApp):
         except DurableError as e:
             status = e.code if 400 <= e.code <= 599 else 500
             body = _json({"message": e.message})
+        except Exception as e:  # noqa: BLE001 - a bug here must still answer in JSON
+            _log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=True)
+            status, body = 500, _json({"message": f"{type(e).__name__}: {e}"})
         await respond(send, status, body)
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:

@@ -53,6 +53,7 @@ from .._asgi import (
     header,
     respond,
 )
+from .._logging import ingress_logger as _log
 from ..errors import DurableError, TerminalError
 from ..service import Handler, Service, _ct, input_manifest
 from .engine import LocalEngine
@@ -140,8 +141,11 @@ class Ingress(HttpApp):
             message = "the engine is shutting down; unfinished invocations resume when it restarts"
             await respond(send, 503, _error_body(503, message))
         except DurableError as e:  # storage failure, malformed id, ...
+            if e.code >= 500:
+                _log.warning("%s %s: %s", scope.get("method"), scope.get("path"), e)
             await respond(send, _status_for(e.code), _error_body(e.code, e.message))
         except Exception as e:  # noqa: BLE001 - a bug here must still answer in JSON
+            _log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=True)
             await respond(send, 500, _error_body(500, f"{type(e).__name__}: {e}"))
 
     def _check_content_length(self, scope: Scope) -> None:
