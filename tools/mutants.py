@@ -4,11 +4,12 @@
 ``.cache/tools``); the Python area uses mutmut (``requirements-mutants.txt``). Each area is a
 set of source files and the tests that guard them:
 
-    vm        rust/core/src/vm/*.rs        replay check, notification order, ids, selectors
+    vm        rust/core/src/vm/**/*.rs     replay check, notification order, ids, selectors
     protocol  rust/core/src/protocol/*.rs  frames, messages, versions
     core      retry.rs, util.rs, error.rs  retry policy, ids, error codes
     store     rust/engine/src/store.rs     SQLite store: commit, durability, recovery
-    engine    engine.rs, model.rs          lifecycle: release, retries, idempotency, timers
+    engine    engine.rs, model.rs, query.rs lifecycle: release, retries, idempotency, timers,
+                                           operations on invocations, introspection
     python    the facade's driver, futures, context, serde and LocalEngine (mutmut)
 
 Usage (from the repository root, after ``make develop``):
@@ -46,11 +47,15 @@ TOOLS_BIN = ROOT / ".cache" / "tools" / "bin"
 EQUIVALENT = ROOT / "tools" / "mutants-equivalent.txt"
 
 RUST_AREAS: dict[str, list[str]] = {
-    "vm": ["rust/core/src/vm/*.rs"],
+    "vm": ["rust/core/src/vm/*.rs", "rust/core/src/vm/**/*.rs"],
     "protocol": ["rust/core/src/protocol/*.rs"],
     "core": ["rust/core/src/retry.rs", "rust/core/src/util.rs", "rust/core/src/error.rs"],
     "store": ["rust/engine/src/store.rs"],
-    "engine": ["rust/engine/src/engine.rs", "rust/engine/src/model.rs"],
+    "engine": [
+        "rust/engine/src/engine.rs",
+        "rust/engine/src/model.rs",
+        "rust/engine/src/query.rs",
+    ],
 }
 
 PYTHON_FILES = [
