@@ -580,4 +580,47 @@ mod tests {
     fn names_are_quoted_and_escaped() {
         assert_eq!(render(&run("say \"hi\"\n")), r#"run "say \"hi\"\n""#);
     }
+
+    /// Runs and state reads that render alike still name the field they differ in: a
+    /// replayed run whose completion id moved, a state read recorded with another value.
+    #[test]
+    fn runs_and_state_reads_that_read_alike_name_the_differing_field() {
+        let run_at = |id: u32| Command::Run {
+            result_completion_id: id,
+            name: "step".into(),
+        };
+        let lazy = |id: u32| Command::GetLazyState {
+            key: Bytes::from_static(b"k"),
+            result_completion_id: id,
+            name: String::new(),
+        };
+        let lazy_keys = |id: u32| Command::GetLazyStateKeys {
+            result_completion_id: id,
+            name: String::new(),
+        };
+        let eager = |v: &'static [u8]| Command::GetEagerState {
+            key: Bytes::from_static(b"k"),
+            value: Some(Bytes::from_static(v)),
+            name: String::new(),
+        };
+        let eager_keys = |k: &'static [u8]| Command::GetEagerStateKeys {
+            keys: vec![Bytes::from_static(k)],
+            name: String::new(),
+        };
+        let cases = [
+            (run_at(1), run_at(2), "completion id"),
+            (lazy(1), lazy(2), "completion id"),
+            (lazy_keys(1), lazy_keys(2), "completion id"),
+            (eager(b"1"), eager(b"2"), "value"),
+            (eager_keys(b"a"), eager_keys(b"b"), "keys"),
+        ];
+        for (recorded, attempted, field) in cases {
+            let e = between(&recorded, &attempted);
+            assert!(
+                e.message.contains(&format!(", which differs in {field};")),
+                "{recorded:?} vs {attempted:?}: {}",
+                e.message
+            );
+        }
+    }
 }
