@@ -4,56 +4,21 @@
 //! lost attempts and notifications a host could not hand over, and the host's scheduling
 //! hints. Handlers are played by driving the real core VM by hand, one attempt at a time.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use durable_futures_core::protocol::{decode_all, encode_frame, Message};
+use common::{frames, ok, raise, retry, text, wait, Host, Stop, R, START};
+use durable_futures_core::protocol::{decode_all, Message};
 use durable_futures_core::{
-    AttachTarget, AwaitOutcome, CommandResult, Error, Handle, Input, MessageType, OnMaxAttempts,
+    AttachTarget, AwaitOutcome, CommandResult, Error, Input, MessageType, OnMaxAttempts,
     RetryPolicy, RunExit, Target, Value, Vm, VmOptions,
 };
-use durable_futures_engine::engine::{Attempt, Effect, Engine, RetryOptions, Submission};
+use durable_futures_engine::engine::{Attempt, Effect, RetryOptions, Submission};
 use durable_futures_engine::model::{InvocationId, Outcome, Status};
-use durable_futures_engine::store::{Durability, Store};
-
-const START: u64 = 1_000_000;
-
-/// Why a handler stopped before returning.
-enum Stop {
-    /// It awaits something not there yet (the VM wrote its suspension).
-    Suspended,
-    /// The VM failed the attempt itself (it wrote the error).
-    Ended,
-    /// The handler raises a retryable error.
-    Retry,
-}
-
-type R<T> = Result<T, Stop>;
-type HandlerFn = Box<dyn Fn(&mut Vm, &Input) -> R<Vec<u8>>>;
-
-fn ok<T>(r: Result<T, Error>) -> T {
-    r.unwrap_or_else(|e| panic!("the VM refused: {e}"))
-}
-
-fn wait(vm: &mut Vm, h: Handle) -> R<Value> {
-    match vm.do_await(h).map_err(|_| Stop::Ended)? {
-        AwaitOutcome::Ready => Ok(ok(vm.take_notification(h)).expect("a value")),
-        AwaitOutcome::Suspended => Err(Stop::Suspended),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn text(v: Value) -> String {
-    match v {
-        Value::Value(b) => String::from_utf8_lossy(&b).into_owned(),
-        Value::Void => "-".to_owned(),
-        Value::Failure(f) => format!("failed {}: {}", f.code, f.message),
-        other => format!("{other:?}"),
-    }
-}
 
 fn input_text(input: &Input) -> String {
     String::from_utf8_lossy(&input.input).into_owned()
@@ -73,55 +38,16 @@ fn get_state(vm: &mut Vm, name: &str) -> R<String> {
     wait(vm, h).map(text)
 }
 
-struct Host {
-    engine: Engine,
-    now: u64,
-    handlers: HashMap<String, HandlerFn>,
-    /// Completed invocations in the order they completed, with the time.
-    done: Vec<(InvocationId, Outcome, u64)>,
-    /// Attempts started, with the time.
-    started: Vec<(InvocationId, u64)>,
-    /// Plays attempts as an SDK told the state is partial: it reads state lazily.
-    lazy_state: bool,
-}
-
-fn retry(max_attempts: Option<u32>) -> RetryOptions {
+/// The hosts' retry policy, but one that kills the invocation at `max_attempts`.
+fn kill_after(max_attempts: u32) -> RetryOptions {
     RetryOptions {
-        initial_ms: 10,
-        factor: 2.0,
-        max_ms: 100,
-        max_attempts,
         on_max_attempts: durable_futures_engine::engine::OnMaxAttempts::Kill,
+        ..retry(Some(max_attempts))
     }
 }
 
+/// Submissions of any service, key and input; results in the order they came.
 impl Host {
-    fn new() -> Host {
-        Host::with_retry(retry(None))
-    }
-
-    fn with_retry(retry: RetryOptions) -> Host {
-        Host {
-            engine: Engine::open(Store::open_in_memory().unwrap(), retry).unwrap(),
-            now: START,
-            handlers: HashMap::new(),
-            done: Vec::new(),
-            started: Vec::new(),
-            lazy_state: false,
-        }
-    }
-
-    /// A host whose engine keeps its store in a file (a size limit on it can fail a commit).
-    fn on_file(path: &Path) -> Host {
-        let mut h = Host::new();
-        h.engine = Engine::open(Store::open(path, Durability::Os).unwrap(), retry(None)).unwrap();
-        h
-    }
-
-    fn handler(&mut self, name: &str, f: impl Fn(&mut Vm, &Input) -> R<Vec<u8>> + 'static) {
-        self.handlers.insert(name.to_owned(), Box::new(f));
-    }
-
     fn submit_at(
         &mut self,
         service: &str,
@@ -164,14 +90,6 @@ impl Host {
         self.engine.submit(&s, self.now).unwrap().id
     }
 
-    fn commit(&mut self) {
-        for e in self.engine.commit(self.now).unwrap() {
-            if let Effect::Completed { id, outcome } = e {
-                self.done.push((id, outcome, self.now));
-            }
-        }
-    }
-
     /// The next commit fails as on a full disk (a 1 MiB submission over a size limit of
     /// zero), so nothing of the pending batch is written; then there is room again.
     fn fail_commit(&mut self) {
@@ -182,93 +100,11 @@ impl Host {
         self.engine.set_size_limit(None).unwrap();
     }
 
-    /// The request as the VM gets it: with `lazy_state`, the start message says the state
-    /// is partial and carries none of it.
-    fn request(&self, a: &Attempt) -> Vec<u8> {
-        if !self.lazy_state {
-            return a.request.clone();
-        }
-        let fs = frames(&a.request);
-        let Message::Start(mut start) = decode_all(fs[0]).unwrap().remove(0).1 else {
-            panic!("no start message")
-        };
-        start.partial_state = true;
-        start.state_map.clear();
-        let mut out = Vec::new();
-        encode_frame(&mut out, &Message::Start(start), 0);
-        out.extend(fs[1..].concat());
-        out
-    }
-
-    /// Plays one attempt of the handler, request/response style; returns what its VM wrote.
-    fn play(&self, a: &Attempt) -> Vec<u8> {
-        let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
-        vm.notify_input(&self.request(a));
-        vm.notify_input_closed();
-        let input = ok(vm.sys_input());
-        match self.handlers[&a.handler](&mut vm, &input) {
-            Ok(out) => {
-                ok(vm.sys_write_output(CommandResult::Value(Bytes::from(out))));
-                ok(vm.sys_end());
-            }
-            Err(Stop::Suspended | Stop::Ended) => {}
-            Err(Stop::Retry) => vm.notify_error(Error::new(500, "flaky")),
-        }
-        vm.take_output()
-    }
-
-    /// Runs attempts and fires timers (advancing virtual time) until nothing is left to do.
-    fn run_until_idle(&mut self) {
-        for _ in 0..500 {
-            self.commit();
-            self.engine.fire_timers(self.now);
-            self.commit();
-            match self.engine.next_attempt(self.now).unwrap() {
-                Some(a) => self.attempt(a),
-                None => match self.engine.next_wakeup() {
-                    Some(t) if t > self.now => self.now = t,
-                    Some(_) => {}
-                    None => return,
-                },
-            }
-        }
-        panic!("did not settle");
-    }
-
-    /// Runs every attempt due now (firing due timers), without advancing virtual time.
-    fn run_now(&mut self) {
-        for _ in 0..100 {
-            self.commit();
-            self.engine.fire_timers(self.now);
-            self.commit();
-            match self.engine.next_attempt(self.now).unwrap() {
-                Some(a) => self.attempt(a),
-                None => return,
-            }
-        }
-        panic!("did not settle");
-    }
-
-    /// Plays attempt `a` now and hands its output to the engine.
-    fn attempt(&mut self, a: Attempt) {
-        self.started.push((a.id, self.now));
-        let out = self.play(&a);
-        self.engine.on_output(a.id, a.token, &out, self.now);
-    }
-
     /// Submits, runs until idle, and returns the outcome.
     fn call(&mut self, service: &str, handler: &str, key: &str, input: &[u8]) -> Outcome {
         let id = self.submit(service, handler, key, input);
         self.run_until_idle();
         self.outcome(id)
-    }
-
-    fn outcome(&self, id: InvocationId) -> Outcome {
-        self.done
-            .iter()
-            .find(|d| d.0 == id)
-            .map(|d| d.1.clone())
-            .unwrap_or_else(|| panic!("{} did not complete", id.to_text()))
     }
 
     fn completed_at(&self, id: InvocationId) -> u64 {
@@ -277,25 +113,6 @@ impl Host {
 
     fn completion_order(&self) -> Vec<InvocationId> {
         self.done.iter().map(|d| d.0).collect()
-    }
-
-    fn next_attempt(&mut self) -> Attempt {
-        let a = self
-            .engine
-            .next_attempt(self.now)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no attempt due at {}", self.now));
-        self.started.push((a.id, self.now));
-        a
-    }
-
-    /// When the attempts of `id` started.
-    fn attempts_of(&self, id: InvocationId) -> Vec<u64> {
-        self.started
-            .iter()
-            .filter(|s| s.0 == id)
-            .map(|s| s.1)
-            .collect()
     }
 
     /// The types of the notifications in the stored journal of `id`, in journal order.
@@ -312,18 +129,6 @@ impl Host {
 
 fn success(s: &str) -> Outcome {
     Outcome::Success(s.as_bytes().to_vec())
-}
-
-/// Splits a stream into its frames (8-byte header, the length in its last 4 bytes).
-fn frames(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while data.len() >= 8 {
-        let len = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
-        let (f, rest) = data.split_at(8 + len);
-        out.push(f);
-        data = rest;
-    }
-    out
 }
 
 // ---- shared and exclusive handlers of a virtual object ---------------------------------------
@@ -369,7 +174,7 @@ fn a_shared_handler_runs_while_an_exclusive_one_holds_the_key() {
 /// and the state is unchanged; exclusive handlers change it freely.
 #[test]
 fn a_shared_handler_cannot_change_the_objects_state() {
-    let mut h = Host::with_retry(retry(Some(1)));
+    let mut h = Host::with_retry(kill_after(1));
     h.engine
         .set_shared_handlers([("Obj".to_owned(), "sneak".to_owned())]);
     h.handler("sneak", |vm, _| {
@@ -446,7 +251,7 @@ fn a_handler_sees_its_id_key_and_a_seed_stable_across_attempts() {
             input.random_seed,
         ));
         if attempts.len() == 1 {
-            return Err(Stop::Retry); // the first attempt fails: it is retried
+            return Err(raise(500, "flaky")); // the first attempt fails: it is retried
         }
         Ok(Vec::new())
     });
@@ -509,18 +314,18 @@ fn a_runs_retry_limit_counts_earlier_failed_attempts() {
 /// two failures, a step journaled, two more failures, then success — never three in a row.
 #[test]
 fn progress_resets_the_count_of_failed_attempts() {
-    let mut h = Host::with_retry(retry(Some(3)));
+    let mut h = Host::with_retry(kill_after(3));
     let attempts = Rc::new(Cell::new(0));
     let n = attempts.clone();
     h.handler("progress", move |vm, _| {
         n.set(n.get() + 1);
         if n.get() <= 2 {
-            return Err(Stop::Retry);
+            return Err(raise(500, "flaky"));
         }
         let exit = RunExit::Success(Bytes::from_static(b"1"));
         run(vm, "step", exit, &RetryPolicy::Infinite)?;
         if n.get() <= 5 {
-            return Err(Stop::Retry);
+            return Err(raise(500, "flaky"));
         }
         Ok(b"\"done\"".to_vec())
     });
@@ -776,7 +581,7 @@ fn commit_is_urgent_when_a_result_or_an_attempt_waits() {
 /// maximum: the invocation then fails with the reason given.
 #[test]
 fn an_attempt_the_host_lost_is_retried_and_counted() {
-    let mut h = Host::with_retry(retry(Some(2)));
+    let mut h = Host::with_retry(kill_after(2));
     h.handler("echo", |_, input| Ok(input.input.to_vec()));
     let id = h.submit("S", "echo", "", b"1");
     h.commit();
@@ -1030,7 +835,7 @@ fn timers_keep_their_times_across_a_failed_commit() {
     h.handler("hold", hold);
     let late = h.submit("S", "hold", "", b"1000500");
     let soon = h.submit("S", "hold", "", b"1000050");
-    h.run_now();
+    h.settle();
     assert!(h.done.is_empty(), "both sleep");
 
     h.now = START + 50;
@@ -1082,7 +887,7 @@ fn a_call_attached_in_a_failed_commit_gets_its_result_once() {
     h.handler("hold", hold);
     h.handler("ask", ask_once);
     let callee = h.submit_idempotent("S", "hold", "once", b"1000100");
-    h.run_now();
+    h.settle();
     let caller = h.submit("S", "ask", "", b"1000100");
     h.commit();
     let a = h.next_attempt();
@@ -1114,9 +919,9 @@ fn a_completion_lost_in_a_failed_commit_happens_once_later() {
     h.handler("hold", hold);
     h.handler("ask", ask_once);
     let callee = h.submit_idempotent("S", "hold", "once", b"1000100");
-    h.run_now();
+    h.settle();
     let caller = h.submit("S", "ask", "", b"1000100");
-    h.run_now();
+    h.settle();
     assert!(h.done.is_empty(), "the caller waits for the callee");
 
     h.now = START + 100;

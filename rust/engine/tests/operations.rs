@@ -4,49 +4,20 @@
 //! invocations, and SQL introspection. Handlers are played by driving the real core VM by
 //! hand, one attempt at a time, on virtual time.
 
+mod common;
+
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use common::{ok, raise, retry, text, wait, Host, Stop, R, START};
 use durable_futures_core::protocol::{encode_frame, ErrorMessage, Message};
-use durable_futures_core::{
-    AwaitOutcome, CommandResult, Error, Handle, Input, RetryPolicy, RunExit, Target, Value, Vm,
-    VmOptions,
-};
+use durable_futures_core::{Error, Input, RetryPolicy, RunExit, Target, Value, Vm};
 use durable_futures_engine::engine::{
-    Attempt, Effect, Engine, OnMaxAttempts, RetryOptions, Submission, DEFAULT_RETENTION_MS,
+    Effect, OnMaxAttempts, RetryOptions, Submission, DEFAULT_RETENTION_MS,
 };
 use durable_futures_engine::model::{FailureInfo, InvocationId, Outcome, Status};
 use durable_futures_engine::store::{Durability, Store};
-
-const START: u64 = 1_000_000;
-
-/// Why a handler stopped before returning.
-enum Stop {
-    /// It awaits something not there yet (the VM wrote its suspension).
-    Suspended,
-    /// The VM failed the attempt itself (it wrote the error), or saw the cancellation.
-    Ended,
-    /// The handler raises this retryable error.
-    Raise(Error),
-}
-
-type R<T> = Result<T, Stop>;
-type HandlerFn = Box<dyn Fn(&mut Vm, &Input) -> R<Vec<u8>>>;
-
-fn ok<T>(r: Result<T, Error>) -> T {
-    r.unwrap_or_else(|e| panic!("the VM refused: {e}"))
-}
-
-fn wait(vm: &mut Vm, h: Handle) -> R<Value> {
-    match vm.do_await(h).map_err(|_| Stop::Ended)? {
-        AwaitOutcome::Ready => Ok(ok(vm.take_notification(h)).expect("a value")),
-        AwaitOutcome::Suspended => Err(Stop::Suspended),
-        AwaitOutcome::Cancelled => Err(Stop::Raise(Error::new(409, "cancelled"))),
-        other => panic!("{other:?}"),
-    }
-}
 
 /// Runs `name` once (not on replay) with a success, then awaits its result.
 fn run(vm: &mut Vm, name: &str) -> R<Value> {
@@ -74,49 +45,8 @@ fn call(vm: &mut Vm, service: &str, handler: &str, key: Option<&str>) -> R<Value
     wait(vm, h.result)
 }
 
-fn raise(code: u16, message: &str) -> Stop {
-    Stop::Raise(Error::new(code, message))
-}
-
-struct Host {
-    engine: Engine,
-    now: u64,
-    handlers: HashMap<String, HandlerFn>,
-    /// Completed invocations in the order they completed, with the time.
-    done: Vec<(InvocationId, Outcome, u64)>,
-    /// Attempts started: (invocation, time).
-    started: Vec<(InvocationId, u64)>,
-}
-
-fn retry(max_attempts: Option<u32>) -> RetryOptions {
-    RetryOptions {
-        initial_ms: 10,
-        factor: 2.0,
-        max_ms: 100,
-        max_attempts,
-        on_max_attempts: OnMaxAttempts::Pause,
-    }
-}
-
+/// Submissions to service "S" with a null input; what an operator sees of an invocation.
 impl Host {
-    fn new() -> Host {
-        Host::on(Store::open_in_memory().unwrap(), retry(None))
-    }
-
-    fn on(store: Store, retry: RetryOptions) -> Host {
-        Host {
-            engine: Engine::open(store, retry).unwrap(),
-            now: START,
-            handlers: HashMap::new(),
-            done: Vec::new(),
-            started: Vec::new(),
-        }
-    }
-
-    fn handler(&mut self, name: &str, f: impl Fn(&mut Vm, &Input) -> R<Vec<u8>> + 'static) {
-        self.handlers.insert(name.to_owned(), Box::new(f));
-    }
-
     fn submit_at(&mut self, handler: &str, key: &str, invoke_at: u64) -> InvocationId {
         let s = Submission {
             service: "S",
@@ -133,49 +63,6 @@ impl Host {
         self.submit_at(handler, "", 0)
     }
 
-    fn commit(&mut self) {
-        for e in self.engine.commit(self.now).unwrap() {
-            if let Effect::Completed { id, outcome } = e {
-                self.done.push((id, outcome, self.now));
-            }
-        }
-    }
-
-    /// Plays one attempt of the handler, request/response style; returns what its VM wrote.
-    fn play(&self, a: &Attempt) -> Vec<u8> {
-        let mut vm = Vm::new(a.content_type, VmOptions::default()).unwrap();
-        vm.notify_input(&a.request);
-        vm.notify_input_closed();
-        let input = ok(vm.sys_input());
-        match self.handlers[&a.handler](&mut vm, &input) {
-            Ok(out) => {
-                ok(vm.sys_write_output(CommandResult::Value(Bytes::from(out))));
-                ok(vm.sys_end());
-            }
-            Err(Stop::Suspended | Stop::Ended) => {}
-            Err(Stop::Raise(e)) if e.code == 409 => {
-                // A cancelled handler ends with the terminal error, as an SDK does.
-                let f = durable_futures_core::Failure {
-                    code: 409,
-                    message: e.message,
-                    metadata: Vec::new(),
-                };
-                ok(vm.sys_write_output(CommandResult::Failure(f)));
-                ok(vm.sys_end());
-            }
-            Err(Stop::Raise(e)) => vm.notify_error(e),
-        }
-        vm.take_output()
-    }
-
-    /// The next attempt due now; panics if there is none.
-    fn next_attempt(&mut self) -> Attempt {
-        let a = self.engine.next_attempt(self.now).unwrap();
-        let a = a.unwrap_or_else(|| panic!("no attempt due at {}", self.now));
-        self.started.push((a.id, self.now));
-        a
-    }
-
     /// Plays one attempt due now to its end, and commits.
     fn step(&mut self) {
         let a = self.next_attempt();
@@ -184,56 +71,10 @@ impl Host {
         self.commit();
     }
 
-    /// Runs attempts and fires timers at the current time only, until nothing is due.
-    fn settle(&mut self) {
-        for _ in 0..10_000 {
-            self.commit();
-            self.engine.fire_timers(self.now);
-            self.commit();
-            match self.engine.next_attempt(self.now).unwrap() {
-                Some(a) => {
-                    self.started.push((a.id, self.now));
-                    let out = self.play(&a);
-                    self.engine.on_output(a.id, a.token, &out, self.now);
-                }
-                None => return,
-            }
-        }
-        panic!("did not settle");
-    }
-
-    /// Runs attempts and fires timers (advancing virtual time) until nothing is left to do.
-    fn run_until_idle(&mut self) {
-        for _ in 0..500 {
-            self.settle();
-            match self.engine.next_wakeup() {
-                Some(t) if t > self.now => self.now = t,
-                _ => return,
-            }
-        }
-        panic!("did not go idle");
-    }
-
-    fn outcome(&self, id: InvocationId) -> Outcome {
-        self.done
-            .iter()
-            .find(|d| d.0 == id)
-            .map(|d| d.1.clone())
-            .unwrap_or_else(|| panic!("{} did not complete", id.to_text()))
-    }
-
     fn status(&self, id: InvocationId) -> &'static str {
         self.engine
             .status_of(&id, self.now)
             .expect("a known invocation")
-    }
-
-    fn attempts_of(&self, id: InvocationId) -> Vec<u64> {
-        self.started
-            .iter()
-            .filter(|s| s.0 == id)
-            .map(|s| s.1)
-            .collect()
     }
 
     fn row(&self, id: InvocationId) -> durable_futures_engine::model::InvocationRow {
@@ -447,14 +288,14 @@ fn the_last_failure_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ops.db");
     let id = {
-        let mut h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+        let mut h = Host::on_file(&path);
         h.handler("flaky", prepare_then_raise(503, "down"));
         let id = h.submit("flaky");
         h.commit();
         h.settle();
         id
     };
-    let h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+    let h = Host::on_file(&path);
     let row = h.row(id);
     let f = row.last_failure.expect("stored");
     assert_eq!(
@@ -469,14 +310,6 @@ fn the_last_failure_survives_a_restart() {
 
 fn always_raise(code: u16, message: &'static str) -> impl Fn(&mut Vm, &Input) -> R<Vec<u8>> {
     move |_, _| Err(raise(code, message))
-}
-
-fn text(v: Value) -> String {
-    match v {
-        Value::Value(b) => String::from_utf8_lossy(&b).into_owned(),
-        Value::Failure(f) => format!("failed {}: {}", f.code, f.message),
-        other => format!("{other:?}"),
-    }
 }
 
 #[test]
@@ -875,7 +708,7 @@ fn an_operation_on_an_invocation_whose_completion_is_not_committed_is_a_conflict
 fn kill_ends_at_once_answers_every_caller_frees_the_object_and_drops_timers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ops.db");
-    let mut h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+    let mut h = Host::on_file(&path);
     h.handler("sleeper", long_nap);
     h.handler("next", |_, _| Ok(b"my turn".to_vec()));
     let with_key = |key: &'static str| {
@@ -921,7 +754,7 @@ fn kill_ends_at_once_answers_every_caller_frees_the_object_and_drops_timers() {
     assert!(is_not_found(h.engine.kill(InvocationId([7; 16]), h.now)));
     // The timer is gone from the store too.
     drop(h);
-    let h = Host::on(Store::open(&path, Durability::Os).unwrap(), retry(None));
+    let h = Host::on_file(&path);
     assert_eq!(h.engine.next_wakeup(), None);
     assert_eq!(h.engine.unfinished(), 0);
 }
