@@ -1538,3 +1538,24 @@ fn every_field_of_every_command_is_checked_on_replay() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn the_mismatch_message_names_an_awaited_awakeable_as_one() {
+    // A handler that now awaits an awakeable where the journal recorded its output: the
+    // message says "awakeable", so the operator knows someone outside was expected to answer.
+    let ran = Transcript::v6()
+        .input(b"")
+        .entry(output(b"done"))
+        .closed()
+        .run(|vm| {
+            vm.sys_input().unwrap();
+            let a = vm.sys_awakeable().unwrap();
+            vm.do_await(a.handle).unwrap_err()
+        });
+    assert_eq!(ran.result.code, codes::JOURNAL_MISMATCH);
+    assert!(
+        ran.result.message.contains("awaits awakeable (signal 17)"),
+        "{}",
+        ran.result.message
+    );
+}
