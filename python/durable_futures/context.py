@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 import typing
+import uuid as _uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -172,6 +173,21 @@ class Context:
         if r is None:
             r = self._random = random.Random(self._seed)
         return r
+
+    def uuid(self) -> _uuid.UUID:
+        """A random (version 4) UUID from :attr:`random`: the same UUIDs, in the same order,
+        on every replay of the invocation, so it can serve as an idempotency key."""
+        return _uuid.UUID(int=self.random.getrandbits(128), version=4)
+
+    def time(self, name: str = "time") -> RunFuture[float]:
+        """The current time (seconds since the epoch, the engine's clock), journaled as a run
+        named ``name``: a replay reads the recorded time instead of the clock."""
+        now_ms = self._attempt.now_ms
+
+        async def read_clock() -> float:
+            return now_ms() / 1000
+
+        return self.run_async(name, read_clock)
 
     # ---- runs ----------------------------------------------------------------------------------
 
