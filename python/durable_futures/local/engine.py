@@ -328,8 +328,20 @@ class LocalEngine:
         return inv_id
 
     async def result(self, invocation_id: str) -> Any:
-        """Waits for an invocation's result (JSON-decoded)."""
-        return await self._result(invocation_id, _JSON)
+        """Waits for an invocation's result, decoded as its handler's return type says (the
+        same value :meth:`invoke` returns: dataclasses, pydantic models, ...); plain JSON if
+        the handler is not registered in this engine."""
+        return await self._result(invocation_id, self._output_serde(invocation_id))
+
+    def _output_serde(self, invocation_id: str) -> Serde[Any]:
+        core = self._require()
+        row = core.invocation(invocation_id, self._clock())
+        if row is None and core.has_pending():
+            self._flush_now(core)  # sent a moment ago: its row is written by this commit
+            row = core.invocation(invocation_id, self._clock())
+        svc = None if row is None else self.services.get(row.service)
+        h = None if svc is None or row is None else svc.handlers.get(row.handler)
+        return _JSON if h is None else h.output_serde
 
     async def _result(self, invocation_id: str, serde: Serde[Any], known: bool = False) -> Any:
         ok, value = await self._outcome(invocation_id, known)

@@ -1,8 +1,10 @@
-"""``ctx.uuid()`` and ``ctx.time()``: the same values on every replay of an invocation."""
+"""``ctx.uuid()`` and ``ctx.time()``: the same values on every replay of an invocation; and
+``LocalEngine.result`` typed from the handler, like ``invoke``."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 import durable_futures as df
@@ -53,5 +55,30 @@ def test_sync_handlers_get_them_too() -> None:
         async with engine_for(svc, always_replay=True) as e:
             first_id, at = await e.invoke(stamp_sync)
         assert uuid.UUID(first_id).version == 4 and at > 0
+
+    run(body())
+
+
+# ---- results typed from the handler -------------------------------------------------------------
+
+
+@dataclass
+class Receipt:
+    order: int
+    total: float
+
+
+@svc.handler()
+async def checkout(ctx: df.Context, order: int) -> Receipt:
+    return Receipt(order, order * 1.5)
+
+
+def test_result_is_typed_like_invoke() -> None:
+    async def body() -> None:
+        async with engine_for(svc) as e:
+            inv = e.send(checkout, 4)
+            assert await e.result(inv) == Receipt(4, 6.0)
+            assert await e.invoke(checkout, 2) == Receipt(2, 3.0)
+            assert await e.result(inv) == Receipt(4, 6.0)  # completed: read from the store
 
     run(body())
