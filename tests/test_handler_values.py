@@ -82,3 +82,40 @@ def test_result_is_typed_like_invoke() -> None:
             assert await e.result(inv) == Receipt(4, 6.0)  # completed: read from the store
 
     run(body())
+
+
+# ---- typed object clients -----------------------------------------------------------------------
+
+wallet = df.VirtualObject("Wallet")
+
+
+@wallet.handler()
+async def deposit(ctx: df.ObjectContext, amount: int) -> Receipt:
+    total = (await ctx.get("total", int) or 0) + amount
+    ctx.set("total", total)
+    return Receipt(total, float(total))
+
+
+@svc.handler()
+async def pay_twice(ctx: df.Context, key: str) -> list[Receipt]:
+    first = await ctx.object(deposit, key).request(5)
+    second = await ctx.object("Wallet", key, "deposit").request(7)  # untyped: a dict
+    return [first, Receipt(**second)]
+
+
+@svc.handler()
+async def misuse(ctx: df.Context) -> str:
+    try:
+        ctx.object(lambda c, n: n, "k")
+    except TypeError as e:
+        return str(e)
+    return "accepted"
+
+
+def test_object_clients_are_typed_from_the_handler() -> None:
+    async def body() -> None:
+        async with engine_for(svc, wallet) as e:
+            assert await e.invoke(pay_twice, "alice") == [Receipt(5, 5.0), Receipt(12, 12.0)]
+            assert "registered on a df.VirtualObject" in await e.invoke(misuse)
+
+    run(body())

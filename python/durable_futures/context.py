@@ -328,9 +328,43 @@ class Context:
             return ServiceClient(self, h.service_name, h.name, None, h.input_serde, h.output_serde)
         return ServiceClient(self, target, handler)
 
-    def object(self, name: str, key: str, handler: str) -> ServiceClient[Any, Any]:
-        """A client for a virtual object's handler under ``key``."""
-        return ServiceClient(self, name, handler, key)
+    @overload
+    def object(self, target: Handler[I, O], key: str, /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def object(
+        self, target: Callable[[Any, I], Awaitable[O]], key: str, /
+    ) -> ServiceClient[I, O]: ...
+
+    @overload
+    def object(self, target: Callable[[Any, I], O], key: str, /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def object(
+        self, target: Callable[[Any], Awaitable[O]], key: str, /
+    ) -> ServiceClient[None, O]: ...
+
+    @overload
+    def object(self, target: Callable[[Any], O], key: str, /) -> ServiceClient[None, O]: ...
+
+    @overload
+    def object(self, target: str, key: str, handler: str, /) -> ServiceClient[Any, Any]: ...
+
+    def object(self, target: Any, key: str, handler: str | None = None, /) -> ServiceClient[Any, Any]:
+        """A client for a virtual object's handler under ``key``: ``ctx.object("Cart", key,
+        "add")`` or, typed, ``ctx.object(add, key)`` for a handler registered on a
+        ``df.VirtualObject``."""
+        if handler is not None:
+            return ServiceClient(self, target, handler, key)
+        from .service import Handler
+
+        if not isinstance(target, Handler):
+            raise TypeError(
+                "ctx.object(fn, key) takes a handler registered on a df.VirtualObject, "
+                f"not {target!r}; or call ctx.object('Object', key, 'handler')"
+            )
+        h = target
+        return ServiceClient(self, h.service_name, h.name, key, h.input_serde, h.output_serde)
 
     # ---- awakeables ------------------------------------------------------------------------------
 
