@@ -119,3 +119,41 @@ def test_object_clients_are_typed_from_the_handler() -> None:
             assert "registered on a df.VirtualObject" in await e.invoke(misuse)
 
     run(body())
+
+
+# ---- misuse explained ---------------------------------------------------------------------------
+
+
+@svc.handler()
+async def waits_with_asyncio(ctx: df.Context) -> str:
+    import asyncio
+
+    timer = ctx.after(timedelta(seconds=1))
+    step = ctx.run_async("x", prepare_nothing)
+    try:
+        await asyncio.wait([timer, step])  # type: ignore[type-var]
+    except TypeError as e:
+        return str(e)
+    return "waited"
+
+
+@svc.handler()
+async def options_as_a_dict(ctx: df.Context) -> str:
+    try:
+        ctx.run_async("x", prepare_nothing, options={"max_attempts": 3})  # type: ignore[call-overload]
+    except TypeError as e:
+        return str(e)
+    return "accepted"
+
+
+def prepare_nothing() -> int:
+    return 1
+
+
+def test_misuse_is_explained() -> None:
+    async def body() -> None:
+        async with engine_for(svc) as e:
+            assert "ctx.select(" in await e.invoke(waits_with_asyncio)
+            assert "df.RunOptions" in await e.invoke(options_as_a_dict)
+
+    run(body())

@@ -220,7 +220,12 @@ class Context:
         journaled as the run's failure; any other exception is retried.
         """
         options = kwargs.pop("options", None)
-        return self._start(name, options if isinstance(options, RunOptions) else None, fn, args, kwargs)
+        if options is not None and not isinstance(options, RunOptions):
+            raise TypeError(
+                f"options must be df.RunOptions(...), not {type(options).__name__}; "
+                "ctx.run_async_with(options, name, fn, ...) is the typed form"
+            )
+        return self._start(name, options, fn, args, kwargs)
 
     @overload
     def run_async_with(

@@ -68,6 +68,17 @@ class DurableFuture(Generic[T]):
             self._value = payload
         return self._value  # type: ignore[no-any-return]
 
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        """Not offered (``asyncio.wait`` asks for it): it would pick among durable futures
+        by timing, not by the journal. Use ``ctx.select(...)``, ``ctx.all_completed(...)``
+        or ``ctx.first_completed(...)``."""
+        raise TypeError(
+            "durable futures cannot be waited on with asyncio.wait: which one finishes "
+            "first would depend on timing, so a replay "
+            "could take another path. Use ctx.select(...) (a `while selector.remaining()` "
+            "loop collects them all), ctx.all_completed(...) or ctx.first_completed(...)."
+        )
+
     def done(self) -> bool:
         """Whether the result is known (as far as the journal order allows now)."""
         if self._value is not _UNSET or self._error is not None:
