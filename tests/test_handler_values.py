@@ -157,3 +157,15 @@ def test_misuse_is_explained() -> None:
             assert "df.RunOptions" in await e.invoke(options_as_a_dict)
 
     run(body())
+
+
+def test_a_registered_handler_still_looks_like_the_users_function() -> None:
+    import asyncio
+    import inspect
+
+    assert stamp.__name__ == "stamp" and stamp.__module__ == __name__
+    assert checkout.__doc__ is None and deposit.__qualname__ == "deposit"
+    assert str(inspect.signature(checkout)) == "(ctx: 'df.Context', order: 'int') -> 'Receipt'"
+    assert inspect.iscoroutinefunction(stamp) and asyncio.iscoroutinefunction(stamp)
+    assert not inspect.iscoroutinefunction(stamp_sync)
+    assert stamp.__wrapped__ is stamp.fn  # type: ignore[attr-defined]

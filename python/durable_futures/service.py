@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import types
@@ -140,6 +141,11 @@ class Service:
                 journal_retention=journal_retention,
                 idempotency_retention=idempotency_retention,
             )
+            # The user's function shows through: name, docstring, module, signature (via
+            # __wrapped__), and its code, so inspect.iscoroutinefunction answers for it.
+            functools.update_wrapper(h, fn)
+            for attr in ("__code__", "__defaults__", "__kwdefaults__"):
+                setattr(h, attr, getattr(fn, attr, None))
             self.handlers[hname] = h
             return h  # type: ignore[return-value]
 
