@@ -322,16 +322,23 @@ class Context:
         """A client for a handler: ``ctx.service("Svc", "handler")`` or, typed,
         ``ctx.service(handler_fn)`` for a function registered with ``@svc.handler()``."""
         if handler is None:
-            from .service import Handler
-
-            if not isinstance(target, Handler):
-                raise TypeError(
-                    "ctx.service(fn) takes a handler registered with @svc.handler(), "
-                    f"not {target!r}; or call ctx.service('Service', 'handler')"
-                )
-            h = target
-            return ServiceClient(self, h.service_name, h.name, None, h.input_serde, h.output_serde)
+            return self._typed_client(
+                target,
+                None,
+                "ctx.service(fn) takes a handler registered with @svc.handler(), "
+                f"not {target!r}; or call ctx.service('Service', 'handler')",
+            )
         return ServiceClient(self, target, handler)
+
+    def _typed_client(self, target: Any, key: str | None, refusal: str) -> ServiceClient[Any, Any]:
+        """The client of a registered handler, encoding and decoding as its types say."""
+        from .service import Handler
+
+        if not isinstance(target, Handler):
+            raise TypeError(refusal)
+        return ServiceClient(
+            self, target.service_name, target.name, key, target.input_serde, target.output_serde
+        )
 
     @overload
     def object(self, target: Handler[I, O], key: str, /) -> ServiceClient[I, O]: ...
@@ -361,15 +368,12 @@ class Context:
         ``df.VirtualObject``."""
         if handler is not None:
             return ServiceClient(self, target, handler, key)
-        from .service import Handler
-
-        if not isinstance(target, Handler):
-            raise TypeError(
-                "ctx.object(fn, key) takes a handler registered on a df.VirtualObject, "
-                f"not {target!r}; or call ctx.object('Object', key, 'handler')"
-            )
-        h = target
-        return ServiceClient(self, h.service_name, h.name, key, h.input_serde, h.output_serde)
+        return self._typed_client(
+            target,
+            key,
+            "ctx.object(fn, key) takes a handler registered on a df.VirtualObject, "
+            f"not {target!r}; or call ctx.object('Object', key, 'handler')",
+        )
 
     # ---- awakeables ------------------------------------------------------------------------------
 

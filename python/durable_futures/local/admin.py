@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -131,8 +132,6 @@ def _allow(method: str, *allowed: str) -> None:
 
 
 def _query_param(scope: Scope, name: str) -> str | None:
-    import urllib.parse
-
     raw = bytes(scope.get("query_string", b"")).decode("latin-1")
     values = urllib.parse.parse_qs(raw).get(name)
     return values[0] if values else None
