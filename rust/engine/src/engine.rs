@@ -18,13 +18,14 @@ use std::hash::{BuildHasher, Hasher};
 use bytes::Bytes;
 use durable_futures_core::parse_awakeable_id;
 use durable_futures_core::protocol::{
-    encode_frame, Command, CommandResult, Decoder, ErrorMessage, Failure, Message, MessageType,
-    Notification, NotificationId, NotificationResult, SignalRef, StartMessage, Version,
+    encode_frame, AttachTarget, Command, CommandResult, Decoder, ErrorMessage, Failure, Message,
+    MessageType, Notification, NotificationId, NotificationResult, SignalRef, StartMessage,
+    Version,
 };
 
 use crate::model::{
-    bounded_stacktrace, Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp,
-    Status, TimerRow,
+    bounded_stacktrace, Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome,
+    PromiseKey, StateOp, Status, TimerRow,
 };
 use crate::query::QueryResult;
 use crate::store::{Store, StoreError};
@@ -303,6 +304,12 @@ pub struct Engine {
     extra_callers: HashMap<InvocationId, Vec<Caller>>,
     /// Shared handlers of virtual objects: (service, handler).
     shared: HashSet<(String, String)>,
+    /// Workflows: service → its main handler (run once per key).
+    workflows: HashMap<String, String>,
+    /// Invocations attached to an unfinished invocation's result: callee → waiters.
+    attachers: HashMap<InvocationId, Vec<Caller>>,
+    /// Invocations waiting for a durable promise that is not completed yet.
+    promise_waiters: HashMap<PromiseKey, Vec<Caller>>,
     next_token: u64,
     id_seed: u64,
     id_counter: u64,
@@ -313,6 +320,17 @@ pub struct Engine {
     retention_ms: u64,
     /// Retention of services and of their handlers: service → retentions (ms).
     retention_overrides: HashMap<String, Policies<u64>>,
+}
+
+/// The implicit idempotency key of a workflow's run (see [`Engine::set_workflows`]).
+const WORKFLOW_RUN_KEY: &str = "";
+
+/// Where the invocation an attach command names is.
+enum Found {
+    Running(InvocationId),
+    Completed(Outcome),
+    /// No such invocation: the failure to answer with.
+    Missing(NotificationResult),
 }
 
 fn frame(msg: &Message) -> Vec<u8> {
@@ -367,6 +385,9 @@ impl Engine {
             dirty: BTreeSet::new(),
             extra_callers: HashMap::new(),
             shared: HashSet::new(),
+            workflows: HashMap::new(),
+            attachers: HashMap::new(),
+            promise_waiters: HashMap::new(),
             next_token: 1,
             id_seed: seed,
             id_counter: 0,
@@ -407,6 +428,7 @@ impl Engine {
         for (callee, caller) in engine.store.attached_callers()? {
             engine.extra_callers.entry(callee).or_default().push(caller);
         }
+        engine.load_waiters()?;
         for t in engine.store.timers()? {
             engine
                 .timers
@@ -466,6 +488,32 @@ impl Engine {
         }
     }
 
+    /// Declares workflows, as `(service, main handler)`. The main handler runs once per
+    /// workflow key: a later submission of it with the same key (until the first one is
+    /// purged) gets the first invocation back, as an idempotent request does. Its other
+    /// handlers are declared shared with [`Engine::set_shared_handlers`]. Purging the main
+    /// handler's invocation also deletes the workflow's state and durable promises.
+    pub fn set_workflows(&mut self, workflows: impl IntoIterator<Item = (String, String)>) {
+        self.workflows = workflows.into_iter().collect();
+    }
+
+    fn is_workflow_main(&self, service: &str, handler: &str) -> bool {
+        self.workflows.get(service).is_some_and(|h| h == handler)
+    }
+
+    /// Loads the invocations waiting for promises and for others' results.
+    fn load_waiters(&mut self) -> Result<(), StoreError> {
+        self.attachers.clear();
+        for (callee, w) in self.store.attach_waiters()? {
+            self.attachers.entry(callee).or_default().push(w);
+        }
+        self.promise_waiters.clear();
+        for (p, w) in self.store.promise_waiters()? {
+            self.promise_waiters.entry(p).or_default().push(w);
+        }
+        Ok(())
+    }
+
     /// Sets the retry policy of a service (`handler` `None`) or of one of its handlers. A
     /// handler's policy beats its service's, which beats the engine's. Applies from the next
     /// failure on.
@@ -510,7 +558,8 @@ impl Engine {
     /// once while it returns a full batch). The space they took is reused by later writes.
     pub fn purge_expired(&mut self, now: u64) -> Result<usize, EngineError> {
         let rows = self.store.expired(now, PURGE_BATCH)?;
-        Ok(self.store.purge(&rows)?)
+        let objects = self.workflow_instances(&rows);
+        Ok(self.store.purge_with_objects(&rows, &objects)?)
     }
 
     /// With `on`, a journal mismatch (error 570: the handler no longer does what its
@@ -595,6 +644,38 @@ impl Engine {
         }
     }
 
+    /// The workflow instances `(service, key)` whose run is among `rows`.
+    fn workflow_instances(&self, rows: &[InvocationRow]) -> Vec<(String, String)> {
+        rows.iter()
+            .filter(|r| self.is_workflow_main(&r.service, &r.handler))
+            .map(|r| (r.service.clone(), r.key.clone()))
+            .collect()
+    }
+
+    /// The invocation registered under an idempotency key, written or not.
+    fn idempotent(
+        &self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<InvocationId>, EngineError> {
+        let found = self
+            .pending
+            .idempotency
+            .iter()
+            .find(|(s, h, ok, ik, _)| {
+                s == service && h == handler && ok == key && ik == idempotency_key
+            })
+            .map(|e| e.4);
+        match found {
+            Some(id) => Ok(Some(id)),
+            None => Ok(self
+                .store
+                .idempotent(service, handler, key, idempotency_key)?),
+        }
+    }
+
     // ---- submission --------------------------------------------------------------------------
 
     /// Submits an invocation. With an idempotency key, a repeated submission returns the
@@ -625,18 +706,15 @@ impl Engine {
         now: u64,
         caller: Option<Caller>,
     ) -> Result<Submitted, EngineError> {
-        if let Some(k) = idempotency_key {
-            let found = self
-                .pending
-                .idempotency
-                .iter()
-                .find(|(s, h, ok, ik, _)| s == service && h == handler && ok == key && ik == k)
-                .map(|e| e.4);
-            let found = match found {
-                Some(id) => Some(id),
-                None => self.store.idempotent(service, handler, key, k)?,
-            };
-            if let Some(id) = found {
+        // A workflow's run is registered under an implicit idempotency key: the empty one
+        // (no request can carry it), so the workflow key alone identifies it.
+        let dedupe = if self.is_workflow_main(service, handler) {
+            Some(WORKFLOW_RUN_KEY)
+        } else {
+            idempotency_key
+        };
+        if let Some(k) = dedupe {
+            if let Some(id) = self.idempotent(service, handler, key, k)? {
                 return Ok(Submitted { id, existing: true });
             }
         }
@@ -668,7 +746,7 @@ impl Engine {
         self.pending
             .journal
             .push((id, 0, frame(&Message::Command(input_cmd))));
-        if let Some(k) = idempotency_key {
+        if let Some(k) = dedupe {
             self.pending.idempotency.push((
                 service.to_owned(),
                 handler.to_owned(),
@@ -992,29 +1070,8 @@ impl Engine {
             | Command::GetLazyStateKeys {
                 result_completion_id,
                 ..
-            }
-            | Command::GetPromise {
-                result_completion_id,
-                ..
-            }
-            | Command::PeekPromise {
-                result_completion_id,
-                ..
-            }
-            | Command::CompletePromise {
-                result_completion_id,
-                ..
-            }
-            | Command::AttachInvocation {
-                result_completion_id,
-                ..
-            }
-            | Command::GetInvocationOutput {
-                result_completion_id,
-                ..
             } => {
-                // The engine always sends complete eager state; promises and attach are not
-                // offered yet: answer with a terminal failure instead of hanging.
+                // The engine always sends complete eager state.
                 let entry = notification(
                     completion_type(&effect),
                     NotificationId::Completion(result_completion_id),
@@ -1029,7 +1086,233 @@ impl Engine {
                 );
                 self.append(id, entry);
             }
+            Command::GetPromise {
+                key: name,
+                result_completion_id,
+                ..
+            } => {
+                let p = (service, key, name);
+                let waiter = Caller {
+                    invocation: id,
+                    result_completion_id,
+                };
+                match self.promise_outcome(&p) {
+                    Some(o) => self.append(
+                        id,
+                        notification(
+                            MessageType::GetPromiseCompletionNotification,
+                            NotificationId::Completion(result_completion_id),
+                            outcome_result(&o),
+                        ),
+                    ),
+                    None => {
+                        self.promise_waiters
+                            .entry(p.clone())
+                            .or_default()
+                            .push(waiter);
+                        self.pending.promise_waiters_added.push((p, waiter));
+                    }
+                }
+            }
+            Command::PeekPromise {
+                key: name,
+                result_completion_id,
+                ..
+            } => {
+                let p = (service, key, name);
+                let r = self
+                    .promise_outcome(&p)
+                    .map_or(NotificationResult::Void, |o| outcome_result(&o));
+                self.append(
+                    id,
+                    notification(
+                        MessageType::PeekPromiseCompletionNotification,
+                        NotificationId::Completion(result_completion_id),
+                        r,
+                    ),
+                );
+            }
+            Command::CompletePromise {
+                key: name,
+                completion,
+                result_completion_id,
+                ..
+            } => {
+                let p = (service, key, name);
+                let r = self.complete_promise(p, completion);
+                self.append(
+                    id,
+                    notification(
+                        MessageType::CompletePromiseCompletionNotification,
+                        NotificationId::Completion(result_completion_id),
+                        r,
+                    ),
+                );
+            }
+            Command::AttachInvocation {
+                target,
+                result_completion_id,
+                ..
+            } => {
+                let waiter = Caller {
+                    invocation: id,
+                    result_completion_id,
+                };
+                let r = match self.attach_target(&target) {
+                    Found::Running(callee) => {
+                        self.attachers.entry(callee).or_default().push(waiter);
+                        self.pending.attachers_added.push((callee, waiter));
+                        None
+                    }
+                    Found::Completed(o) => Some(outcome_result(&o)),
+                    Found::Missing(f) => Some(f),
+                };
+                if let Some(r) = r {
+                    self.append(
+                        id,
+                        notification(
+                            MessageType::AttachInvocationCompletionNotification,
+                            NotificationId::Completion(result_completion_id),
+                            r,
+                        ),
+                    );
+                }
+            }
+            Command::GetInvocationOutput {
+                target,
+                result_completion_id,
+                ..
+            } => {
+                let r = match self.attach_target(&target) {
+                    Found::Running(_) => NotificationResult::Void,
+                    Found::Completed(o) => outcome_result(&o),
+                    Found::Missing(f) => f,
+                };
+                self.append(
+                    id,
+                    notification(
+                        MessageType::GetInvocationOutputCompletionNotification,
+                        NotificationId::Completion(result_completion_id),
+                        r,
+                    ),
+                );
+            }
             _ => {}
+        }
+    }
+
+    /// The outcome of a durable promise, written or not; `None` while it is not completed.
+    fn promise_outcome(&self, p: &PromiseKey) -> Option<Outcome> {
+        if let Some((_, o)) = self.pending.promises.iter().rev().find(|(k, _)| k == p) {
+            return Some(o.clone());
+        }
+        // A read error counts as "not completed": completing it again then fails the commit
+        // on the table's key, and the attempt resumes from the stored journal.
+        self.store.promise(p).ok().flatten()
+    }
+
+    /// Completes a durable promise and answers the invocations waiting for it; the result
+    /// of the `CompletePromise` command: void, or 409 if the promise was completed already.
+    fn complete_promise(
+        &mut self,
+        p: PromiseKey,
+        completion: Option<CommandResult>,
+    ) -> NotificationResult {
+        if self.promise_outcome(&p).is_some() {
+            return NotificationResult::Failure(Failure {
+                code: 409,
+                message: format!("promise '{}' was already completed", p.2),
+                metadata: Vec::new(),
+            });
+        }
+        let outcome = match completion {
+            Some(CommandResult::Value(v)) => Outcome::Success(v.to_vec()),
+            Some(CommandResult::Failure(f)) => Outcome::Failure {
+                code: f.code,
+                message: f.message,
+            },
+            None => Outcome::Success(Vec::new()),
+        };
+        if let Some(waiters) = self.promise_waiters.remove(&p) {
+            for w in waiters {
+                self.notify(
+                    w.invocation,
+                    notification(
+                        MessageType::GetPromiseCompletionNotification,
+                        NotificationId::Completion(w.result_completion_id),
+                        outcome_result(&outcome),
+                    ),
+                );
+            }
+            self.pending.promise_waiters_released.push(p.clone());
+        }
+        self.pending.promises.push((p, outcome));
+        NotificationResult::Void
+    }
+
+    /// The invocation an attach or get-output command is about, and where it is.
+    fn attach_target(&self, target: &AttachTarget) -> Found {
+        let missing = |what: String| {
+            Found::Missing(NotificationResult::Failure(Failure {
+                code: 404,
+                message: format!("{what} not found"),
+                metadata: Vec::new(),
+            }))
+        };
+        let id = match target {
+            AttachTarget::InvocationId(text) => match InvocationId::parse(text) {
+                Some(id) => Some(id),
+                None => return missing(format!("invocation '{text}'")),
+            },
+            AttachTarget::Workflow {
+                workflow_name,
+                workflow_key,
+                ..
+            } => match self.workflows.get(workflow_name) {
+                Some(main) => self
+                    .idempotent(workflow_name, main, workflow_key, WORKFLOW_RUN_KEY)
+                    .ok()
+                    .flatten(),
+                None => return missing(format!("workflow '{workflow_name}'")),
+            },
+            AttachTarget::IdempotentRequest {
+                service_name,
+                service_key,
+                handler_name,
+                idempotency_key,
+                ..
+            } => self
+                .idempotent(
+                    service_name,
+                    handler_name,
+                    service_key.as_deref().unwrap_or(""),
+                    idempotency_key,
+                )
+                .ok()
+                .flatten(),
+        };
+        let Some(id) = id else {
+            return missing("invocation".to_owned());
+        };
+        if self.live.contains_key(&id) {
+            return Found::Running(id);
+        }
+        let pending = self
+            .pending
+            .updated_invocations
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .and_then(|r| r.outcome.clone());
+        match pending.or_else(|| {
+            self.store
+                .invocation(&id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.outcome)
+        }) {
+            Some(o) => Found::Completed(o),
+            None => missing(format!("invocation '{}'", id.to_text())),
         }
     }
 
@@ -1156,6 +1439,19 @@ impl Engine {
                     outcome_result(&outcome),
                 ),
             );
+        }
+        if let Some(waiters) = self.attachers.remove(&id) {
+            self.pending.attachers_released.push(id);
+            for w in waiters {
+                self.notify(
+                    w.invocation,
+                    notification(
+                        MessageType::AttachInvocationCompletionNotification,
+                        NotificationId::Completion(w.result_completion_id),
+                        outcome_result(&outcome),
+                    ),
+                );
+            }
         }
         self.release_lock(&live.row);
         self.completed.push((id, outcome));
@@ -1594,7 +1890,9 @@ impl Engine {
         let stored = self.store.invocation(&id)?;
         match stored {
             Some(row) if row.status == Status::Completed && !self.live.contains_key(&id) => {
-                self.store.purge(&[row])?;
+                let rows = [row];
+                let objects = self.workflow_instances(&rows);
+                self.store.purge_with_objects(&rows, &objects)?;
                 Ok(())
             }
             Some(_) => Err(EngineError::Conflict(format!(
@@ -1664,6 +1962,13 @@ impl Engine {
             for (callee, caller) in self.store.attached_callers().unwrap_or_default() {
                 self.extra_callers.entry(callee).or_default().push(caller);
             }
+        }
+        if !batch.promise_waiters_added.is_empty()
+            || !batch.promise_waiters_released.is_empty()
+            || !batch.attachers_added.is_empty()
+            || !batch.attachers_released.is_empty()
+        {
+            let _ = self.load_waiters();
         }
         let mut touched: HashSet<InvocationId> = batch.journal.iter().map(|(id, ..)| *id).collect();
         touched.extend(batch.updated_invocations.iter().map(|r| r.id));

@@ -257,7 +257,21 @@ pub struct Batch {
     pub callers_attached: Vec<(InvocationId, Caller)>,
     /// Callees whose attached callers were answered (all of them are removed).
     pub callers_released: Vec<InvocationId>,
+    /// Durable promises completed: (workflow service, key, promise name) → outcome.
+    pub promises: Vec<(PromiseKey, Outcome)>,
+    /// Invocations that wait for a durable promise (a `GetPromise` command not answered yet).
+    pub promise_waiters_added: Vec<(PromiseKey, Caller)>,
+    /// Promises whose waiters were answered (all of them are removed).
+    pub promise_waiters_released: Vec<PromiseKey>,
+    /// Invocations attached to another one's result (an `AttachInvocation` command not
+    /// answered yet): (callee, waiter).
+    pub attachers_added: Vec<(InvocationId, Caller)>,
+    /// Callees whose attachers were answered (all of them are removed).
+    pub attachers_released: Vec<InvocationId>,
 }
+
+/// A durable promise: (workflow service, workflow key, promise name).
+pub type PromiseKey = (String, String, String);
 
 impl Batch {
     /// Whether nothing is to be written.
@@ -271,6 +285,11 @@ impl Batch {
             && self.idempotency.is_empty()
             && self.callers_attached.is_empty()
             && self.callers_released.is_empty()
+            && self.promises.is_empty()
+            && self.promise_waiters_added.is_empty()
+            && self.promise_waiters_released.is_empty()
+            && self.attachers_added.is_empty()
+            && self.attachers_released.is_empty()
     }
 }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::model::{
-    Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, StateOp, Status, TimerRow,
+    Batch, Caller, FailureInfo, InvocationId, InvocationRow, Outcome, PromiseKey, StateOp, Status,
+    TimerRow,
 };
 use crate::query::{self, QueryResult, MAX_QUERY_ROWS, QUERY_TIME_LIMIT};
 
@@ -116,6 +117,32 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE invocations ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX invocations_expires_at ON invocations(expires_at)
         WHERE expires_at IS NOT NULL;",
+    // v5: workflows. Durable promises of a workflow instance (a value or a failure, set
+    // once), the invocations waiting for one, and the invocations attached to another's
+    // result. They live as long as the workflow's run invocation (purged with it).
+    "CREATE TABLE promises (
+        service TEXT NOT NULL,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB NULL,
+        failure_code INTEGER NULL,
+        failure_message TEXT NULL,
+        PRIMARY KEY (service, key, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE promise_waiters (
+        service TEXT NOT NULL,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        waiter BLOB NOT NULL,
+        completion_id INTEGER NOT NULL,
+        PRIMARY KEY (service, key, name, waiter, completion_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE attach_waiters (
+        callee BLOB NOT NULL,
+        waiter BLOB NOT NULL,
+        completion_id INTEGER NOT NULL,
+        PRIMARY KEY (callee, waiter, completion_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Page size of databases this code creates, in bytes.
@@ -649,6 +676,41 @@ impl Store {
                 stmt.execute(params![callee.0])?;
             }
         }
+        for ((service, key, name), outcome) in &batch.promises {
+            let (value, code, message) = match outcome {
+                Outcome::Success(v) => (Some(v.as_slice()), None, None),
+                Outcome::Failure { code, message } => (None, Some(*code), Some(message.as_str())),
+            };
+            c.prepare_cached(
+                "INSERT INTO promises (service, key, name, value, failure_code, failure_message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![service, key, name, value, code, message])?;
+        }
+        for ((service, key, name), w) in &batch.promise_waiters_added {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO promise_waiters (service, key, name, waiter, completion_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![service, key, name, w.invocation.0, w.result_completion_id])?;
+        }
+        for (service, key, name) in &batch.promise_waiters_released {
+            c.prepare_cached(
+                "DELETE FROM promise_waiters WHERE service = ?1 AND key = ?2 AND name = ?3",
+            )?
+            .execute(params![service, key, name])?;
+        }
+        for (callee, w) in &batch.attachers_added {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO attach_waiters (callee, waiter, completion_id) \
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![callee.0, w.invocation.0, w.result_completion_id])?;
+        }
+        for callee in &batch.attachers_released {
+            c.prepare_cached("DELETE FROM attach_waiters WHERE callee = ?1")?
+                .execute(params![callee.0])?;
+        }
         if !batch.idempotency.is_empty() {
             let mut stmt = c.prepare_cached(
                 "INSERT INTO idempotency (service, handler, key, idempotency_key, invocation) \
@@ -665,6 +727,16 @@ impl Store {
     /// transaction: each one's row, journal, idempotency key, attached callers and leftover
     /// timers. State of virtual objects is kept. Returns how many rows were deleted.
     pub fn purge(&mut self, rows: &[InvocationRow]) -> Result<usize, StoreError> {
+        self.purge_with_objects(rows, &[])
+    }
+
+    /// [`Store::purge`], and in the same transaction the state and durable promises of the
+    /// objects `(service, key)` in `objects` (the workflow instances whose run is purged).
+    pub fn purge_with_objects(
+        &mut self,
+        rows: &[InvocationRow],
+        objects: &[(String, String)],
+    ) -> Result<usize, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -676,6 +748,10 @@ impl Store {
             .prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut begin| begin.execute([]))
             .and_then(|_| self.delete_rows(rows))
+            .and_then(|n| {
+                self.delete_objects(objects)?;
+                Ok(n)
+            })
             .and_then(|n| {
                 self.conn.prepare_cached("COMMIT")?.execute([])?;
                 Ok(n)
@@ -708,19 +784,115 @@ impl Store {
             deleted += c
                 .prepare_cached("DELETE FROM invocations WHERE id = ?1")?
                 .execute(params![r.id.0])?;
-            if let Some(k) = &r.idempotency_key {
-                c.prepare_cached(
-                    "DELETE FROM idempotency WHERE service = ?1 AND handler = ?2 AND key = ?3 \
-                     AND idempotency_key = ?4 AND invocation = ?5",
-                )?
-                .execute(params![r.service, r.handler, r.key, k, r.id.0])?;
-            }
+            // Its idempotency key, or the implicit key of a workflow run.
+            c.prepare_cached(
+                "DELETE FROM idempotency WHERE service = ?1 AND handler = ?2 AND key = ?3 \
+                 AND invocation = ?4",
+            )?
+            .execute(params![r.service, r.handler, r.key, r.id.0])?;
             c.prepare_cached("DELETE FROM attached_callers WHERE callee = ?1")?
+                .execute(params![r.id.0])?;
+            c.prepare_cached("DELETE FROM attach_waiters WHERE callee = ?1")?
                 .execute(params![r.id.0])?;
             c.prepare_cached("DELETE FROM timers WHERE invocation = ?1")?
                 .execute(params![r.id.0])?;
         }
         Ok(deleted)
+    }
+
+    fn delete_objects(&mut self, objects: &[(String, String)]) -> rusqlite::Result<()> {
+        let c = &self.conn;
+        for (service, key) in objects {
+            for table in ["main.state", "promises", "promise_waiters"] {
+                c.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE service = ?1 AND key = ?2"
+                ))?
+                .execute(params![service, key])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of a durable promise, `None` while it is not completed.
+    pub fn promise(&self, p: &PromiseKey) -> Result<Option<Outcome>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT value, failure_code, failure_message FROM promises \
+                 WHERE service = ?1 AND key = ?2 AND name = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![p.0, p.1, p.2], |row| {
+                    let value: Option<Vec<u8>> = row.get(0)?;
+                    Ok(match value {
+                        Some(v) => Outcome::Success(v),
+                        None => Outcome::Failure {
+                            code: row.get::<_, Option<u32>>(1)?.unwrap_or(500),
+                            message: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        },
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Invocations waiting for durable promises: (promise, waiter), in no particular order.
+    pub fn promise_waiters(&self) -> Result<Vec<(PromiseKey, Caller)>, StoreError> {
+        let rows: Vec<(String, String, String, Vec<u8>, u32)> = self
+            .conn
+            .prepare_cached("SELECT service, key, name, waiter, completion_id FROM promise_waiters")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(s, k, n, w, c)| {
+                Ok((
+                    (s, k, n),
+                    Caller {
+                        invocation: self.id_of(w, "a promise waiter")?,
+                        result_completion_id: c,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Invocations attached to others' results: (callee, waiter), in no particular order.
+    pub fn attach_waiters(&self) -> Result<Vec<(InvocationId, Caller)>, StoreError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>, u32)> = self
+            .conn
+            .prepare_cached("SELECT callee, waiter, completion_id FROM attach_waiters")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(callee, w, c)| {
+                Ok((
+                    self.id_of(callee, "an attached invocation")?,
+                    Caller {
+                        invocation: self.id_of(w, "an attached waiter")?,
+                        result_completion_id: c,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn id_of(&self, b: Vec<u8>, what: &str) -> Result<InvocationId, StoreError> {
+        <[u8; 16]>::try_from(b.as_slice())
+            .map(InvocationId)
+            .map_err(|_| {
+                StoreError::Corrupt(
+                    self.path.clone(),
+                    format!("the invocation id of {what} is not 16 bytes"),
+                )
+            })
     }
 
     /// Runs one read-only SQL statement over the introspection views (see [`crate::query`]),
@@ -1320,6 +1492,35 @@ mod tests {
                 ),
             ],
             callers_released: vec![id(4), id(5)],
+            promises: vec![
+                (pk("a"), Outcome::Success(b"\"yes\"".to_vec())),
+                (
+                    pk("b"),
+                    Outcome::Failure {
+                        code: 500,
+                        message: "no ✗".into(),
+                    },
+                ),
+            ],
+            promise_waiters_added: vec![
+                (pk("a"), waiter(1, 3)),
+                (pk("c"), waiter(2, 4)),
+                (pk("c"), waiter(2, 4)),
+            ],
+            promise_waiters_released: vec![pk("a")],
+            attachers_added: vec![(id(2), waiter(3, 5)), (id(4), waiter(1, 6))],
+            attachers_released: vec![id(4)],
+        }
+    }
+
+    fn pk(name: &str) -> PromiseKey {
+        ("Signup".into(), "k1".into(), name.into())
+    }
+
+    fn waiter(n: u8, completion: u32) -> Caller {
+        Caller {
+            invocation: id(n),
+            result_completion_id: completion,
         }
     }
 
@@ -1361,6 +1562,25 @@ mod tests {
             store.attached_callers().unwrap(),
             vec![b.callers_attached[0]],
             "the released callee's caller gone"
+        );
+        assert_eq!(
+            store.promise(&pk("a")).unwrap(),
+            Some(b.promises[0].1.clone())
+        );
+        assert_eq!(
+            store.promise(&pk("b")).unwrap(),
+            Some(b.promises[1].1.clone())
+        );
+        assert_eq!(store.promise(&pk("c")).unwrap(), None);
+        assert_eq!(
+            store.promise_waiters().unwrap(),
+            vec![(pk("c"), waiter(2, 4))],
+            "the released promise's waiter gone, the repeated one once"
+        );
+        assert_eq!(
+            store.attach_waiters().unwrap(),
+            vec![b.attachers_added[0]],
+            "the released callee's attacher gone"
         );
         assert_eq!(
             store.idempotent("Cart", "add", "user-7", "req-2").unwrap(),

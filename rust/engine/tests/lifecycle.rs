@@ -14,8 +14,8 @@ use bytes::Bytes;
 use common::{frames, ok, raise, retry, text, wait, Host, Stop, R, START};
 use durable_futures_core::protocol::{decode_all, Message};
 use durable_futures_core::{
-    AttachTarget, AwaitOutcome, CommandResult, Error, Input, MessageType, OnMaxAttempts,
-    RetryPolicy, RunExit, Target, Value, Vm, VmOptions,
+    AwaitOutcome, CommandResult, Error, Input, MessageType, OnMaxAttempts, RetryPolicy, RunExit,
+    Target, Value, Vm, VmOptions,
 };
 use durable_futures_engine::engine::{Attempt, Effect, RetryOptions, Submission};
 use durable_futures_engine::model::{InvocationId, Outcome, Status};
@@ -390,55 +390,25 @@ fn a_handler_sees_its_awakeable_resolved_or_rejected_from_outside() {
     assert!(h.engine.reject_awakeable("sign_1nope", 500, "x").is_err());
 }
 
-/// Promises, attaching to another invocation and lazy state reads are not offered: a handler
-/// asking gets a failure it can handle instead of waiting forever, journaled as the
-/// completion of the kind of request it made (lazy reads come from an SDK told the state is
-/// partial, which the engine never says: here the host plays one).
+/// Lazy state reads are not offered: a handler asking gets a failure it can handle instead
+/// of waiting forever, journaled as the completion of the kind of request it made (lazy
+/// reads come from an SDK told the state is partial, which the engine never says: here the
+/// host plays one).
 #[test]
 fn unsupported_requests_fail_instead_of_hanging() {
     let mut h = Host::new();
     h.lazy_state = true;
-    h.handler("echo", |_, input| Ok(input.input.to_vec()));
-    h.handler("get_promise", |vm, _| {
-        let p = ok(vm.sys_get_promise("p"));
-        Ok(text(wait(vm, p)?).into_bytes())
-    });
-    h.handler("peek_promise", |vm, _| {
-        let p = ok(vm.sys_peek_promise("p"));
-        Ok(text(wait(vm, p)?).into_bytes())
-    });
-    h.handler("complete_promise", |vm, _| {
-        let value = CommandResult::Value(Bytes::from_static(b"1"));
-        let p = ok(vm.sys_complete_promise("p", value));
-        Ok(text(wait(vm, p)?).into_bytes())
-    });
-    h.handler("attach", |vm, input| {
-        let target = AttachTarget::InvocationId(input_text(input));
-        let p = ok(vm.sys_attach_invocation(target));
-        Ok(text(wait(vm, p)?).into_bytes())
-    });
-    h.handler("output", |vm, input| {
-        let target = AttachTarget::InvocationId(input_text(input));
-        let p = ok(vm.sys_get_invocation_output(target));
-        Ok(text(wait(vm, p)?).into_bytes())
-    });
     h.handler("lazy_get", |vm, _| Ok(get_state(vm, "x")?.into_bytes()));
     h.handler("lazy_keys", |vm, _| {
         let p = ok(vm.sys_state_get_keys());
         Ok(text(wait(vm, p)?).into_bytes())
     });
-    let other = h.submit("S", "echo", "", b"1").to_text();
     let cases = [
-        ("get_promise", "GetPromise"),
-        ("peek_promise", "PeekPromise"),
-        ("complete_promise", "CompletePromise"),
-        ("attach", "AttachInvocation"),
-        ("output", "GetInvocationOutput"),
         ("lazy_get", "GetLazyState"),
         ("lazy_keys", "GetLazyStateKeys"),
     ];
     for (handler, request) in cases {
-        let id = h.submit("Obj", handler, "k1", other.as_bytes());
+        let id = h.submit("Obj", handler, "k1", b"");
         h.run_until_idle();
         let expected =
             format!("failed 501: {request}Command is not supported by the embedded engine");

@@ -6,7 +6,7 @@
 //! (`sys_input`, `last_error`) are classes with named fields.
 
 use bytes::Bytes;
-use durable_futures_core::protocol::Header;
+use durable_futures_core::protocol::{AttachTarget, Header};
 use durable_futures_core::{
     AwaitOutcome, Combinator, CommandResult, Error, Handle, OnMaxAttempts, RetryPolicy, RunExit,
     SelectOutcome, Target, Value, Vm, VmOptions,
@@ -112,6 +112,24 @@ impl PyVmError {
             self.related_command_type,
             self.related_command_name
         )
+    }
+}
+
+/// The target of an attach or get-output command: exactly one of the two.
+fn attach_target(
+    invocation_id: Option<String>,
+    workflow: Option<(String, String)>,
+) -> PyResult<AttachTarget> {
+    match (invocation_id, workflow) {
+        (Some(id), None) => Ok(AttachTarget::InvocationId(id)),
+        (None, Some((name, key))) => Ok(AttachTarget::Workflow {
+            workflow_name: name,
+            workflow_key: key,
+            scope: None,
+        }),
+        _ => Err(PyValueError::new_err(
+            "give either invocation_id or workflow=(name, key)",
+        )),
     }
 }
 
@@ -362,6 +380,47 @@ impl PyVm {
 
     fn sys_cancel_invocation(&mut self, invocation_id: &str) -> PyResult<()> {
         self.vm.sys_cancel_invocation(invocation_id).py()
+    }
+
+    fn sys_get_promise(&mut self, key: &str) -> PyResult<u32> {
+        Ok(self.vm.sys_get_promise(key).py()?.0)
+    }
+
+    fn sys_peek_promise(&mut self, key: &str) -> PyResult<u32> {
+        Ok(self.vm.sys_peek_promise(key).py()?.0)
+    }
+
+    fn sys_resolve_promise(&mut self, key: &str, value: &[u8]) -> PyResult<u32> {
+        let r = CommandResult::Value(Bytes::copy_from_slice(value));
+        Ok(self.vm.sys_complete_promise(key, r).py()?.0)
+    }
+
+    fn sys_reject_promise(&mut self, key: &str, code: u32, message: String) -> PyResult<u32> {
+        let r = CommandResult::Failure(failure(code, message));
+        Ok(self.vm.sys_complete_promise(key, r).py()?.0)
+    }
+
+    /// Attaches to another invocation's result: by `invocation_id`, or by the workflow
+    /// `(name, key)` whose main handler it is.
+    #[pyo3(signature = (invocation_id=None, workflow=None))]
+    fn sys_attach_invocation(
+        &mut self,
+        invocation_id: Option<String>,
+        workflow: Option<(String, String)>,
+    ) -> PyResult<u32> {
+        let t = attach_target(invocation_id, workflow)?;
+        Ok(self.vm.sys_attach_invocation(t).py()?.0)
+    }
+
+    /// Reads another invocation's output now (void while it has none).
+    #[pyo3(signature = (invocation_id=None, workflow=None))]
+    fn sys_get_invocation_output(
+        &mut self,
+        invocation_id: Option<String>,
+        workflow: Option<(String, String)>,
+    ) -> PyResult<u32> {
+        let t = attach_target(invocation_id, workflow)?;
+        Ok(self.vm.sys_get_invocation_output(t).py()?.0)
     }
 
     fn sys_state_get(&mut self, key: &str) -> PyResult<u32> {
