@@ -67,7 +67,7 @@ fn replay(c: &mut Criterion) {
         group.bench_function(format!("core/{name}"), |b| {
             b.iter(|| core_only(&last.request, &names, h == "fanout"))
         });
-        let handler = handler(h);
+        let handler = handler("Conformance", h);
         group.bench_function(format!("driver/{name}"), |b| {
             b.iter(|| {
                 let out = play(last, handler, Mutation::None, &[usize::MAX]);

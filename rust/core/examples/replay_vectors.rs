@@ -1,5 +1,6 @@
 //! Replays every recorded conformance journal through the core with the `Conformance`
-//! service and prints what each invocation returns, then one journal entry by entry.
+//! service and the `ConformanceWf` workflow, and prints what each invocation returns, then
+//! one journal entry by entry.
 //!
 //! `cargo run -p durable-futures-core --example replay_vectors -- tests/conformance/vectors`
 
@@ -21,7 +22,12 @@ fn main() {
     for v in load_vectors(&dir) {
         let last = v.attempts.last().expect("attempts");
         let started = Instant::now();
-        let out = play(last, handler(&v.handler), Mutation::None, &[usize::MAX]);
+        let out = play(
+            last,
+            handler(&v.service, &v.handler),
+            Mutation::None,
+            &[usize::MAX],
+        );
         let took = started.elapsed();
         let result = out.messages.iter().find_map(|m| match m {
             Message::Command(Command::Output {
@@ -41,7 +47,7 @@ fn main() {
             "MISMATCH"
         };
         println!(
-            "{:<22} {:<22} {:>5} entries  runs executed: {}  -> {}  [{status}, {:.0} µs]",
+            "{:<28} {:<26} {:>5} entries  runs executed: {}  -> {}  [{status}, {:.0} µs]",
             v.name,
             format!("{}({})", v.handler, v.input),
             entries,

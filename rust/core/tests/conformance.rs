@@ -1,18 +1,24 @@
-//! Every recorded conformance vector, driven at core level by the `Conformance` service of
-//! `tests/support`. The six points of `tests/conformance/README.md`:
+//! Every recorded conformance vector, driven at core level by the `Conformance` service and
+//! the `ConformanceWf` workflow of `tests/support`. The six points of
+//! `tests/conformance/README.md`:
 //!
-//! 1. the last attempt replays to `OutputCommand` (recorded value) + `EndMessage`;
+//! 1. the last attempt replays to `OutputCommand` (recorded value) + `EndMessage`, writing
+//!    what the reference SDK wrote (a vector with one attempt, like workflow-approve-k1-status,
+//!    has commands of its own before the output);
 //! 2. a replayed run never executes its closure;
 //! 3. earlier attempts never produce an `ErrorMessage`; what they write is consistent with
 //!    the journal the server stored afterwards (same commands at the same positions, same run
 //!    results);
-//! 4. a handler that differs ends in `ErrorMessage` 570 naming the entry;
+//! 4. a handler that differs ends in `ErrorMessage` 570 naming the entry (wherever the last
+//!    attempt replays a journal);
 //! 5. completion-order returns "b,c,a" on replay without executing a run;
 //! 6. bodies split into arbitrary chunks, down to one byte, give the same result.
 
 mod support;
 
-use durable_futures_core::protocol::{Command, CommandResult, Message, NotificationResult};
+use durable_futures_core::protocol::{
+    decode_all, Command, CommandResult, Message, NotificationResult,
+};
 use support::*;
 
 /// Deterministic pseudo-random chunk sizes (xorshift), 1..=max.
@@ -50,6 +56,27 @@ fn output_value(messages: &[Message]) -> Option<serde_json::Value> {
     })
 }
 
+/// Our messages are the ones the reference SDK answered: the same commands (sleeps by name,
+/// the output by JSON value), then the same terminal frame.
+fn assert_writes_as_recorded(name: &str, ours: &[Message], recorded: &[Message]) {
+    assert_eq!(
+        ours.len(),
+        recorded.len(),
+        "{name}: wrote {ours:?}, the reference wrote {recorded:?}"
+    );
+    for (a, b) in ours.iter().zip(recorded) {
+        let same = match (b, a) {
+            (
+                Message::Command(Command::Output { .. }),
+                Message::Command(Command::Output { .. }),
+            ) => output_value(std::slice::from_ref(a)) == output_value(std::slice::from_ref(b)),
+            (Message::Command(b), Message::Command(a)) => same_command(b, a),
+            (b, a) => b == a,
+        };
+        assert!(same, "{name}: wrote {a:?} where the reference wrote {b:?}");
+    }
+}
+
 fn assert_no_error(name: &str, k: usize, messages: &[Message]) {
     for m in messages {
         if let Message::Error(e) = m {
@@ -61,16 +88,27 @@ fn assert_no_error(name: &str, k: usize, messages: &[Message]) {
 #[test]
 fn every_vector_replays_to_its_recorded_output() {
     let vectors = load_vectors(&vectors_dir());
-    assert!(vectors.len() >= 10, "the recorded vectors are present");
+    assert!(vectors.len() >= 15, "the recorded vectors are present");
+    assert!(
+        vectors.iter().any(|v| v.service == "ConformanceWf"),
+        "the workflow vectors are present"
+    );
     for v in &vectors {
-        let h = handler(&v.handler);
+        let h = handler(&v.service, &v.handler);
         let last = v.attempts.last().expect("attempts");
+        let recorded = decode_all(&last.response)
+            .expect("recorded response decodes")
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>();
         for chunks in chunkings(last.request.len()) {
             let out = play(last, h, Mutation::None, &chunks);
             assert_no_error(&v.name, v.attempts.len() - 1, &out.messages);
-            assert_eq!(
-                out.messages.len(),
-                2,
+            assert!(
+                matches!(
+                    out.messages.as_slice(),
+                    [.., Message::Command(Command::Output { .. }), Message::End]
+                ),
                 "{}: Output + End, got {:?}",
                 v.name,
                 out.messages
@@ -81,7 +119,8 @@ fn every_vector_replays_to_its_recorded_output() {
                 "{}",
                 v.name
             );
-            assert_eq!(out.messages[1], Message::End, "{}", v.name);
+            assert_writes_as_recorded(&v.name, &out.messages, &recorded);
+            assert_eq!(out.key.as_deref(), Some(v.key.as_str()), "{}", v.name);
             assert_eq!(out.executed, 0, "{}: a replayed run executed", v.name);
         }
     }
@@ -92,7 +131,7 @@ fn completion_order_comes_from_the_journal() {
     let v = load_vector(&vectors_dir().join("completion-order"));
     let out = play(
         v.attempts.last().unwrap(),
-        handler("completion_order"),
+        handler("Conformance", "completion_order"),
         Mutation::None,
         &[3],
     );
@@ -106,7 +145,7 @@ fn completion_order_comes_from_the_journal() {
 #[test]
 fn earlier_attempts_agree_with_the_stored_journal() {
     for v in load_vectors(&vectors_dir()) {
-        let h = handler(&v.handler);
+        let h = handler(&v.service, &v.handler);
         let final_journal = journal(&v.attempts.last().unwrap().request);
         let final_commands: Vec<&Command> = final_journal
             .iter()
@@ -188,17 +227,30 @@ fn earlier_attempts_agree_with_the_stored_journal() {
 #[test]
 fn a_handler_that_differs_is_a_journal_mismatch() {
     for v in load_vectors(&vectors_dir()) {
-        let h = handler(&v.handler);
+        let h = handler(&v.service, &v.handler);
         let last = v.attempts.last().unwrap();
-        let has_runs = journal(&last.request)
-            .iter()
-            .any(|m| matches!(m, Message::Command(Command::Run { .. })));
-        let has_calls = journal(&last.request).iter().any(|m| {
+        let recorded = journal(&last.request);
+        let has = |f: fn(&Command) -> bool| {
+            recorded
+                .iter()
+                .any(|m| matches!(m, Message::Command(c) if f(c)))
+        };
+        if !has(|c| !matches!(c, Command::Input { .. })) {
+            // Nothing but the input to replay (workflow-approve-k1-status ran in one
+            // attempt): whatever the handler does is new, so nothing can mismatch.
+            continue;
+        }
+        let has_runs = has(|c| matches!(c, Command::Run { .. }));
+        let has_calls = has(|c| matches!(c, Command::Call { .. } | Command::OneWayCall { .. }));
+        let has_promises = has(|c| {
             matches!(
-                m,
-                Message::Command(Command::Call { .. } | Command::OneWayCall { .. })
+                c,
+                Command::GetPromise { .. }
+                    | Command::PeekPromise { .. }
+                    | Command::CompletePromise { .. }
             )
         });
+        let has_state_writes = has(|c| matches!(c, Command::SetState { .. }));
         let has_loop = matches!(v.handler.as_str(), "fanout" | "sequence" | "gather_calls");
         let mut mutations = vec![Mutation::ExtraCommand];
         if has_runs {
@@ -207,7 +259,10 @@ fn a_handler_that_differs_is_a_journal_mismatch() {
         if has_calls {
             mutations.push(Mutation::OtherCallTarget);
         }
-        if has_loop {
+        if has_promises {
+            mutations.push(Mutation::RenamePromise);
+        }
+        if has_loop || has_state_writes {
             mutations.push(Mutation::OneCommandLess);
         }
         for mutation in mutations {
@@ -261,7 +316,7 @@ fn mismatch_names_recorded_and_attempted_commands() {
     let v = load_vector(&vectors_dir().join("sequence-5"));
     let out = play(
         v.attempts.last().unwrap(),
-        handler("sequence"),
+        handler("Conformance", "sequence"),
         Mutation::RenameRuns,
         &[64],
     );
@@ -276,4 +331,65 @@ fn mismatch_names_recorded_and_attempted_commands() {
         "{}",
         e.message
     );
+}
+
+#[test]
+fn workflow_mismatch_names_recorded_and_attempted_promises() {
+    let v = load_vector(&vectors_dir().join("workflow-approve-k1"));
+    let out = play(
+        v.attempts.last().unwrap(),
+        handler("ConformanceWf", "run"),
+        Mutation::RenamePromise,
+        &[1],
+    );
+    let Some(Message::Error(e)) = out.messages.last() else {
+        panic!("{:?}", out.messages)
+    };
+    assert_eq!(e.code, 570);
+    // Input, set state "status", then the promise read.
+    assert_eq!(e.related_command_index, Some(2));
+    assert_eq!(e.related_command_type, Some(0x0409)); // GetPromiseCommand
+    assert!(
+        e.message.contains("\"approval\"") && e.message.contains("\"approval-renamed\""),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn workflow_shared_handlers_that_differ_mismatch_on_the_promise_command() {
+    // approve resolves the promise and peek reads it; a handler that touches it another way,
+    // or answers without touching it (one command less), differs right after the input.
+    let answer_at_once: HandlerFn = |_, _| Ok(serde_json::json!("ok"));
+    for (name, other, attempted) in [
+        (
+            "workflow-approve-k1-approve",
+            handler("ConformanceWf", "peek"),
+            "peek promise",
+        ),
+        ("workflow-approve-k1-approve", answer_at_once, "the output"),
+        (
+            "workflow-approve-k1-peek",
+            handler("ConformanceWf", "approve"),
+            "resolve promise",
+        ),
+        ("workflow-approve-k1-peek", answer_at_once, "the output"),
+    ] {
+        let v = load_vector(&vectors_dir().join(name));
+        let recorded = match v.handler.as_str() {
+            "approve" => "resolve promise \"approval\"",
+            _ => "peek promise \"approval\"",
+        };
+        let out = play(v.attempts.last().unwrap(), other, Mutation::None, &[2]);
+        let Some(Message::Error(e)) = out.messages.last() else {
+            panic!("{name}: {:?}", out.messages)
+        };
+        assert_eq!(e.code, 570, "{name}: {e:?}");
+        assert_eq!(e.related_command_index, Some(1), "{name}: {e:?}");
+        assert!(
+            e.message.contains(recorded) && e.message.contains(attempted),
+            "{name}: {}",
+            e.message
+        );
+    }
 }

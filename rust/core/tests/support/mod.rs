@@ -1,5 +1,5 @@
-//! A tiny synchronous host for the core, and the `Conformance` service of
-//! `tests/conformance/README.md` written against it. Shared by the conformance test, the
+//! A tiny synchronous host for the core, and the `Conformance` service and `ConformanceWf`
+//! workflow of `tests/conformance/README.md` written against it. Shared by the conformance test, the
 //! benches and the `replay_vectors` example.
 //!
 //! Runs start eagerly (as the Python facade does): a run's closure is evaluated when the run
@@ -45,8 +45,10 @@ pub enum Mutation {
     OtherCallTarget,
     /// One sleep more before everything else.
     ExtraCommand,
-    /// One loop iteration (and so one command) less.
+    /// One loop iteration less, or the first state write left out: one command less.
     OneCommandLess,
+    /// Every durable promise gets another key.
+    RenamePromise,
 }
 
 struct PendingRun {
@@ -63,6 +65,7 @@ pub struct Driver {
     pending: Vec<PendingRun>,
     now: u64,
     extra_done: bool,
+    write_skipped: bool,
 }
 
 fn json_bytes(v: &Json) -> Bytes {
@@ -78,6 +81,7 @@ impl Driver {
             pending: Vec::new(),
             now: 0,
             extra_done: false,
+            write_skipped: false,
         }
     }
 
@@ -142,6 +146,50 @@ impl Driver {
         self.before_command()?;
         let a = self.vm.sys_awakeable()?;
         Ok((a.id, a.handle))
+    }
+
+    pub fn set_state(&mut self, key: &str, value: &Json) -> R<()> {
+        if self.mutation == Mutation::OneCommandLess && !self.write_skipped {
+            self.write_skipped = true;
+            return Ok(());
+        }
+        self.before_command()?;
+        Ok(self.vm.sys_state_set(key, json_bytes(value))?)
+    }
+
+    pub fn get_state(&mut self, key: &str) -> R<Handle> {
+        self.before_command()?;
+        Ok(self.vm.sys_state_get(key)?)
+    }
+
+    fn promise_key(&self, key: &str) -> String {
+        match self.mutation {
+            Mutation::RenamePromise => format!("{key}-renamed"),
+            _ => key.to_owned(),
+        }
+    }
+
+    pub fn get_promise(&mut self, key: &str) -> R<Handle> {
+        self.before_command()?;
+        let key = self.promise_key(key);
+        Ok(self.vm.sys_get_promise(&key)?)
+    }
+
+    pub fn peek_promise(&mut self, key: &str) -> R<Handle> {
+        self.before_command()?;
+        let key = self.promise_key(key);
+        Ok(self.vm.sys_peek_promise(&key)?)
+    }
+
+    /// Resolves (`Ok`) or rejects (`Err`) a durable promise.
+    pub fn complete_promise(&mut self, key: &str, result: Result<&Json, Failure>) -> R<Handle> {
+        self.before_command()?;
+        let key = self.promise_key(key);
+        let result = match result {
+            Ok(v) => CommandResult::Value(json_bytes(v)),
+            Err(f) => CommandResult::Failure(f),
+        };
+        Ok(self.vm.sys_complete_promise(&key, result)?)
     }
 
     /// Lets virtual time advance to the end of the earliest running run and proposes it.
@@ -244,7 +292,16 @@ fn ok(v: Json) -> RunExit {
 
 pub type HandlerFn = fn(&mut Driver, Json) -> R<Json>;
 
-pub fn handler(name: &str) -> HandlerFn {
+/// The handler `name` of `service` (`Conformance` or `ConformanceWf`).
+pub fn handler(service: &str, name: &str) -> HandlerFn {
+    match service {
+        "Conformance" => conformance_handler(name),
+        "ConformanceWf" => workflow_handler(name),
+        other => panic!("no service {other}"),
+    }
+}
+
+fn conformance_handler(name: &str) -> HandlerFn {
     match name {
         "echo" => |_, input| Ok(input),
         "slow_echo" => |d, input| {
@@ -353,6 +410,74 @@ fn completion_order(d: &mut Driver, _input: Json) -> R<Json> {
     Ok(json!(out.join(",")))
 }
 
+// ---- the ConformanceWf workflow ----------------------------------------------------------------
+
+const APPROVAL: &str = "approval";
+
+fn workflow_handler(name: &str) -> HandlerFn {
+    match name {
+        "run" => workflow_run,
+        "approve" => |d, input| {
+            let h = d.complete_promise(APPROVAL, Ok(&input))?;
+            d.value(h)?;
+            Ok(json!("ok"))
+        },
+        "deny" => |d, input| {
+            let message = input.as_str().expect("string input").to_owned();
+            let h = d.complete_promise(
+                APPROVAL,
+                Err(Failure {
+                    code: 500,
+                    message,
+                    metadata: vec![],
+                }),
+            )?;
+            d.value(h)?;
+            Ok(json!("ok"))
+        },
+        "status" => |d, _| {
+            let h = d.get_state("status")?;
+            Ok(match d.json(h)?.expect("state reads succeed") {
+                Json::Null => json!("unknown"),
+                v => v,
+            })
+        },
+        "peek" => |d, _| {
+            let h = d.peek_promise(APPROVAL)?;
+            // `str()` of what a Python handler gets: `None` while the promise is pending.
+            Ok(match d.json(h)?.expect("an unrejected promise") {
+                Json::Null => json!("None"),
+                Json::String(s) => json!(s),
+                v => json!(v.to_string()),
+            })
+        },
+        other => panic!("no workflow handler {other}"),
+    }
+}
+
+fn workflow_run(d: &mut Driver, input: Json) -> R<Json> {
+    let ms = input.as_u64().expect("int input");
+    d.set_state("status", &json!("waiting"))?;
+    let approval = d.get_promise(APPROVAL)?;
+    let timer = d.sleep(ms)?;
+    let sel = d.vm.selector(&[approval, timer])?;
+    let first = d.select(sel)?.expect("two children");
+    let (status, out) = if first == timer {
+        ("timed out".to_owned(), "timed out".to_owned())
+    } else {
+        match d.json(approval)? {
+            Ok(v) => {
+                let decision = v.as_str().expect("string").to_owned();
+                let out = format!("decided: {decision}");
+                (decision, out)
+            }
+            Err(f) => ("rejected".to_owned(), format!("rejected: {}", f.message)),
+        }
+    };
+    d.set_state("status", &json!(status))?;
+    Ok(json!(out))
+}
+
 // ---- vectors -----------------------------------------------------------------------------------
 
 pub fn vectors_dir() -> PathBuf {
@@ -367,7 +492,10 @@ pub struct Attempt {
 
 pub struct Vector {
     pub name: String,
+    pub service: String,
     pub handler: String,
+    /// The workflow key ("" for the service's vectors).
+    pub key: String,
     pub input: Json,
     pub output: Json,
     pub attempts: Vec<Attempt>,
@@ -399,7 +527,9 @@ pub fn load_vector(dir: &Path) -> Vector {
         .collect();
     Vector {
         name: meta["scenario"].as_str().expect("scenario").to_owned(),
+        service: meta["service"].as_str().expect("service").to_owned(),
         handler: meta["handler"].as_str().expect("handler").to_owned(),
+        key: meta["key"].as_str().unwrap_or_default().to_owned(),
         input: meta["input"].clone(),
         output: meta["output"].clone(),
         attempts,
@@ -409,6 +539,8 @@ pub fn load_vector(dir: &Path) -> Vector {
 /// What one attempt produced.
 pub struct Outcome {
     pub messages: Vec<Message>,
+    /// The key the VM read from the StartMessage (`None` if the input was not reached).
+    pub key: Option<String>,
     pub executed: usize,
     pub stop: Option<Stop>,
 }
@@ -436,10 +568,17 @@ pub fn play(
         "whole journal received"
     );
     let mut d = Driver::new(vm, mutation);
+    let mut key = None;
     let stop = match d.vm.sys_input() {
         Err(e) => Some(Stop::Failed(e)),
         Ok(input) => {
-            let arg: Json = serde_json::from_slice(&input.input).expect("JSON input");
+            key = Some(input.key.clone());
+            // Handlers without input (status, peek) get an empty body.
+            let arg: Json = if input.input.is_empty() {
+                Json::Null
+            } else {
+                serde_json::from_slice(&input.input).expect("JSON input")
+            };
             match handler(&mut d, arg) {
                 Ok(out) => match d
                     .vm
@@ -461,6 +600,7 @@ pub fn play(
         .collect();
     Outcome {
         messages,
+        key,
         executed: d.executed,
         stop,
     }
