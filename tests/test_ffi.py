@@ -1,5 +1,6 @@
 """The C ABI (rust/ffi) driven through cffi in ABI mode, against the recorded conformance
-vectors (tests/conformance/README.md).
+vectors (tests/conformance/README.md): the ``Conformance`` service and the ``ConformanceWf``
+workflow.
 
 The library is loaded with ``ffi.dlopen`` from ``target/debug`` (built by a session fixture
 when it is missing or older than the Rust sources) and declared with ``ffi.cdef`` from the
@@ -165,10 +166,12 @@ class Suspended(Exception):
 
 @dataclass
 class Ctx:
-    """Just enough of a handler context to run the ``Conformance`` handlers synchronously."""
+    """Just enough of a handler context to run the ``Conformance`` and ``ConformanceWf``
+    handlers synchronously."""
 
     vm: Vm
     executed: list[str] = field(default_factory=list)
+    key: str = ""
 
     @property
     def lib(self) -> Any:
@@ -183,9 +186,11 @@ class Ctx:
         inp = self.vm.owned("DfInput *", self.lib.df_input_free)
         self.vm.check(self.lib.df_vm_sys_input(self.vm.ptr, inp))
         assert self.vm.bytes_of(inp.invocation_id).startswith(b"inv_")
-        value = json.loads(self.vm.bytes_of(inp.input))
+        self.key = self.vm.bytes_of(inp.key).decode()
+        # Handlers without input (status, peek) get an empty body.
+        body = self.vm.bytes_of(inp.input)
         self.vm.ffi.release(inp)
-        return value
+        return json.loads(body) if body else None
 
     def run(self, name: str, fn: Callable[[], Any]) -> int:
         ffi = self.vm.ffi
@@ -236,6 +241,43 @@ class Ctx:
             )
         )
         return int(res[0])
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.vm.check(
+            self.lib.df_vm_sys_state_set(
+                self.vm.ptr,
+                self.vm.slice(key.encode()),
+                self.vm.slice(json.dumps(value).encode()),
+            )
+        )
+
+    def get_state(self, key: str) -> int:
+        return self._handle(self.lib.df_vm_sys_state_get, self.vm.slice(key.encode()))
+
+    def get_promise(self, key: str) -> int:
+        return self._handle(self.lib.df_vm_sys_get_promise, self.vm.slice(key.encode()))
+
+    def peek_promise(self, key: str) -> int:
+        return self._handle(
+            self.lib.df_vm_sys_peek_promise, self.vm.slice(key.encode())
+        )
+
+    def resolve_promise(self, key: str, value: Any) -> int:
+        return self._handle(
+            self.lib.df_vm_sys_complete_promise_success,
+            self.vm.slice(key.encode()),
+            self.vm.slice(json.dumps(value).encode()),
+        )
+
+    def reject_promise(self, key: str, message: str, code: int = 500) -> int:
+        failure = self.vm.ffi.new("DfFailure *")
+        keep = self.vm.slice(message.encode())
+        failure.code, failure.message = code, keep
+        return self._handle(
+            self.lib.df_vm_sys_complete_promise_failure,
+            self.vm.slice(key.encode()),
+            failure,
+        )
 
     def _wait(self, fn: Callable[..., int], h: int) -> Any:
         out = self.vm.ffi.new("DfAwaitResult *")
@@ -340,12 +382,63 @@ def fanout(ctx: Ctx, n: int, prefix: str = "task") -> int:
     return total
 
 
+# ---- the ConformanceWf handlers ---------------------------------------------------------
+
+
+def wf_run(
+    ctx: Ctx, ms: int, promise: str = "approval", write_first: bool = True
+) -> str:
+    if write_first:
+        ctx.set_state("status", "waiting")
+    approval = ctx.get_promise(promise)
+    timer = ctx.sleep(ms)
+    if next(ctx.select([approval, timer])) == timer:
+        status = result = "timed out"
+    else:
+        try:
+            status = ctx.value(approval)
+            result = f"decided: {status}"
+        except errors.TerminalError as e:
+            status, result = "rejected", f"rejected: {e.message}"
+    ctx.set_state("status", status)
+    return result
+
+
+def wf_approve(ctx: Ctx, d: str) -> str:
+    ctx.wait(ctx.resolve_promise("approval", d))
+    return "ok"
+
+
+def wf_deny(ctx: Ctx, m: str) -> str:
+    ctx.wait(ctx.reject_promise("approval", m))
+    return "ok"
+
+
+def wf_status(ctx: Ctx, _: None) -> str:
+    status = ctx.wait(ctx.get_state("status"))
+    return "unknown" if status is None else str(status)
+
+
+def wf_peek(ctx: Ctx, _: None) -> str:
+    # str() of what the promise holds: "None" while it is not completed.
+    return str(ctx.wait(ctx.peek_promise("approval")))
+
+
+WORKFLOW_HANDLERS: dict[str, Handler] = {
+    "workflow-approve-k1": wf_run,
+    "workflow-approve-k1-approve": wf_approve,
+    "workflow-approve-k1-peek": wf_peek,
+    "workflow-approve-k1-status": wf_status,
+    "workflow-timeout-k2": wf_run,
+}
+
 HANDLERS: dict[str, Handler] = {
     "race-call": race_call,
     "completion-order": completion_order,
     "run-terminal-failure": run_terminal_failure,
     "sequence-5": sequence,
     "fanout-3": fanout,
+    **WORKFLOW_HANDLERS,
 }
 
 
@@ -361,6 +454,7 @@ class Attempt:
     output: list[_core.Message]
     executed: list[str]
     error: Exception | None = None
+    key: str = ""
 
     @property
     def types(self) -> list[str]:
@@ -398,18 +492,25 @@ def drive(
     error: Exception | None = None
     try:
         result = handler(ctx, ctx.input())
-    except Suspended:
-        pass
-    except errors.DurableError as e:
-        error = e
-    else:
+        # Writing the output is a command too: a journal that recorded another one here is
+        # a mismatch like any other.
         vm.check(
             vm.lib.df_vm_sys_write_output_success(
                 vm.ptr, vm.slice(json.dumps(result).encode())
             )
         )
         vm.check(vm.lib.df_vm_sys_end(vm.ptr))
-    return Attempt(frames(vm.take_output()), ctx.executed, error)
+    except Suspended:
+        pass
+    except errors.DurableError as e:
+        error = e
+    return Attempt(frames(vm.take_output()), ctx.executed, error, ctx.key)
+
+
+def recorded_types(name: str, attempt: int) -> list[str]:
+    """The frames the reference SDK answered to attempt ``attempt`` of ``name``."""
+    meta = vector(name)["attempts"][attempt]
+    return [m.type_name for m in frames((VECTORS / name / meta["resp"]).read_bytes())]
 
 
 # ---- tests --------------------------------------------------------------------------------
@@ -421,8 +522,12 @@ def test_last_attempt_replays_to_output_and_end(api: Api, name: str, seed: int) 
     last = len(vector(name)["attempts"]) - 1
     attempt = drive(api, name, last, HANDLERS[name], random.Random(seed))
     assert attempt.error is None
-    assert attempt.types == ["OutputCommand", "End"]
+    assert attempt.types[-2:] == ["OutputCommand", "End"]
+    # A full replay answers Output + End; the workflow writes its final status
+    # first, and the status vector (one attempt) reads the state.
+    assert attempt.types == recorded_types(name, last)
     assert attempt.result() == vector(name)["output"]
+    assert attempt.key == vector(name).get("key", "")
     assert attempt.executed == [], "a replayed run executed its closure"
 
 
@@ -433,13 +538,20 @@ def test_completion_order_comes_from_the_journal(api: Api) -> None:
     assert attempt.executed == []
 
 
-def test_one_byte_chunks(api: Api) -> None:
-    class OneByte(random.Random):
-        def randint(self, a: int, b: int) -> int:
-            return 1
+class OneByte(random.Random):
+    def randint(self, a: int, b: int) -> int:
+        return 1
 
-    attempt = drive(api, "race-call", 1, race_call, OneByte())
-    assert attempt.result() == "call won with hi"
+
+@pytest.mark.parametrize("name", ["race-call", *sorted(WORKFLOW_HANDLERS)])
+def test_one_byte_chunks(api: Api, name: str) -> None:
+    for k in range(len(vector(name)["attempts"])):
+        whole = drive(api, name, k, HANDLERS[name])
+        attempt = drive(api, name, k, HANDLERS[name], OneByte())
+        assert attempt.error is None and whole.error is None
+        assert attempt.types == whole.types
+        assert [m.value for m in attempt.output] == [m.value for m in whole.output]
+    assert attempt.result() == vector(name)["output"]
 
 
 @pytest.mark.parametrize("name", sorted(HANDLERS))
@@ -448,6 +560,17 @@ def test_first_attempt_is_accepted(api: Api, name: str) -> None:
     assert attempt.error is None
     assert "Error" not in attempt.types
     assert attempt.types[-1] in ("Suspension", "End")
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOW_HANDLERS))
+def test_workflow_first_attempt_writes_what_the_reference_wrote(
+    api: Api, name: str
+) -> None:
+    # run: status "waiting", the promise and the timer, then a suspension on both;
+    # approve / peek: the promise command, then a suspension.
+    attempt = drive(api, name, 0, HANDLERS[name], random.Random(0))
+    assert attempt.error is None
+    assert attempt.types == recorded_types(name, 0)
 
 
 def test_first_attempt_executes_runs_eagerly(api: Api) -> None:
@@ -467,6 +590,11 @@ MUTATIONS: list[tuple[str, Handler, int]] = [
         lambda ctx, s: [ctx.run(n, lambda: "x") for n in ("fast", "slow")],
         1,
     ),
+    ("workflow-approve-k1", lambda ctx, ms: wf_run(ctx, ms, promise="decision"), 2),
+    ("workflow-timeout-k2", lambda ctx, ms: wf_run(ctx, ms, write_first=False), 1),
+    ("workflow-approve-k1-approve", wf_peek, 1),
+    ("workflow-approve-k1-approve", lambda ctx, d: "ok", 1),
+    ("workflow-approve-k1-peek", lambda ctx, _: wf_deny(ctx, "no"), 1),
 ]
 
 
@@ -486,6 +614,33 @@ def test_mutated_handler_is_a_journal_mismatch(
     err = attempt.error_message()
     assert err.code == 570
     assert err.related_command_index == index
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "recorded", "attempted"),
+    [
+        (
+            "workflow-approve-k1",
+            lambda ctx, ms: wf_run(ctx, ms, promise="decision"),
+            'get promise "approval"',
+            'get promise "decision"',
+        ),
+        (
+            "workflow-approve-k1-peek",
+            lambda ctx, _: wf_deny(ctx, "no"),
+            'peek promise "approval"',
+            'reject promise "approval"',
+        ),
+    ],
+    ids=["run-renamed-promise", "peek-rejects"],
+)
+def test_workflow_mismatch_names_both_commands(
+    api: Api, name: str, handler: Handler, recorded: str, attempted: str
+) -> None:
+    last = len(vector(name)["attempts"]) - 1
+    attempt = drive(api, name, last, handler, OneByte())
+    assert isinstance(attempt.error, errors.JournalMismatchError)
+    assert recorded in attempt.error.message and attempted in attempt.error.message
 
 
 def test_mismatch_poisons_the_vm(api: Api) -> None:

@@ -456,3 +456,64 @@ fn unsupported_run_completions_leave_the_run_executing() {
         df_vm_free(vm);
     }
 }
+
+#[test]
+fn promise_calls_on_a_recorded_workflow_journal() {
+    // workflow-approve-k1-peek: the runtime answered the peek of `approval` with void (the
+    // promise was still pending).
+    let vm = started("workflow-approve-k1-peek/attempt-0001.req.bin");
+    let mut h = 0;
+    let mut r = DfAwaitResult {
+        kind: 99,
+        handle: 0,
+        waiting_input: false,
+        waiting_runs: false,
+    };
+    let mut value = DfValue::none();
+    // SAFETY: `vm` is live; valid slices and out-pointers; the value is freed once.
+    unsafe {
+        assert_eq!(
+            df_vm_sys_complete_promise_failure(vm, s(b"approval"), ptr::null(), &mut h),
+            400
+        );
+        assert_eq!(vm_message(vm), (400, "failure is NULL".to_owned()));
+        // The refused call journaled nothing: the peek is still the next command.
+        assert_eq!(df_vm_sys_peek_promise(vm, s(b"approval"), &mut h), 0);
+        assert_eq!(df_vm_do_await(vm, h, &mut r), 0);
+        assert_eq!(r.kind, DfAwaitKind::Ready as u32);
+        assert_eq!(df_vm_take_notification(vm, h, &mut value), 0);
+        assert_eq!(value.kind, DfValueKind::Void as u32);
+        df_value_free(&mut value);
+        df_vm_free(vm);
+    }
+
+    // workflow-approve-k1: the promise read resolves with the JSON string "yes".
+    let vm = started("workflow-approve-k1/attempt-0001.req.bin");
+    let value_of = |vm: *mut DfVm, h: DfHandle| {
+        let mut value = DfValue::none();
+        // SAFETY: `vm` is live; the value is copied out, then freed once.
+        unsafe {
+            assert_eq!(df_vm_take_notification(vm, h, &mut value), 0);
+            let out = (value.kind, value.bytes.as_slice().to_vec());
+            df_value_free(&mut value);
+            out
+        }
+    };
+    // SAFETY: `vm` is live; valid slices and out-pointers.
+    unsafe {
+        let (mut promise, mut timer) = (0, 0);
+        assert_eq!(df_vm_sys_state_set(vm, s(b"status"), s(b"\"waiting\"")), 0);
+        assert_eq!(df_vm_sys_get_promise(vm, s(b"approval"), &mut promise), 0);
+        assert_eq!(df_vm_sys_sleep(vm, s(b""), 0, &mut timer), 0);
+        assert_eq!(df_vm_do_await(vm, promise, &mut r), 0);
+        assert_eq!(r.kind, DfAwaitKind::Ready as u32);
+        assert_eq!(
+            value_of(vm, promise),
+            (DfValueKind::Value as u32, b"\"yes\"".to_vec())
+        );
+        let mut done = true;
+        assert_eq!(df_vm_is_completed(vm, timer, &mut done), 0);
+        assert!(!done, "the timer never fired");
+        df_vm_free(vm);
+    }
+}
