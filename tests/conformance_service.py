@@ -133,3 +133,48 @@ async def completion_order(ctx: df.Context, s: str) -> str:
     async for f in sel:
         out.append(await f)
     return ",".join(out)
+
+
+# ---- the ConformanceWf workflow ---------------------------------------------------------------
+
+wf = df.Workflow("ConformanceWf")
+
+
+@wf.main()
+async def run(ctx: df.WorkflowContext, ms: int) -> str:
+    ctx.set("status", "waiting")
+    approval = ctx.promise("approval", str).value()
+    timer = ctx.after(timedelta(milliseconds=ms))
+    first = await ctx.select(approval, timer).select()
+    if first is timer:
+        ctx.set("status", "timed out")
+        return "timed out"
+    try:
+        decision = await approval
+    except df.TerminalError as e:
+        ctx.set("status", "rejected")
+        return f"rejected: {e.message}"
+    ctx.set("status", decision)
+    return f"decided: {decision}"
+
+
+@wf.handler()
+async def approve(ctx: df.WorkflowSharedContext, d: str) -> str:
+    await ctx.promise("approval", str).resolve(d)
+    return "ok"
+
+
+@wf.handler()
+async def deny(ctx: df.WorkflowSharedContext, m: str) -> str:
+    await ctx.promise("approval", str).reject(m, 500)
+    return "ok"
+
+
+@wf.handler()
+async def status(ctx: df.WorkflowSharedContext) -> str:
+    return await ctx.get("status", str) or "unknown"
+
+
+@wf.handler()
+async def peek(ctx: df.WorkflowSharedContext) -> str:
+    return str(await ctx.promise("approval", str).peek())

@@ -40,7 +40,7 @@ def replay(meta: dict[str, Any], attempt: dict[str, Any], app: Any, chunks: list
     )
 
 
-APP = df.asgi_app(conformance_service.svc)
+APP = df.asgi_app(conformance_service.svc, conformance_service.wf)
 
 
 def _chunkings() -> list[tuple[str, str]]:
@@ -114,26 +114,52 @@ def _mutated_app(name: str) -> Any:
         await ctx.sleep(timedelta(milliseconds=1))
         return await conformance_service.completion_order.fn(ctx, s)
 
+    async def other_promise(ctx: df.WorkflowContext, ms: int) -> str:
+        ctx.set("status", "waiting")
+        consent = ctx.promise("consent", str).value()
+        first = await ctx.select(consent, ctx.after(timedelta(milliseconds=ms))).select()
+        return "timed out" if first is not consent else f"decided: {await consent}"
+
+    async def peek_and_resolve(ctx: df.WorkflowSharedContext) -> str:
+        await ctx.promise("approval", str).resolve("sneaky")
+        return "ok"
+
     replacements = {
         "sequence-5": ("sequence", renamed_sequence),
         "race-call": ("race_call", other_target),
         "completion-order": ("completion_order", extra_command),
+        "workflow-approve-k1": ("run", other_promise),
+        "workflow-approve-k1-peek": ("peek", peek_and_resolve),
     }
     hname, fn = replacements[name]
+    if name.startswith("workflow-"):
+        svc = df.Workflow("ConformanceWf")
+        original = conformance_service.wf.handlers
+        svc.handlers.update(original)
     h = original[hname]
     svc.handlers[hname] = df.Handler(
         service_name=h.service_name,
         name=h.name,
         fn=fn,
         is_async=True,
-        takes_input=True,
+        takes_input=h.takes_input,
         input_serde=h.input_serde,
         output_serde=h.output_serde,
+        kind=h.kind,
     )
     return df.asgi_app(svc)
 
 
-@pytest.mark.parametrize("name", ["sequence-5", "race-call", "completion-order"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sequence-5",
+        "race-call",
+        "completion-order",
+        "workflow-approve-k1",
+        "workflow-approve-k1-peek",
+    ],
+)
 def test_a_handler_that_differs_is_a_journal_mismatch(name: str) -> None:
     meta = load(name)
     conformance_service.executions.clear()

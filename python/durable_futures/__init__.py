@@ -8,11 +8,14 @@ from importlib.metadata import version as _dist_version
 from . import _core
 from .context import (
     Context,
+    DurablePromise,
     ObjectContext,
     ObjectSharedContext,
     RunOptions,
     SendHandle,
     ServiceClient,
+    WorkflowContext,
+    WorkflowSharedContext,
 )
 from .endpoint import asgi_app
 from .errors import (
@@ -34,7 +37,7 @@ from .futures import (
 from .local import LocalEngine
 from .policy import RetryPolicy
 from .serde import BytesSerde, JsonSerde, Serde
-from .service import Handler, Service, VirtualObject
+from .service import Handler, Service, VirtualObject, Workflow
 
 __all__ = [
     "PROTOCOL_VERSIONS",
@@ -44,6 +47,7 @@ __all__ = [
     "Context",
     "DurableError",
     "DurableFuture",
+    "DurablePromise",
     "Handler",
     "JournalMismatchError",
     "JsonSerde",
@@ -64,6 +68,9 @@ __all__ = [
     "TimerFuture",
     "UnsupportedFeatureError",
     "VirtualObject",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowSharedContext",
     "__version__",
     "asgi_app",
 ]

@@ -254,6 +254,34 @@ class Attempt:
         with self.lock:
             self.vm.sys_cancel_invocation(invocation_id)
 
+    def sys_get_promise(self, key: str) -> int:
+        with self.lock:
+            return self.vm.sys_get_promise(key)
+
+    def sys_peek_promise(self, key: str) -> int:
+        with self.lock:
+            return self.vm.sys_peek_promise(key)
+
+    def sys_resolve_promise(self, key: str, value: bytes) -> int:
+        with self.lock:
+            return self.vm.sys_resolve_promise(key, value)
+
+    def sys_reject_promise(self, key: str, code: int, message: str) -> int:
+        with self.lock:
+            return self.vm.sys_reject_promise(key, code, message)
+
+    def sys_attach_invocation(
+        self, invocation_id: str | None, workflow: tuple[str, str] | None = None
+    ) -> int:
+        with self.lock:
+            return self.vm.sys_attach_invocation(invocation_id, workflow)
+
+    def sys_get_invocation_output(
+        self, invocation_id: str | None, workflow: tuple[str, str] | None = None
+    ) -> int:
+        with self.lock:
+            return self.vm.sys_get_invocation_output(invocation_id, workflow)
+
     def sys_state_get(self, key: str) -> int:
         with self.lock:
             return self.vm.sys_state_get(key)

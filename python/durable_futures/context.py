@@ -8,7 +8,7 @@ import random
 import typing
 import uuid as _uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -34,7 +34,16 @@ if TYPE_CHECKING:
     from ._attempt import Attempt, Call
     from .service import Handler
 
-__all__ = ["Context", "ObjectContext", "ObjectSharedContext", "RunOptions", "ServiceClient"]
+__all__ = [
+    "Context",
+    "DurablePromise",
+    "ObjectContext",
+    "ObjectSharedContext",
+    "RunOptions",
+    "ServiceClient",
+    "WorkflowContext",
+    "WorkflowSharedContext",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -375,6 +384,81 @@ class Context:
             f"not {target!r}; or call ctx.object('Object', key, 'handler')",
         )
 
+    @overload
+    def workflow(self, target: Handler[I, O], key: str, /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def workflow(
+        self, target: Callable[[Any, I], Awaitable[O]], key: str, /
+    ) -> ServiceClient[I, O]: ...
+
+    @overload
+    def workflow(self, target: Callable[[Any, I], O], key: str, /) -> ServiceClient[I, O]: ...
+
+    @overload
+    def workflow(
+        self, target: Callable[[Any], Awaitable[O]], key: str, /
+    ) -> ServiceClient[None, O]: ...
+
+    @overload
+    def workflow(self, target: Callable[[Any], O], key: str, /) -> ServiceClient[None, O]: ...
+
+    @overload
+    def workflow(self, target: str, key: str, handler: str, /) -> ServiceClient[Any, Any]: ...
+
+    def workflow(
+        self, target: Any, key: str, handler: str | None = None, /
+    ) -> ServiceClient[Any, Any]:
+        """A client for a workflow's handler under the workflow ``key``:
+        ``ctx.workflow("Signup", key, "run")`` or, typed, ``ctx.workflow(run, key)`` for a
+        handler registered on a ``df.Workflow``. Calling its main handler starts the
+        workflow, or attaches to it if that key ran already."""
+        if handler is not None:
+            return ServiceClient(self, target, handler, key)
+        return self._typed_client(
+            target,
+            key,
+            "ctx.workflow(fn, key) takes a handler registered on a df.Workflow, "
+            f"not {target!r}; or call ctx.workflow('Workflow', key, 'handler')",
+        )
+
+    # ---- other invocations -----------------------------------------------------------------------
+
+    @overload
+    def attach_invocation(self, invocation_id: str) -> DurableFuture[Any]: ...
+
+    @overload
+    def attach_invocation(self, invocation_id: str, type_: type[T]) -> DurableFuture[T]: ...
+
+    @overload
+    def attach_invocation(self, invocation_id: str, type_: Any) -> DurableFuture[Any]: ...
+
+    def attach_invocation(self, invocation_id: str, type_: Any = Any) -> DurableFuture[Any]:
+        """A durable future of another invocation's result (decoded as ``type_``): it
+        completes when that invocation does, or at once if it has. An unknown id fails
+        with a ``TerminalError`` (404)."""
+        attempt = self._attempt
+        h = attempt.sys_attach_invocation(invocation_id)
+        return DurableFuture(attempt, h, serde_for(type_).deserialize)
+
+    @overload
+    def invocation_output(self, invocation_id: str) -> DurableFuture[Any]: ...
+
+    @overload
+    def invocation_output(
+        self, invocation_id: str, type_: type[T]
+    ) -> DurableFuture[T | None]: ...
+
+    @overload
+    def invocation_output(self, invocation_id: str, type_: Any) -> DurableFuture[Any]: ...
+
+    def invocation_output(self, invocation_id: str, type_: Any = Any) -> DurableFuture[Any]:
+        """Another invocation's result as it is now: ``None`` while it runs, its value once
+        it completed (its failure raises). Journaled, so a replay sees the same answer."""
+        attempt = self._attempt
+        h = attempt.sys_get_invocation_output(invocation_id)
+        return DurableFuture(attempt, h, serde_for(type_).deserialize)
+
     # ---- awakeables ------------------------------------------------------------------------------
 
     @overload
@@ -483,10 +567,99 @@ class ObjectContext(ObjectSharedContext):
         self._attempt.sys_state_clear_all()
 
 
+class DurablePromise(Generic[T]):
+    """A durable promise of a workflow instance (``ctx.promise(name, type_)``): completed
+    once, by any of the workflow's handlers (or by a later attempt), and read by all.
+
+    Every method journals a command, so what a handler learns from a promise is replayed
+    as it first happened."""
+
+    __slots__ = ("_ctx", "_name", "_serde", "_value")
+
+    def __init__(self, ctx: Context, name: str, serde: Serde[T]) -> None:
+        self._ctx = ctx
+        self._name = name
+        self._serde = serde
+        self._value: DurableFuture[T] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def value(self) -> DurableFuture[T]:
+        """A durable future of the promise's value: it completes when the promise is
+        resolved (or raises ``TerminalError`` when it is rejected). Works in
+        ``ctx.select`` and the combinators like any other future. Made once per
+        ``DurablePromise`` object."""
+        if self._value is None:
+            attempt = self._ctx._attempt
+            h = attempt.sys_get_promise(self._name)
+            self._value = DurableFuture(attempt, h, self._serde.deserialize)
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.value().__await__()
+
+    def peek(self) -> DurableFuture[T | None]:
+        """The value if the promise is resolved now, ``None`` if it is not completed yet
+        (a rejected promise raises its ``TerminalError``)."""
+        attempt = self._ctx._attempt
+        h = attempt.sys_peek_promise(self._name)
+        return DurableFuture(attempt, h, self._serde.deserialize)
+
+    def resolve(self, value: T) -> DurableFuture[None]:
+        """Resolves the promise with ``value``, journaled at once. The returned future
+        says whether it worked: awaiting it raises ``TerminalError`` (409) if the promise
+        was already completed. Awaiting it is optional."""
+        attempt = self._ctx._attempt
+        h = attempt.sys_resolve_promise(self._name, self._serde.serialize(value))
+        return DurableFuture(attempt, h, _JSON.deserialize)
+
+    def reject(self, message: str, code: int = 500) -> DurableFuture[None]:
+        """Rejects the promise: whoever awaits its value gets ``TerminalError(message,
+        code)``. Like :meth:`resolve`, the returned future fails if it was completed."""
+        attempt = self._ctx._attempt
+        h = attempt.sys_reject_promise(self._name, code, message)
+        return DurableFuture(attempt, h, _JSON.deserialize)
+
+    def __repr__(self) -> str:
+        return f"DurablePromise({self._name!r})"
+
+
+class WorkflowSharedContext(ObjectSharedContext):
+    """The context of a workflow's shared handlers (``@wf.handler()``): reads the
+    workflow's state and completes or reads its durable promises. ``ctx.key`` is the
+    workflow key."""
+
+    @overload
+    def promise(self, name: str) -> DurablePromise[Any]: ...
+
+    @overload
+    def promise(self, name: str, type_: type[T]) -> DurablePromise[T]: ...
+
+    @overload
+    def promise(self, name: str, type_: Any) -> DurablePromise[Any]: ...
+
+    def promise(self, name: str, type_: Any = Any) -> DurablePromise[Any]:
+        """The durable promise ``name`` of this workflow instance, its value encoded and
+        decoded as ``type_``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a promise needs a non-empty name, not {name!r}")
+        return DurablePromise(self, name, serde_for(type_))
+
+
+class WorkflowContext(ObjectContext, WorkflowSharedContext):
+    """The context of a workflow's main handler (``@wf.main()``): runs once per workflow
+    key, writes the workflow's state and uses its durable promises."""
+
+
 def context_type(service_ty: str, kind: str | None) -> type[Context]:
-    """The context a handler gets: by its service's type and, in a virtual object, its kind."""
+    """The context a handler gets: by its service's type and, in a virtual object or a
+    workflow, its kind."""
     if service_ty == "VIRTUAL_OBJECT":
         return ObjectSharedContext if kind == "shared" else ObjectContext
+    if service_ty == "WORKFLOW":
+        return WorkflowContext if kind == "workflow" else WorkflowSharedContext
     return Context
 
 

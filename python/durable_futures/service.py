@@ -16,7 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 from .policy import RetryPolicy, retention_ms
 from .serde import BytesSerde, JsonSerde, Serde, serde_for
 
-__all__ = ["Handler", "Service", "VirtualObject"]
+__all__ = ["Handler", "Service", "VirtualObject", "Workflow"]
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -38,7 +38,9 @@ class Handler(Generic[I, O]):
     takes_input: bool
     input_serde: Serde[Any]
     output_serde: Serde[Any]
-    kind: Literal["exclusive", "shared"] | None = None
+    kind: Literal["exclusive", "shared", "workflow"] | None = None
+    """In a virtual object, ``"exclusive"`` (the default) or ``"shared"``; in a workflow,
+    ``"workflow"`` for its main handler and ``"shared"`` for the others."""
     documentation: str | None = None
     input_type: Any = None
     """The input parameter's type hint (``None`` without an input parameter)."""
@@ -108,6 +110,26 @@ class Service:
         encoding. ``retry_policy``, ``journal_retention`` and ``idempotency_retention``
         override the service's.
         """
+        return self._register(
+            name,
+            kind,
+            input_serde,
+            output_serde,
+            retry_policy,
+            journal_retention,
+            idempotency_retention,
+        )
+
+    def _register(
+        self,
+        name: str | None,
+        kind: Literal["exclusive", "shared", "workflow"] | None,
+        input_serde: Serde[Any] | None,
+        output_serde: Serde[Any] | None,
+        retry_policy: RetryPolicy | None,
+        journal_retention: timedelta | None,
+        idempotency_retention: timedelta | None,
+    ) -> Callable[[F], F]:
         _check_options(retry_policy, journal_retention, idempotency_retention)
 
         def register(fn: F) -> F:
@@ -132,7 +154,7 @@ class Service:
                 takes_input=takes_input,
                 input_serde=input_serde or (serde_for(in_type) if takes_input else JsonSerde()),
                 output_serde=output_serde or serde_for(out_type),
-                kind=kind if self.ty == "VIRTUAL_OBJECT" else None,
+                kind=kind if self.ty in ("VIRTUAL_OBJECT", "WORKFLOW") else None,
                 documentation=inspect.getdoc(fn),
                 input_type=in_type,
                 input_required=takes_input and not has_default and not _accepts_none(in_type),
@@ -162,6 +184,8 @@ class Service:
             entry: dict[str, Any] = {"name": h.name}
             if self.ty == "VIRTUAL_OBJECT":
                 entry["ty"] = "SHARED" if h.kind == "shared" else "EXCLUSIVE"
+            elif self.ty == "WORKFLOW":
+                entry["ty"] = "WORKFLOW" if h.kind == "workflow" else "SHARED"
             entry["input"] = input_manifest(h)
             entry["output"] = {"setContentTypeIfEmpty": False, "contentType": _ct(h.output_serde)}
             entry.update(_options_manifest(h, version))
@@ -281,4 +305,80 @@ class VirtualObject(Service):
             retry_policy=retry_policy,
             journal_retention=journal_retention,
             idempotency_retention=idempotency_retention,
+        )
+
+
+class Workflow(Service):
+    """A workflow: its main handler (``@wf.main()``, a ``WorkflowContext``) runs exactly once
+    per workflow key, and its other handlers (``@wf.handler()``, a
+    ``WorkflowSharedContext``) run alongside it to signal it (through durable promises) and
+    query it (through its state). A second submission of the main handler with the same key
+    gets the first one's invocation and result."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            ty="WORKFLOW",
+            documentation=documentation,
+            retry_policy=retry_policy,
+            journal_retention=journal_retention,
+            idempotency_retention=idempotency_retention,
+        )
+
+    def main(
+        self,
+        name: str | None = None,
+        *,
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+    ) -> Callable[[F], F]:
+        """Registers the workflow's main handler (one per workflow), run once per key."""
+        if any(h.kind == "workflow" for h in self.handlers.values()):
+            raise ValueError(f"workflow {self.name} already has a main handler")
+        return self._register(
+            name,
+            "workflow",
+            input_serde,
+            output_serde,
+            retry_policy,
+            journal_retention,
+            idempotency_retention,
+        )
+
+    def handler(
+        self,
+        name: str | None = None,
+        *,
+        kind: Literal["exclusive", "shared"] | None = None,
+        input_serde: Serde[Any] | None = None,
+        output_serde: Serde[Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        journal_retention: timedelta | None = None,
+        idempotency_retention: timedelta | None = None,
+    ) -> Callable[[F], F]:
+        """Registers a shared handler: it runs while the main handler runs (or before, or
+        after), reads the workflow's state and completes or reads its promises."""
+        if kind not in (None, "shared"):
+            raise ValueError(
+                "a workflow's handlers are shared; its main handler is registered with @wf.main()"
+            )
+        return self._register(
+            name,
+            "shared",
+            input_serde,
+            output_serde,
+            retry_policy,
+            journal_retention,
+            idempotency_retention,
         )

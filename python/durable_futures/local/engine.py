@@ -200,9 +200,18 @@ class LocalEngine:
             [
                 (svc.name, h.name)
                 for svc in self.services.values()
-                if svc.ty == "VIRTUAL_OBJECT"
+                if svc.ty in ("VIRTUAL_OBJECT", "WORKFLOW")
                 for h in svc.handlers.values()
                 if h.kind == "shared"
+            ]
+        )
+        self._core.set_workflows(
+            [
+                (svc.name, h.name)
+                for svc in self.services.values()
+                if svc.ty == "WORKFLOW"
+                for h in svc.handlers.values()
+                if h.kind == "workflow"
             ]
         )
         self._loop = asyncio.get_running_loop()

@@ -485,6 +485,11 @@ impl PyEngine {
         self.eng().set_shared_handlers(handlers);
     }
 
+    /// Workflows as `(service, main handler)`: the main handler runs once per key.
+    fn set_workflows(&mut self, workflows: Vec<(String, String)>) {
+        self.eng().set_workflows(workflows);
+    }
+
     fn unfinished(&mut self) -> usize {
         self.eng().unfinished()
     }
