@@ -288,6 +288,8 @@ class LocalEngine:
         svc = self.services[service]
         if svc.ty == "VIRTUAL_OBJECT" and not key:
             raise BadRequestError(f"{service} is a virtual object: a key is required")
+        if svc.ty == "WORKFLOW" and not key:
+            raise BadRequestError(f"{service} is a workflow: a workflow key is required")
         payload = raw_input if raw_input is not None else in_serde.serialize(arg)
         now = self._clock()
         at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
