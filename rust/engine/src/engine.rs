@@ -325,6 +325,15 @@ pub struct Engine {
 /// The implicit idempotency key of a workflow's run (see [`Engine::set_workflows`]).
 const WORKFLOW_RUN_KEY: &str = "";
 
+/// The failure of a second call of a workflow's main handler (restate-server's words).
+pub fn workflow_already_invoked() -> Failure {
+    Failure {
+        code: 409,
+        message: "the workflow method was already invoked".to_owned(),
+        metadata: Vec::new(),
+    }
+}
+
 /// Where the invocation an attach command names is.
 enum Found {
     Running(InvocationId),
@@ -1344,7 +1353,18 @@ impl Engine {
             Err(_) => return, // store read failed: the parent attempt's commit will fail too
         };
         if let (true, Some(c)) = (sub.existing, caller) {
-            if self.live.contains_key(&sub.id) {
+            if self.is_workflow_main(service, handler) {
+                // As on restate-server: a workflow runs once, and calling its main handler
+                // again (running or completed) fails; attaching to it is how to wait for it.
+                self.notify(
+                    c.invocation,
+                    notification(
+                        MessageType::CallCompletionNotification,
+                        NotificationId::Completion(c.result_completion_id),
+                        NotificationResult::Failure(workflow_already_invoked()),
+                    ),
+                );
+            } else if self.live.contains_key(&sub.id) {
                 self.extra_callers.entry(sub.id).or_default().push(c);
                 self.pending.callers_attached.push((sub.id, c));
             } else if let Some(o) = self

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::{ok, text, wait, Host};
 use durable_futures_core::protocol::{decode_all, Message};
-use durable_futures_core::{AttachTarget, CommandResult, Failure, Input, MessageType};
+use durable_futures_core::{AttachTarget, CommandResult, Failure, Input, MessageType, Target};
 use durable_futures_engine::engine::Submission;
 use durable_futures_engine::model::{InvocationId, Outcome};
 use durable_futures_engine::store::{Durability, Store};
@@ -28,8 +28,16 @@ fn success(s: &str) -> Outcome {
 fn workflow_host(h: &mut Host) {
     h.engine.set_workflows([(WF.to_owned(), "run".to_owned())]);
     h.engine.set_shared_handlers(
-        ["approve", "deny", "peek", "attach", "output", "attach_wf"]
-            .map(|n| (WF.to_owned(), n.to_owned())),
+        [
+            "approve",
+            "deny",
+            "peek",
+            "attach",
+            "output",
+            "attach_wf",
+            "call_run",
+        ]
+        .map(|n| (WF.to_owned(), n.to_owned())),
     );
     h.handler("run", |vm, _| {
         ok(vm.sys_state_set("status", Bytes::from_static(b"waiting")));
@@ -244,6 +252,34 @@ fn attach_and_get_output_follow_the_target_invocation() {
         matches!(&out, Outcome::Success(b) if b.starts_with(b"failed 404")),
         "{out:?}"
     );
+}
+
+/// Calling the main handler again from a handler fails with 409, as on restate-server,
+/// whether the first run is still running or completed; a one-way send of it is a no-op.
+#[test]
+fn calling_the_main_handler_again_from_a_handler_fails() {
+    let mut h = new_host();
+    h.handler("call_run", |vm, input| {
+        let t = Target {
+            service: WF.to_owned(),
+            handler: "run".to_owned(),
+            key: Some(input_text(input)),
+            idempotency_key: None,
+            headers: Vec::new(),
+            scope: None,
+            limit_key: None,
+        };
+        let c = ok(vm.sys_call(t, Bytes::new(), ""));
+        Ok(text(wait(vm, c.result)?).into_bytes())
+    });
+    let (run, _) = submit(&mut h, "run", "k1", "");
+    h.run_until_idle();
+    let already = success("failed 409: the workflow method was already invoked");
+    assert_eq!(call(&mut h, "call_run", "x", "k1"), already);
+    assert_eq!(call(&mut h, "approve", "k1", "\"yes\""), success("-"));
+    h.run_until_idle();
+    assert_eq!(h.outcome(run), success("got \"yes\""));
+    assert_eq!(call(&mut h, "call_run", "y", "k1"), already);
 }
 
 /// Purging a workflow's completed run deletes its state and promises: the key runs again,
