@@ -55,6 +55,9 @@ _INLINE_COMMIT_BUDGET = 0.002
 
 _JSON: JsonSerde[Any] = JsonSerde()
 
+#: What a second call of a workflow's main handler fails with (restate-server's words).
+WORKFLOW_ALREADY_INVOKED = "the workflow method was already invoked"
+
 
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
@@ -308,8 +311,14 @@ class LocalEngine:
         idempotency_key: str | None = None,
     ) -> Any:
         """Invokes and waits for the result. A repeated call with the same idempotency key
-        returns the first invocation's result (waiting for it if needed)."""
-        inv_id, _, out_serde = self._submit(target, handler, arg, key, idempotency_key, None)
+        returns the first invocation's result (waiting for it if needed). A workflow's main
+        handler runs once per key: calling it again raises ``TerminalError`` (409), as on
+        restate-server; ``send`` returns the first run's id, and ``result`` waits for it."""
+        inv_id, existing, out_serde = self._submit(
+            target, handler, arg, key, idempotency_key, None
+        )
+        if existing and self._is_workflow_run(inv_id):
+            raise TerminalError(WORKFLOW_ALREADY_INVOKED, 409)
         return await self._result(inv_id, out_serde, known=True)
 
     async def invoke_raw(
@@ -318,9 +327,20 @@ class LocalEngine:
     ) -> tuple[str, bool, bytes | tuple[int, str]]:
         """Invokes with raw input bytes; ``(invocation_id, ok, output bytes | (code, message))``.
         For the HTTP ingress."""
-        inv_id, _, _ = self._submit(service, handler, None, key, idempotency_key, None, payload)
+        inv_id, existing, _ = self._submit(
+            service, handler, None, key, idempotency_key, None, payload
+        )
+        if existing and self._is_workflow_run(inv_id):
+            return inv_id, False, (409, WORKFLOW_ALREADY_INVOKED)
         ok, value = await self._outcome(inv_id, known=True)
         return inv_id, ok, value
+
+    def _is_workflow_run(self, invocation_id: str) -> bool:
+        """Whether ``invocation_id`` runs a workflow's main handler."""
+        row = self._require().invocation(invocation_id, self._clock())
+        svc = None if row is None else self.services.get(row.service)
+        h = None if svc is None or row is None else svc.handlers.get(row.handler)
+        return h is not None and h.kind == "workflow"
 
     def send(
         self,
