@@ -62,6 +62,17 @@ async def main(ctx: df.Context, user_id: int) -> None:
     reveal_type(ctx.after(timedelta(seconds=1)))  # R11
     reveal_type(await ctx.all_succeeded(ctx.run_async("e", fetch, 1)))  # R12
     reveal_type(ctx.service(ping))  # R13
+    timer = ctx.after(timedelta(seconds=1))
+    call = ctx.service(greet).request_future("x")
+    sel = ctx.select(timer, call)
+    reveal_type(sel)  # R17
+    first = await sel.select()
+    reveal_type(first)  # R18
+    if isinstance(first, df.ResponseFuture):
+        reveal_type(await first)  # R19
+    reveal_type(ctx.select(*[call, call]))  # R20
+    async for f in ctx.select(call):
+        reveal_type(f)  # R21
 
 
 @obj.handler()
@@ -88,6 +99,13 @@ EXPECTED = {
     "R14": "durable_futures.futures.DurableFuture[builtins.int | None]",
     "R15": "durable_futures.futures.DurableFuture[Any]",
     "R16": "builtins.list[builtins.str]",
+    "R17": "durable_futures.futures.Selector[durable_futures.futures.TimerFuture"
+    " | durable_futures.futures.ResponseFuture[builtins.str]]",
+    "R18": "durable_futures.futures.TimerFuture"
+    " | durable_futures.futures.ResponseFuture[builtins.str] | None",
+    "R19": "builtins.str",
+    "R20": "durable_futures.futures.Selector[durable_futures.futures.ResponseFuture[builtins.str]]",
+    "R21": "durable_futures.futures.ResponseFuture[builtins.str]",
 }
 
 

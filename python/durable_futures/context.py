@@ -49,6 +49,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
+F1 = TypeVar("F1", bound=DurableFuture[Any])
+F2 = TypeVar("F2", bound=DurableFuture[Any])
+F3 = TypeVar("F3", bound=DurableFuture[Any])
+F4 = TypeVar("F4", bound=DurableFuture[Any])
 
 _JSON: JsonSerde[Any] = JsonSerde()
 
@@ -494,8 +498,24 @@ class Context:
 
     # ---- waiting -------------------------------------------------------------------------------
 
-    def select(self, *futures: DurableFuture[Any]) -> Selector:
-        """A selector handing out ``futures`` in completion order."""
+    @overload
+    def select(self, f1: F1, /) -> Selector[F1]: ...
+
+    @overload
+    def select(self, f1: F1, f2: F2, /) -> Selector[F1 | F2]: ...
+
+    @overload
+    def select(self, f1: F1, f2: F2, f3: F3, /) -> Selector[F1 | F2 | F3]: ...
+
+    @overload
+    def select(self, f1: F1, f2: F2, f3: F3, f4: F4, /) -> Selector[F1 | F2 | F3 | F4]: ...
+
+    @overload
+    def select(self, *futures: F1) -> Selector[F1]: ...
+
+    def select(self, *futures: Any) -> Selector[Any]:
+        """A selector handing out ``futures`` in completion order, typed by the futures it
+        holds (``await sel.select()`` is one of them, or ``None`` when none remain)."""
         return Selector(self._attempt, futures)
 
     def all_completed(self, *futures: DurableFuture[Any]) -> CombinatorFuture[list[DurableFuture[Any]]]:
