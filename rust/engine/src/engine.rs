@@ -2114,6 +2114,37 @@ impl Engine {
 
     // ---- reading -----------------------------------------------------------------------------------
 
+    /// The invocation that runs workflow `workflow`'s main handler under `key`, submitted
+    /// (committed or not) and not purged; `None` for a key that never ran or a service that
+    /// is not a declared workflow (see [`Engine::set_workflows`]).
+    pub fn workflow_run(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<InvocationId>, EngineError> {
+        match self.workflows.get(workflow) {
+            Some(main) => self.idempotent(workflow, main, key, WORKFLOW_RUN_KEY),
+            None => Ok(None),
+        }
+    }
+
+    /// The invocation submitted to `service`/`handler` (`key`: the object or workflow key,
+    /// `""` for a plain service) with `idempotency_key`, committed or not, until its
+    /// idempotency key is purged. An empty idempotency key finds nothing: no request can
+    /// carry one.
+    pub fn idempotent_invocation(
+        &self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<InvocationId>, EngineError> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        self.idempotent(service, handler, key, idempotency_key)
+    }
+
     /// The outcome of a completed invocation (from the store).
     pub fn outcome(&self, id: &InvocationId) -> Result<Option<Outcome>, EngineError> {
         Ok(self.store.invocation(id)?.and_then(|r| r.outcome))

@@ -301,3 +301,59 @@ fn purging_the_run_frees_the_workflow_key() {
     h.run_until_idle();
     assert_eq!(h.outcome(again), success("got \"second\""));
 }
+
+/// A client finds a workflow's run by its key, and an idempotent request by its idempotency
+/// key, from the moment it is submitted (before its commit) until it is purged; nothing else
+/// is found that way.
+#[test]
+fn runs_and_idempotent_requests_are_found_by_their_keys() {
+    let mut h = new_host();
+    assert_eq!(h.engine.workflow_run(WF, "k1").unwrap(), None);
+    let (run, _) = submit(&mut h, "run", "k1", "");
+    assert_eq!(
+        h.engine.workflow_run(WF, "k1").unwrap(),
+        Some(run),
+        "not committed yet"
+    );
+    h.run_until_idle();
+    assert_eq!(h.engine.workflow_run(WF, "k1").unwrap(), Some(run));
+    assert_eq!(h.engine.workflow_run(WF, "k2").unwrap(), None);
+    assert_eq!(h.engine.workflow_run("Other", "k1").unwrap(), None);
+    // The run's implicit idempotency key is not a request's.
+    assert_eq!(
+        h.engine.idempotent_invocation(WF, "run", "k1", "").unwrap(),
+        None
+    );
+
+    let s = Submission {
+        service: WF,
+        handler: "peek",
+        key: "k1",
+        input: b"",
+        idempotency_key: Some("once"),
+        invoke_at: 0,
+    };
+    let peek = h.engine.submit(&s, h.now).unwrap().id;
+    let found = |h: &Host, handler: &str, key: &str, ik: &str| {
+        h.engine
+            .idempotent_invocation(WF, handler, key, ik)
+            .unwrap()
+    };
+    assert_eq!(
+        found(&h, "peek", "k1", "once"),
+        Some(peek),
+        "not committed yet"
+    );
+    h.run_until_idle();
+    assert_eq!(found(&h, "peek", "k1", "once"), Some(peek));
+    assert_eq!(found(&h, "peek", "k2", "once"), None);
+    assert_eq!(found(&h, "approve", "k1", "once"), None);
+    assert_eq!(found(&h, "peek", "k1", "twice"), None);
+
+    assert_eq!(call(&mut h, "approve", "k1", "\"yes\""), success("-"));
+    h.run_until_idle();
+    h.engine.purge(run).unwrap();
+    h.engine.purge(peek).unwrap();
+    assert_eq!(h.engine.workflow_run(WF, "k1").unwrap(), None);
+    assert_eq!(found(&h, "peek", "k1", "once"), None);
+}

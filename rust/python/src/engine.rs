@@ -543,6 +543,32 @@ impl PyEngine {
         self.eng().purge(parse_id(id)?).map_err(engine_err)
     }
 
+    /// The id of the invocation running workflow `workflow`'s main handler under `key`
+    /// (submitted, committed or not, and not purged), `None` if there is none.
+    fn workflow_run(&mut self, workflow: &str, key: &str) -> PyResult<Option<String>> {
+        Ok(self
+            .eng()
+            .workflow_run(workflow, key)
+            .map_err(engine_err)?
+            .map(|id| id.to_text()))
+    }
+
+    /// The id of the invocation submitted to `service`/`handler` under `key` (`""` for a
+    /// plain service) with `idempotency_key`, `None` if there is none.
+    fn idempotent_invocation(
+        &mut self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        idempotency_key: &str,
+    ) -> PyResult<Option<String>> {
+        Ok(self
+            .eng()
+            .idempotent_invocation(service, handler, key, idempotency_key)
+            .map_err(engine_err)?
+            .map(|id| id.to_text()))
+    }
+
     /// `None` while running, else `(ok, payload)`.
     fn outcome(&mut self, py: Python<'_>, id: &str) -> PyResult<Option<PyObject>> {
         match self.eng().outcome(&parse_id(id)?).map_err(engine_err)? {
