@@ -30,6 +30,7 @@ __all__ = [
     "InternalError",
     "InvocationStateError",
     "JournalMismatchError",
+    "NotReadyError",
     "ProtocolError",
     "StorageError",
     "SuspendedError",
@@ -181,6 +182,14 @@ class UnknownInvocationError(DurableError, LookupError):
     """No invocation with that id (404)."""
 
     code = 404
+
+
+class NotReadyError(DurableError):
+    """The invocation exists but has not completed yet (470, the status restate-server's
+    ingress answers ``/output`` with then): ``LocalEngine.output`` raises it rather than
+    wait; ``LocalEngine.attach`` waits."""
+
+    code = 470
 
 
 class StorageError(DurableError):

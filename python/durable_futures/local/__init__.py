@@ -6,6 +6,6 @@ async with df.LocalEngine(svc, path="app.db") as engine:
 ```
 """
 
-from .engine import LocalEngine, VirtualClock
+from .engine import LocalEngine, Sent, VirtualClock
 
-__all__ = ["LocalEngine", "VirtualClock"]
+__all__ = ["LocalEngine", "Sent", "VirtualClock"]

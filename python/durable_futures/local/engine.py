@@ -15,10 +15,10 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .. import _core
 from .._attempt import Attempt
@@ -30,6 +30,7 @@ from ..errors import (
     DurableError,
     InvocationStateError,
     JournalMismatchError,
+    NotReadyError,
     StorageError,
     TerminalError,
     UnknownInvocationError,
@@ -38,7 +39,9 @@ from ..policy import DEFAULT_RETENTION, RetryPolicy, retention_ms
 from ..serde import JsonSerde, Serde
 from ..service import Handler, Service
 
-__all__ = ["LocalEngine"]
+__all__ = ["LocalEngine", "Sent"]
+
+R = TypeVar("R")
 
 # How long writes that nobody can observe yet may wait to share an fsync with what follows.
 _GROUP_COMMIT_DELAY = 0.005
@@ -61,6 +64,20 @@ WORKFLOW_ALREADY_INVOKED = "the workflow method was already invoked"
 
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Sent(str):
+    """What :meth:`LocalEngine.send` returns: the invocation id (a ``str``), and whether
+    that invocation was there before (``previously_accepted``: a repeated idempotency key,
+    or a workflow key whose run was submitted already, whose id this is), as
+    restate-server's ``/send`` answers ``"PreviouslyAccepted"``."""
+
+    previously_accepted: bool
+
+    def __new__(cls, invocation_id: str, previously_accepted: bool = False) -> Sent:
+        sent = super().__new__(cls, invocation_id)
+        sent.previously_accepted = previously_accepted
+        return sent
 
 
 class VirtualClock:
@@ -337,10 +354,19 @@ class LocalEngine:
 
     def _is_workflow_run(self, invocation_id: str) -> bool:
         """Whether ``invocation_id`` runs a workflow's main handler."""
-        row = self._require().invocation(invocation_id, self._clock())
-        svc = None if row is None else self.services.get(row.service)
-        h = None if svc is None or row is None else svc.handlers.get(row.handler)
+        h = self._handler_of(invocation_id)
         return h is not None and h.kind == "workflow"
+
+    def _handler_of(self, invocation_id: str) -> Handler[Any, Any] | None:
+        """The registered handler an invocation runs (``None``: unknown, or not registered
+        here). One submitted but not committed yet is committed first, to be read."""
+        core = self._require()
+        row = core.invocation(invocation_id, self._clock())
+        if row is None and core.has_pending():
+            self._flush_now(core)  # sent a moment ago: its row is written by this commit
+            row = core.invocation(invocation_id, self._clock())
+        svc = None if row is None else self.services.get(row.service)
+        return None if svc is None or row is None else svc.handlers.get(row.handler)
 
     def send(
         self,
@@ -351,31 +377,143 @@ class LocalEngine:
         key: str | None = None,
         idempotency_key: str | None = None,
         delay: timedelta | None = None,
-    ) -> str:
-        """Submits without waiting; returns the invocation id. The submission is saved by
-        the next group commit; should that fail (``last_error``), it is dropped and whoever
-        waits for it gets a ``StorageError``."""
-        inv_id, _, _ = self._submit(target, handler, arg, key, idempotency_key, delay)
-        return inv_id
+    ) -> Sent:
+        """Submits without waiting; returns the invocation id, a ``str`` whose
+        ``previously_accepted`` is true when no new invocation was made: a repeated
+        idempotency key, or a workflow's main handler under a key that ran already (the id
+        is then the first run's: :meth:`attach` waits for its result). The submission is
+        saved by the next group commit; should that fail (``last_error``), it is dropped
+        and whoever waits for it gets a ``StorageError``."""
+        inv_id, existing, _ = self._submit(target, handler, arg, key, idempotency_key, delay)
+        return Sent(inv_id, existing)
 
     async def result(self, invocation_id: str) -> Any:
         """Waits for an invocation's result, decoded as its handler's return type says (the
         same value :meth:`invoke` returns: dataclasses, pydantic models, ...); plain JSON if
-        the handler is not registered in this engine."""
+        the handler is not registered in this engine. A terminal failure raises
+        :class:`TerminalError`; an unknown (or purged) id :class:`UnknownInvocationError`."""
         return await self._result(invocation_id, self._output_serde(invocation_id))
 
-    def _output_serde(self, invocation_id: str) -> Serde[Any]:
+    async def attach(self, invocation_id: str) -> Any:
+        """Waits for an invocation's result: :meth:`result` under restate's name (its
+        ingress's ``GET /restate/invocation/{id}/attach``)."""
+        return await self.result(invocation_id)
+
+    async def output(self, invocation_id: str) -> Any:
+        """An invocation's result if it has completed, decoded and raised like
+        :meth:`result`, without waiting: :class:`NotReadyError` (470) while it runs,
+        :class:`UnknownInvocationError` for an unknown id (restate's ``/output``)."""
+        serde = self._output_serde(invocation_id)
+        outcome = self.output_raw(invocation_id)
+        if outcome is None:
+            raise NotReadyError(f"invocation {invocation_id} has not completed yet")
+        return self._decode(invocation_id, outcome, serde)
+
+    def output_raw(self, invocation_id: str) -> tuple[bool, bytes | tuple[int, str]] | None:
+        """A completed invocation's ``(ok, output bytes | (code, message))``, ``None``
+        while it runs; :class:`UnknownInvocationError` for an unknown id. For the HTTP
+        ingress."""
         core = self._require()
-        row = core.invocation(invocation_id, self._clock())
-        if row is None and core.has_pending():
-            self._flush_now(core)  # sent a moment ago: its row is written by this commit
-            row = core.invocation(invocation_id, self._clock())
-        svc = None if row is None else self.services.get(row.service)
-        h = None if svc is None or row is None else svc.handlers.get(row.handler)
+        done = core.outcome(invocation_id)
+        if done is not None:
+            return done
+        if core.invocation(invocation_id) is None and core.has_pending():
+            self._flush_now(core)  # submitted a moment ago: its row comes with this commit
+            done = core.outcome(invocation_id)
+            if done is not None:
+                return done
+        if core.invocation(invocation_id) is None:
+            raise UnknownInvocationError(f"no invocation {invocation_id}")
+        return None
+
+    def workflow_run(self, workflow: Any, key: str) -> str | None:
+        """The id of the invocation running ``workflow``'s main handler under ``key`` (from
+        its submission until it is purged), ``None`` if that key has not run. ``workflow``
+        is the main handler (``@wf.main()``), the ``df.Workflow`` or its name."""
+        name, _ = self._workflow(workflow)
+        return self._require().workflow_run(name, key)
+
+    @overload
+    async def attach_workflow(self, workflow: Callable[..., Awaitable[R]], key: str) -> R: ...
+
+    @overload
+    async def attach_workflow(self, workflow: Callable[..., R], key: str) -> R: ...
+
+    @overload
+    async def attach_workflow(self, workflow: str | Service, key: str) -> Any: ...
+
+    async def attach_workflow(self, workflow: Any, key: str) -> Any:
+        """Waits for the result of ``workflow``'s run under ``key`` (restate's
+        ``GET /restate/workflow/{name}/{key}/attach``), decoded as the main handler's return
+        type says. ``workflow`` is the main handler (``@wf.main()``: the result is typed),
+        the ``df.Workflow`` or its name. :class:`UnknownInvocationError` if that key has not
+        run."""
+        inv_id, serde = self._run_of(workflow, key)
+        return await self._result(inv_id, serde, known=True)
+
+    @overload
+    async def output_workflow(self, workflow: Callable[..., Awaitable[R]], key: str) -> R: ...
+
+    @overload
+    async def output_workflow(self, workflow: Callable[..., R], key: str) -> R: ...
+
+    @overload
+    async def output_workflow(self, workflow: str | Service, key: str) -> Any: ...
+
+    async def output_workflow(self, workflow: Any, key: str) -> Any:
+        """The result of ``workflow``'s run under ``key`` if it has completed, as
+        :meth:`output` answers it: :class:`NotReadyError` while it runs,
+        :class:`UnknownInvocationError` if that key has not run."""
+        inv_id, serde = self._run_of(workflow, key)
+        outcome = self.output_raw(inv_id)
+        if outcome is None:
+            raise NotReadyError(f"the run of workflow {key!r} has not completed yet")
+        return self._decode(inv_id, outcome, serde)
+
+    def _workflow(self, workflow: Any) -> tuple[str, Handler[Any, Any]]:
+        """The name and main handler of a workflow registered here, given as its main
+        handler, its ``df.Workflow`` or its name."""
+        if isinstance(workflow, Handler):
+            if workflow.kind != "workflow":
+                raise BadRequestError(
+                    f"{workflow.service_name}/{workflow.name} is not a workflow's main "
+                    "handler (@wf.main())"
+                )
+            name = workflow.service_name
+        elif isinstance(workflow, Service):
+            name = workflow.name
+        elif isinstance(workflow, str):
+            name = workflow
+        else:
+            raise TypeError(
+                "a workflow is its main handler (@wf.main()), its df.Workflow or its name, "
+                f"not {workflow!r}"
+            )
+        svc = self.services.get(name)
+        if svc is None:
+            raise BadRequestError(f"no workflow {name} in this engine")
+        main = next((h for h in svc.handlers.values() if h.kind == "workflow"), None)
+        if svc.ty != "WORKFLOW" or main is None:
+            raise BadRequestError(f"{name} is not a workflow with a main handler")
+        return name, main
+
+    def _run_of(self, workflow: Any, key: str) -> tuple[str, Serde[Any]]:
+        name, main = self._workflow(workflow)
+        inv_id = self._require().workflow_run(name, key)
+        if inv_id is None:
+            raise UnknownInvocationError(f"workflow {name} has not run with key {key!r}")
+        return inv_id, main.output_serde
+
+    def _output_serde(self, invocation_id: str) -> Serde[Any]:
+        h = self._handler_of(invocation_id)
         return _JSON if h is None else h.output_serde
 
     async def _result(self, invocation_id: str, serde: Serde[Any], known: bool = False) -> Any:
-        ok, value = await self._outcome(invocation_id, known)
+        return self._decode(invocation_id, await self._outcome(invocation_id, known), serde)
+
+    def _decode(self, invocation_id: str, outcome: tuple[bool, Any], serde: Serde[Any]) -> Any:
+        """An outcome as its caller sees it: the decoded value, or the failure raised."""
+        ok, value = outcome
         if ok:
             assert isinstance(value, bytes)
             return serde.deserialize(value) if value else None
