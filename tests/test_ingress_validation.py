@@ -395,10 +395,19 @@ def test_methods(tmp_path: Path) -> None:
         await refused(
             engine,
             ingress,
-            "/restate/invocation/x/attach",
+            "/restate/invocation/inv_00000000000000000000000000000000/attach",
             method="POST",
             status=405,
             message="method not allowed",
+        )
+        # restate-server reads the invocation id before it looks at the method.
+        await refused(
+            engine,
+            ingress,
+            "/restate/invocation/x/attach",
+            method="POST",
+            status=400,
+            message="bad invocation id 'x': bad format",
         )
         # GET invokes, as POST does (here the required input is missing).
         await refused(

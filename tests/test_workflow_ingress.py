@@ -8,6 +8,7 @@ against the real server).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import textwrap
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +22,9 @@ from mypy import api
 import durable_futures as df
 from durable_futures.errors import BadRequestError, NotReadyError, UnknownInvocationError
 from durable_futures.local import Sent
+from durable_futures.local.ingress import Ingress
+
+from .asgi_client import Response, call
 
 T = TypeVar("T")
 
@@ -262,3 +266,226 @@ def test_attach_workflow_is_typed(tmp_path: Path) -> None:
         "R3": "Any",
         "R4": "builtins.bool",
     }, out
+
+
+# ---- the embedded ingress ---------------------------------------------------------------------
+
+NOT_READY = {"code": 470, "message": "the invocation exists but has not completed yet"}
+NOT_FOUND = {"code": 404, "message": "invocation not found"}
+ATTACH_NOT_FOUND = {"code": 404, "message": "not found"}
+ALREADY_INVOKED = {"code": 409, "message": "the workflow method was already invoked"}
+BAD_INVOCATION_PATH = (
+    "bad path, expected either /restate/invocation/:invocation_id/output or "
+    "/restate/invocation/:invocation_id/attach or "
+    "/restate/invocation/:invocation_target/:idempotency_key/output or "
+    "/restate/invocation/:invocation_target/:idempotency_key/attach"
+)
+BAD_WORKFLOW_PATH = (
+    "bad path, expected either /restate/workflow/:workflow_name/:workflow_key/output or "
+    "/restate/workflow/:workflow_name/:workflow_key/attach"
+)
+IDEMPOTENCY_KEY_REFUSED = (
+    "cannot use the idempotency key with workflow handlers. The handler invocation will "
+    "already be idempotent by the workflow key itself."
+)
+UNKNOWN_ID = "inv_" + "0" * 32
+
+
+class _AnyId:
+    """Equal to any invocation id."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("inv_")
+
+
+ANY_ID: Any = _AnyId()
+
+
+def with_ingress(tmp_path: Path, body: Callable[[Ingress, df.LocalEngine], Awaitable[T]]) -> T:
+    return with_engine(tmp_path, lambda engine: body(Ingress(engine), engine))
+
+
+async def get(app: Any, path: str, method: str = "GET") -> Response:
+    return await call(app, path, method=method, http_version="1.1")
+
+
+async def post(app: Any, path: str, value: Any = None, **headers: str) -> Response:
+    body = b"" if value is None else json.dumps(value).encode()
+    sent = [("content-type", "application/json")] if value is not None else []
+    sent += [(k.replace("_", "-"), v) for k, v in headers.items()]
+    return await call(app, path, body, headers=sent, http_version="1.1")
+
+
+def answer(resp: Response, status: int, body: Any, inv_id: str | None = None) -> None:
+    """``resp`` is ``status`` with the JSON ``body``, naming ``inv_id`` in ``x-restate-id``
+    (or no invocation at all)."""
+    assert (resp.status, json.loads(resp.body)) == (status, body), resp
+    assert resp.headers["content-type"] == "application/json", resp
+    assert resp.headers.get("x-restate-id") == inv_id, resp
+
+
+def test_a_workflow_through_the_ingress(tmp_path: Path) -> None:
+    async def body(ingress: Ingress, engine: df.LocalEngine) -> None:
+        resp = await post(ingress, "/Approval/k1/run/send", "ann")
+        inv_id = json.loads(resp.body)["invocationId"]
+        answer(resp, 202, {"invocationId": inv_id, "status": "Accepted"}, inv_id)
+        again = await post(ingress, "/Approval/k1/run/send", "bob")
+        answer(again, 202, {"invocationId": inv_id, "status": "PreviouslyAccepted"}, inv_id)
+        answer(await get(ingress, "/restate/workflow/Approval/k1/output"), 470, NOT_READY)
+        answer(await get(ingress, f"/restate/invocation/{inv_id}/output"), 470, NOT_READY)
+        answer(await post(ingress, "/Approval/k1/run", "cy"), 409, ALREADY_INVOKED, inv_id)
+
+        attaches = [
+            asyncio.ensure_future(get(ingress, path))
+            for path in (
+                "/restate/workflow/Approval/k1/attach",
+                f"/restate/invocation/{inv_id}/attach",
+            )
+        ]
+        await waiting(engine, inv_id)
+        assert not any(a.done() for a in attaches)
+        answer(await post(ingress, "/Approval/k1/answer", "yes"), 200, "ok", ANY_ID)
+        decision = {"approved": True, "by": "ann"}
+        for attached in attaches:
+            answer(await attached, 200, decision, inv_id)
+        for path in (
+            "/restate/workflow/Approval/k1/output",
+            "/restate/workflow/Approval/k1/attach",
+            "/restate/workflow/Approval/k1/output/ignored",
+            f"/restate/invocation/{inv_id}/output",
+        ):
+            answer(await get(ingress, path), 200, decision, inv_id)
+        # Completed: still once per key.
+        answer(await post(ingress, "/Approval/k1/run", "cy"), 409, ALREADY_INVOKED, inv_id)
+        again = await post(ingress, "/Approval/k1/run/send", "dan")
+        answer(again, 202, {"invocationId": inv_id, "status": "PreviouslyAccepted"}, inv_id)
+
+        # A call waits for the run's result; a key is percent-decoded.
+        call_run = asyncio.ensure_future(post(ingress, "/Approval/a%2Fb/run", "eve"))
+        await until(lambda: engine.workflow_run("Approval", "a/b") is not None)
+        run_id = engine.workflow_run("Approval", "a/b")
+        assert run_id is not None
+        answer(await get(ingress, "/restate/workflow/Approval/a%2Fb/output"), 470, NOT_READY)
+        await post(ingress, "/Approval/a%2Fb/answer", "no")
+        answer(await call_run, 200, {"approved": False, "by": "eve"}, run_id)
+
+    with_ingress(tmp_path, body)
+
+
+def test_workflow_paths_refused_or_not_found(tmp_path: Path) -> None:
+    async def body(ingress: Ingress, engine: df.LocalEngine) -> None:
+        for name, key in (("Approval", "nobody"), ("Nope", "k"), ("Plain", "k")):
+            answer(await get(ingress, f"/restate/workflow/{name}/{key}/output"), 404, NOT_FOUND)
+            answer(
+                await get(ingress, f"/restate/workflow/{name}/{key}/attach"), 404, ATTACH_NOT_FOUND
+            )
+        refusals = [
+            (await get(ingress, "/restate/workflow/Approval/k/output", "POST"), 405,
+             "method not allowed"),
+            (await get(ingress, "/restate/workflow/Nope/k/attach", "PUT"), 405,
+             "method not allowed"),
+            (await get(ingress, "/restate/workflow/Approval/k"), 400, BAD_WORKFLOW_PATH),
+            (await get(ingress, "/restate/workflow/Approval"), 400, BAD_WORKFLOW_PATH),
+            (await get(ingress, "/restate/workflow/Approval/k/other"), 404, "not found"),
+            (await post(ingress, "/Approval/k/run", "x", idempotency_key="i"), 400,
+             IDEMPOTENCY_KEY_REFUSED),
+            (await post(ingress, "/Approval/k/run/send", "x", idempotency_key="i"), 400,
+             IDEMPOTENCY_KEY_REFUSED),
+            (await post(ingress, "/Approval/run", "x"), 400,
+             "Approval is a workflow: the key is missing"),
+            (await post(ingress, "/Approval/k/nohandler", "x"), 404,
+             "the service 'Approval' exists, but the handler 'nohandler' was not found"),
+        ]
+        for resp, status, message in refusals:
+            assert resp.status == status, resp
+            error = json.loads(resp.body)
+            assert error["code"] == status and message in error["message"], resp
+        await engine.flush()
+        assert engine.invocations() == [], "a refused request stored an invocation"
+        # A shared handler takes an idempotency key like any other.
+        resp = await post(ingress, "/Approval/k/status", idempotency_key="i")
+        answer(resp, 200, "not started", ANY_ID)
+
+        # A failed run answers its failure, with its status.
+        inv_id = json.loads((await post(ingress, "/Approval/f/run/send", "x")).body)["invocationId"]
+        await post(ingress, "/Approval/f/answer", "fail")
+        for what in ("attach", "output"):
+            failure = {"code": 418, "message": "refused"}
+            answer(await get(ingress, f"/restate/workflow/Approval/f/{what}"), 418, failure, inv_id)
+            answer(await get(ingress, f"/restate/invocation/{inv_id}/{what}"), 418, failure, inv_id)
+
+    with_ingress(tmp_path, body)
+
+
+@pytest.mark.parametrize(
+    ("inv_id", "problem"),
+    [
+        ("bogus", "bad format"),
+        ("inv_1234", "bad length"),
+        ("inv_1foAirY4KKzi6p1CApU4jiPEyPAn2s20tX", "bad length"),  # restate-server's shape
+        ("inv_" + "g" * 32, "bad format"),
+        ("foo_1234", "unrecognized resource type: foo"),
+    ],
+)
+def test_malformed_invocation_ids_are_400_whatever_the_method(
+    tmp_path: Path, inv_id: str, problem: str
+) -> None:
+    async def body(ingress: Ingress, engine: df.LocalEngine) -> None:
+        for what in ("attach", "output"):
+            for method in ("GET", "POST"):
+                resp = await get(ingress, f"/restate/invocation/{inv_id}/{what}", method)
+                answer(resp, 400, {"code": 400, "message": f"bad invocation id '{inv_id}': {problem}"})
+
+    with_ingress(tmp_path, body)
+
+
+def test_invocation_paths(tmp_path: Path) -> None:
+    async def body(ingress: Ingress, engine: df.LocalEngine) -> None:
+        answer(await get(ingress, f"/restate/invocation/{UNKNOWN_ID}/output"), 404, NOT_FOUND)
+        resp = await get(ingress, f"/restate/invocation/{UNKNOWN_ID}/attach")
+        answer(resp, 404, ATTACH_NOT_FOUND, UNKNOWN_ID)
+        resp = await get(ingress, "/restate/invocation//output")
+        answer(resp, 400, {"code": 400, "message": "bad invocation id '': bad length"})
+        for path, status, message in (
+            (f"/restate/invocation/{UNKNOWN_ID}", 400, BAD_INVOCATION_PATH),
+            (f"/restate/invocation/{UNKNOWN_ID}/other", 404, "not found"),
+            (f"/restate/invocation/{UNKNOWN_ID}/attach", 405, "method not allowed"),
+        ):
+            resp = await get(ingress, path, "GET" if status != 405 else "POST")
+            answer(resp, status, {"code": status, "message": message})
+
+        # Idempotent requests, by service, [key,] handler and idempotency key.
+        sent = await post(ingress, "/Plain/echo/send", "v", idempotency_key="ik1")
+        plain = json.loads(sent.body)["invocationId"]
+        await post(ingress, "/Obj/o%2F1/put", "w", idempotency_key="ik1")
+        keyed = engine.invocations()[0].id
+        await post(ingress, "/Approval/k/answer", "z", idempotency_key="ik1")
+        for path, value, inv_id in (
+            ("/restate/invocation/Plain/echo/ik1", "v", plain),
+            ("/restate/invocation/Obj/o%2F1/put/ik1", "o/1:w", keyed),
+            ("/restate/invocation/Approval/k/answer/ik1", "ok", ANY_ID),
+        ):
+            answer(await get(ingress, path + "/attach"), 200, value, inv_id)
+            answer(await get(ingress, path + "/output"), 200, value, inv_id)
+        resp = await get(ingress, "/restate/invocation/Plain/echo/ik1/output/ignored")
+        answer(resp, 200, "v", plain)
+        for path in (
+            "/restate/invocation/Plain/echo/ik2",
+            "/restate/invocation/Plain/nohandler/ik1",
+            "/restate/invocation/Obj/o%2F2/put/ik1",
+            "/restate/invocation/Approval/k/run/",  # a run's implicit key is not a request's
+        ):
+            answer(await get(ingress, path + "/output"), 404, NOT_FOUND)
+            answer(await get(ingress, path + "/attach"), 404, ATTACH_NOT_FOUND)
+        for path, status, message in (
+            ("/restate/invocation/Nope/echo/ik1/output", 404,
+             "service 'Nope' not found, make sure to register the service before calling it."),
+            ("/restate/invocation/Plain/echo/ik1", 400, BAD_INVOCATION_PATH),
+            ("/restate/invocation/Obj/o/put/ik1", 400, BAD_INVOCATION_PATH),
+            ("/restate/invocation/Plain/echo/ik1/other", 404, "not found"),
+        ):
+            answer(await get(ingress, path), status, {"code": status, "message": message})
+        resp = await get(ingress, "/restate/invocation/Plain/echo/ik1/output", "POST")
+        answer(resp, 405, {"code": 405, "message": "method not allowed"})
+
+    with_ingress(tmp_path, body)

@@ -5,11 +5,14 @@ The same requests a client sends to restate-server's ingress (port 8080) work he
 | request | answer |
 |---|---|
 | ``POST /{service}/{handler}``, ``POST /{object}/{key}/{handler}`` (body: JSON input) | 200, the output |
+| ``POST /{workflow}/{key}/{handler}`` | the same; the main handler once per key (409 after) |
 | the same with ``/send`` appended (``?delay=10s`` optional) | 202, ``{"invocationId", "status"}`` |
 | header ``idempotency-key: K`` | a repeat returns the first invocation's result |
 | ``POST /restate/awakeables/{id}/resolve`` (JSON body), ``/reject`` (text body) | 202 |
 | ``GET /restate/invocation/{id}/attach`` | waits, then the output |
 | ``GET /restate/invocation/{id}/output`` | the output, or 470 while it runs |
+| ``GET /restate/workflow/{workflow}/{key}/attach``, ``/output`` | the same, for the key's run |
+| ``GET /restate/invocation/{service}/[{key}/]{handler}/{idempotency-key}/attach``, ``/output`` | the same, for an idempotent request |
 | ``GET /restate/health`` | 200 |
 
 Requests are refused the way restate-server 1.7's ingress refuses them (its
@@ -27,6 +30,14 @@ that is not visible ASCII. Unlike restate-server, which hands such input to the 
 decoding then fails the invocation with 400), input that does not decode — malformed JSON,
 ``null`` or a value of the wrong type for a required input — is refused here with 400 before
 an invocation exists: a refused request never stores anything.
+
+A workflow's main handler runs once per key: calling it again (while it runs or after)
+answers 409 ``the workflow method was already invoked``, sending it again 202
+``PreviouslyAccepted`` with the first run's id, and an ``idempotency-key`` on it is refused
+(400). Attach and output answer as restate-server does: 404 ``invocation not found`` from
+``/output`` and ``not found`` from ``/attach`` when nothing is there (a workflow key that has
+not run, an idempotency key never used), 470 from ``/output`` while it runs, 400 for a
+malformed invocation id (even before the method is checked), 405 for a method other than GET.
 
 A terminal failure answers with its code as the HTTP status (500 if the code is outside
 400..599) and ``{"code", "message"}``, like restate-server; so does every other error.
@@ -54,7 +65,7 @@ from .._asgi import (
     respond,
 )
 from .._logging import ingress_logger as _log
-from ..errors import DurableError, TerminalError
+from ..errors import DurableError, TerminalError, UnknownInvocationError
 from ..service import Handler, Service, _ct, input_manifest
 from .engine import LocalEngine
 
@@ -81,7 +92,17 @@ _BAD_AWAKEABLES_PATH = (
 )
 _BAD_INVOCATION_PATH = (
     "bad path, expected either /restate/invocation/:invocation_id/output or "
-    "/restate/invocation/:invocation_id/attach"
+    "/restate/invocation/:invocation_id/attach or "
+    "/restate/invocation/:invocation_target/:idempotency_key/output or "
+    "/restate/invocation/:invocation_target/:idempotency_key/attach"
+)
+_BAD_WORKFLOW_PATH = (
+    "bad path, expected either /restate/workflow/:workflow_name/:workflow_key/output or "
+    "/restate/workflow/:workflow_name/:workflow_key/attach"
+)
+_UNSUPPORTED_IDEMPOTENCY_KEY = (
+    "cannot use the idempotency key with workflow handlers. The handler invocation will "
+    "already be idempotent by the workflow key itself."
 )
 
 
@@ -186,10 +207,7 @@ class Ingress(HttpApp):
             raise HttpError(404, "not found")
         service = self.engine.services.get(parts[0])
         if service is None:
-            raise HttpError(
-                404,
-                f"service '{parts[0]}' not found, make sure to register the service before calling it.",
-            )
+            raise HttpError(404, _service_not_found(parts[0]))
         key, handler_name, is_send = _target(service, parts[1:], raw)
         handler = service.handlers.get(handler_name)
         if handler is None:
@@ -199,6 +217,8 @@ class Ingress(HttpApp):
                 "found, check that the handler exists in the latest registered service version.",
             )
         idempotency_key = _header_text(scope, b"idempotency-key") or None
+        if idempotency_key is not None and handler.kind == "workflow":
+            raise HttpError(400, _UNSUPPORTED_IDEMPOTENCY_KEY)
         if method not in ("GET", "POST"):
             raise HttpError(405, "method not allowed")
         body = await self._body(receive)
@@ -213,7 +233,7 @@ class Ingress(HttpApp):
             )
         _decode_input(handler, body)
         if key is not None and not key:
-            raise HttpError(400, f"{service.name} is a virtual object: the key must not be empty")
+            raise HttpError(400, f"{service.name} is a {_kind(service)}: the key must not be empty")
         if is_send:
             inv_id, existing, _ = self._call(
                 self.engine._submit,
@@ -271,23 +291,105 @@ class Ingress(HttpApp):
             await respond(send, 202, b"")
             return
         if verb == "invocation":
-            if len(parts) < 3:
-                raise HttpError(400, _BAD_INVOCATION_PATH)
-            if len(parts) > 3 or parts[2] not in ("attach", "output"):
-                # (restate-server also attaches by service, handler and idempotency key)
-                raise HttpError(404, "not found")
-            if method != "GET":
-                raise HttpError(405, "method not allowed")
-            inv_id = parts[1]
-            if not _INVOCATION_ID.fullmatch(inv_id):
-                raise HttpError(400, f"invalid invocation id '{inv_id}'")  # as restate-server
-            if parts[2] == "output":
-                ok, value = await self._now(inv_id)
-            else:
-                ok, value = await self._wait(self.engine._outcome(inv_id))
-            await self._answer(send, inv_id, ok, value, None)
+            await self._invocation_api(method, parts[1:], scope, send)
+            return
+        if verb == "workflow":
+            await self._workflow_api(method, parts[1:], scope, send)
             return
         raise HttpError(404, "not found")
+
+    async def _invocation_api(
+        self, method: str, parts: list[str], scope: Scope, send: Send
+    ) -> None:
+        """``/restate/invocation/{id}/attach|output`` and, for an idempotent request,
+        ``/restate/invocation/{service}/[{key}/]{handler}/{idempotency-key}/attach|output``;
+        checked in restate-server's order: the shape of the path, the service (404), the verb
+        (404), the invocation id (400), the method (405). Segments after the verb are
+        ignored, as there."""
+        if len(parts) < 2:
+            raise HttpError(400, _BAD_INVOCATION_PATH)
+        if len(parts) == 2:
+            inv_id, action = parts
+            if action not in ("attach", "output"):
+                raise HttpError(404, "not found")
+            problem = _bad_invocation_id(inv_id)
+            if problem is not None:
+                raise HttpError(400, f"bad invocation id '{inv_id}': {problem}")
+            if method != "GET":
+                raise HttpError(405, "method not allowed")
+            await self._attach_or_output(send, action, inv_id, None, name_it=True)
+            return
+        service = self.engine.services.get(parts[0])
+        if service is None:
+            raise HttpError(404, _service_not_found(parts[0]))
+        rest, key = parts[1:], ""
+        if service.ty in ("VIRTUAL_OBJECT", "WORKFLOW"):
+            key, rest = _key(scope, rest[0]), rest[1:]
+        if len(rest) < 3:
+            raise HttpError(400, _BAD_INVOCATION_PATH)
+        handler_name, idempotency_key, action = rest[:3]
+        if action not in ("attach", "output"):
+            raise HttpError(404, "not found")
+        if method != "GET":
+            raise HttpError(405, "method not allowed")
+        core = self._call(self.engine._require)
+        found = core.idempotent_invocation(service.name, handler_name, key, idempotency_key)
+        await self._attach_or_output(send, action, found, service.handlers.get(handler_name))
+
+    async def _workflow_api(
+        self, method: str, parts: list[str], scope: Scope, send: Send
+    ) -> None:
+        """``/restate/workflow/{workflow}/{key}/attach|output``: the key's run. As on
+        restate-server, any name is looked up (one that is no workflow has no run: 404) and
+        segments after the verb are ignored."""
+        if len(parts) < 3:
+            raise HttpError(400, _BAD_WORKFLOW_PATH)
+        name, key, action = parts[0], _key(scope, parts[1]), parts[2]
+        if action not in ("attach", "output"):
+            raise HttpError(404, "not found")
+        if method != "GET":
+            raise HttpError(405, "method not allowed")
+        core = self._call(self.engine._require)
+        service = self.engine.services.get(name)
+        main = None
+        if service is not None:
+            main = next((h for h in service.handlers.values() if h.kind == "workflow"), None)
+        await self._attach_or_output(send, action, core.workflow_run(name, key), main)
+
+    async def _attach_or_output(
+        self,
+        send: Send,
+        action: str,
+        inv_id: str | None,
+        handler: Handler[Any, Any] | None,
+        *,
+        name_it: bool = False,
+    ) -> None:
+        """Answers ``attach`` (waits for the outcome) or ``output`` (470 until there is one)
+        of ``inv_id`` (``None``: nothing found). A 404 of ``attach`` names the invocation
+        in ``x-restate-id`` when the request did (``name_it``), as restate-server does."""
+        missing = inv_id is None
+        outcome: tuple[bool, Any] | None = None
+        if inv_id is not None:
+            try:
+                outcome = self._call(self.engine.output_raw, inv_id)
+            except UnknownInvocationError:
+                missing = True
+        if missing:
+            if action == "output":
+                raise HttpError(404, "invocation not found")
+            named = [(b"x-restate-id", inv_id.encode())] if name_it and inv_id else []
+            await respond(send, 404, _error_body(404, "not found"), JSON, named)
+            return
+        assert inv_id is not None
+        if outcome is None:
+            if action == "output":
+                raise HttpError(NOT_READY, "the invocation exists but has not completed yet")
+            outcome = await self._wait(self.engine._outcome(inv_id, known=True))
+        if handler is None:
+            handler = self._call(self.engine._handler_of, inv_id)
+        ok, value = outcome
+        await self._answer(send, inv_id, ok, value, handler)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -329,16 +431,6 @@ class Ingress(HttpApp):
                 raise _ShuttingDown() from e
             raise
 
-    async def _now(self, inv_id: str) -> tuple[bool, Any]:
-        """The outcome if the invocation completed; 470 if it still runs (404: unknown)."""
-        self._call(self.engine._require)
-        task = asyncio.ensure_future(self.engine._outcome(inv_id))
-        await asyncio.sleep(0)  # the task's first step: answers at once, or starts waiting
-        if not task.done():
-            task.cancel()
-            raise HttpError(NOT_READY, f"invocation '{inv_id}' has not completed yet")
-        return task.result()
-
     async def _answer(
         self, send: Send, inv_id: str, ok: bool, value: Any, handler: Handler[Any, Any] | None
     ) -> None:
@@ -371,7 +463,7 @@ def _path(scope: Scope) -> tuple[str, bool]:
 def _target(service: Service, rest: list[str], raw: bool) -> tuple[str | None, str, bool]:
     """``(key, handler, is_send)`` of the path after the service name (restate-server's
     shapes: ``/{service}/{handler}[/send]``, ``/{object}/{key}/{handler}[/send]``)."""
-    keyed = service.ty == "VIRTUAL_OBJECT"
+    keyed = service.ty in ("VIRTUAL_OBJECT", "WORKFLOW")
     key: str | None = None
     if keyed:
         if not rest:
@@ -382,7 +474,7 @@ def _target(service: Service, rest: list[str], raw: bool) -> tuple[str | None, s
         hint = ""
         if keyed and key in service.handlers:
             hint = (
-                f": {service.name} is a virtual object: the key is missing "
+                f": {service.name} is a {_kind(service)}: the key is missing "
                 f"(POST /{service.name}/{{key}}/{key})"
             )
         raise HttpError(400, _BAD_SERVICE_PATH + hint)
@@ -403,6 +495,34 @@ def _decode_key(segment: str) -> str:
         return urllib.parse.unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
     except UnicodeDecodeError as e:
         raise HttpError(400, f"bad path, cannot decode key: {e}") from e
+
+
+def _key(scope: Scope, segment: str) -> str:
+    """A key segment of the path: percent-decoded when the server gave the raw path."""
+    return _decode_key(segment) if _path(scope)[1] else segment
+
+
+def _kind(service: Service) -> str:
+    return "workflow" if service.ty == "WORKFLOW" else "virtual object"
+
+
+def _service_not_found(name: str) -> str:
+    return f"service '{name}' not found, make sure to register the service before calling it."
+
+
+def _bad_invocation_id(text: str) -> str | None:
+    """Why ``text`` is not one of this engine's invocation ids (``inv_`` and 32 hex digits),
+    in the words restate-server uses for its own ids; ``None`` if it is one."""
+    if _INVOCATION_ID.fullmatch(text):
+        return None
+    prefix, underscore, rest = text.partition("_")
+    if not text:
+        return "bad length"
+    if not underscore:
+        return "bad format"
+    if prefix != "inv":
+        return f"unrecognized resource type: {prefix}"
+    return "bad length" if len(rest) != 32 else "bad format"
 
 
 def _visible_ascii(value: bytes) -> bool:
