@@ -1230,7 +1230,7 @@ impl Engine {
         if self.promise_outcome(&p).is_some() {
             return NotificationResult::Failure(Failure {
                 code: 409,
-                message: format!("promise '{}' was already completed", p.2),
+                message: "promise was already completed".to_owned(),
                 metadata: Vec::new(),
             });
         }
@@ -1290,7 +1290,7 @@ impl Engine {
                 handler_name,
                 idempotency_key,
                 ..
-            } => self
+            } if !idempotency_key.is_empty() => self
                 .idempotent(
                     service_name,
                     handler_name,
@@ -1299,6 +1299,8 @@ impl Engine {
                 )
                 .ok()
                 .flatten(),
+            // The empty key is a workflow run's implicit one: not a request's.
+            AttachTarget::IdempotentRequest { .. } => None,
         };
         let Some(id) = id else {
             return missing("invocation".to_owned());

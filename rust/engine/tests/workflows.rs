@@ -76,6 +76,17 @@ fn workflow_host(h: &mut Host) {
         let p = ok(vm.sys_attach_invocation(t));
         Ok(text(wait(vm, p)?).into_bytes())
     });
+    h.handler("attach_idem", |vm, input| {
+        let t = AttachTarget::IdempotentRequest {
+            service_name: WF.to_owned(),
+            service_key: Some(input_text(input)),
+            handler_name: "run".to_owned(),
+            idempotency_key: String::new(),
+            scope: None,
+        };
+        let p = ok(vm.sys_attach_invocation(t));
+        Ok(text(wait(vm, p)?).into_bytes())
+    });
     h.handler("output", |vm, input| {
         let t = AttachTarget::InvocationId(input_text(input));
         let p = ok(vm.sys_get_invocation_output(t));
@@ -159,11 +170,11 @@ fn a_promise_is_completed_once_and_answers_its_waiter() {
     assert_eq!(call(&mut h, "approve", "k1", "\"yes\""), success("-"));
     assert_eq!(
         call(&mut h, "approve", "k1", "\"no\""),
-        success("failed 409: promise 'approval' was already completed")
+        success("failed 409: promise was already completed")
     );
     assert_eq!(
         call(&mut h, "deny", "k1", "nope"),
-        success("failed 409: promise 'approval' was already completed")
+        success("failed 409: promise was already completed")
     );
     assert_eq!(call(&mut h, "peek", "k1", ""), success("\"yes\""));
     assert_eq!(h.outcome(run), success("got \"yes\""));
@@ -243,6 +254,12 @@ fn attach_and_get_output_follow_the_target_invocation() {
     assert_eq!(call(&mut h, "output", "y", &target), success("got \"yes\""));
     let unknown = "inv_1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let out = call(&mut h, "attach", "z", unknown);
+    assert!(
+        matches!(&out, Outcome::Success(b) if b.starts_with(b"failed 404")),
+        "{out:?}"
+    );
+    // A workflow run's implicit idempotency key is not a request's.
+    let out = call(&mut h, "attach_idem", "z", "k1");
     assert!(
         matches!(&out, Outcome::Success(b) if b.starts_with(b"failed 404")),
         "{out:?}"
