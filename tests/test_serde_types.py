@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -99,6 +99,23 @@ def test_nested_values_come_back_as_their_types() -> None:
     assert at.utcoffset() == timedelta(hours=2)
     slot = serde_for(Slot).deserialize(b'{"starts":"09:30:00","length":90}')
     assert slot == {"starts": time(9, 30), "length": timedelta(seconds=90)}
+
+
+@dataclass
+class Line:
+    qty: int
+    total: Decimal = field(default=Decimal("0"), init=False)
+
+    def __post_init__(self) -> None:
+        self.total = Decimal(self.qty) * Decimal("2.5")
+
+
+def test_a_field_outside_init_is_written_and_not_read_back() -> None:
+    serde = serde_for(Line)
+    data = serde.serialize(Line(2))
+    assert data == b'{"qty":2,"total":"5.0"}'
+    assert serde.deserialize(data) == Line(2)  # the class sets it again, from qty
+    assert serde.deserialize(b'{"qty":4,"total":"1"}').total == Decimal("10.0")
 
 
 def test_decimal_and_timedelta_accept_json_numbers() -> None:

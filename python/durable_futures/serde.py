@@ -273,7 +273,9 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
         hints = typing.get_type_hints(tp)
         kwargs = {}
         for f in dataclasses.fields(tp):
-            if f.name in data:
+            # A field outside __init__ (init=False) is written but set by the class itself:
+            # read back, it is ignored like any unknown key.
+            if f.init and f.name in data:
                 kwargs[f.name] = _from_jsonable(hints.get(f.name, Any), data[f.name])
         return tp(**kwargs)
     if typing.is_typeddict(tp):
