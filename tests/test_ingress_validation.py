@@ -771,7 +771,12 @@ def test_the_manifest_says_which_inputs_are_required() -> None:
             "record": {
                 "required": True,
                 "contentType": "application/json",
-                "jsonSchema": {"type": "object"},
+                "jsonSchema": {
+                    "type": "object",
+                    "title": "Item",
+                    "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+                    "required": ["sku", "qty"],
+                },
             },
             "raw": {"required": True, "contentType": "application/octet-stream"},
             "none": {},

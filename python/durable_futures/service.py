@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import re
@@ -13,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
+from ._schema import json_schema
 from .policy import RetryPolicy, retention_ms
 from .serde import BytesSerde, JsonSerde, Serde, serde_for
 
-__all__ = ["Handler", "Service", "VirtualObject", "Workflow"]
+__all__ = ["Handler", "Service", "VirtualObject", "Workflow", "json_schema"]
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -187,7 +187,7 @@ class Service:
             elif self.ty == "WORKFLOW":
                 entry["ty"] = "WORKFLOW" if h.kind == "workflow" else "SHARED"
             entry["input"] = input_manifest(h)
-            entry["output"] = {"setContentTypeIfEmpty": False, "contentType": _ct(h.output_serde)}
+            entry["output"] = output_manifest(h)
             entry.update(_options_manifest(h, version))
             handlers.append(entry)
         out: dict[str, Any] = {"name": self.name, "ty": self.ty, "handlers": handlers}
@@ -215,35 +215,25 @@ def input_manifest(h: Handler[Any, Any]) -> dict[str, Any]:
     ct = _ct(h.input_serde)
     out: dict[str, Any] = {"required": h.input_required, "contentType": ct}
     if ct == "application/json":
-        out["jsonSchema"] = json_schema(h.input_type)
+        out["jsonSchema"] = _serde_schema(h.input_serde, "input")
     return out
 
 
-def json_schema(tp: Any) -> dict[str, Any]:
-    """A JSON schema for a type hint: exact for primitives, lists, dicts and optionals;
-    ``{}`` (any value) for everything else."""
-    if tp is None or tp is type(None):
-        return {"type": "null"}
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        return {"anyOf": [json_schema(a) for a in args]}
-    if tp is bool:
-        return {"type": "boolean"}
-    if tp is int:
-        return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
-    if tp is str:
-        return {"type": "string"}
-    if tp is list or origin is list:
-        return {"type": "array", "items": json_schema(args[0])} if args else {"type": "array"}
-    if tp is dict or origin is dict:
-        if len(args) == 2:
-            return {"type": "object", "additionalProperties": json_schema(args[1])}
-        return {"type": "object"}
-    if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
-        return {"type": "object"}
+def output_manifest(h: Handler[Any, Any]) -> dict[str, Any]:
+    """The handler's ``output`` in the manifest: its content-type and, for JSON, the schema
+    of what its output serde writes (restate-server shows it; it validates nothing)."""
+    ct = _ct(h.output_serde)
+    out: dict[str, Any] = {"setContentTypeIfEmpty": False, "contentType": ct}
+    if ct == "application/json":
+        out["jsonSchema"] = _serde_schema(h.output_serde, "output")
+    return out
+
+
+def _serde_schema(serde: Serde[Any], mode: Literal["input", "output"]) -> dict[str, Any]:
+    """The schema of what our JSON serde reads or writes for its type; ``{}`` (any value)
+    for a serde of the user's, whose JSON the type hint need not describe."""
+    if isinstance(serde, JsonSerde):
+        return json_schema(serde.type_, mode)
     return {}
 
 
