@@ -104,3 +104,17 @@ def retention_ms(name: str, value: timedelta | None) -> int | None:
     if value < timedelta(0):
         raise ValueError(f"{name} must not be negative, not {value}")
     return _ms(value)
+
+
+def timeout_ms(name: str, value: timedelta | None) -> int | None:
+    """A timeout as milliseconds, at least one (``None`` stays ``None``: the default applies).
+
+    Zero is refused rather than passed on: the manifest carries whole milliseconds, and an
+    inactivity timeout of 0 ms would ask every attempt to suspend at once."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
+    if value < timedelta(milliseconds=1):
+        raise ValueError(f"{name} must be at least 1 millisecond, not {value}")
+    return _ms(value)
