@@ -1023,7 +1023,12 @@ class LocalEngine:
 
 
 def _configure(core: _core.Engine, service: str, handler: str | None, owner: Any) -> None:
-    """Hands a service's or a handler's own retry policy and retention to the core."""
+    """Hands a service's or a handler's own retry policy and retention to the core.
+
+    A workflow's main handler with a ``workflow_retention`` (its own or its workflow's)
+    keeps its runs that long: purging a run deletes the workflow's state and promises with
+    it, so the retention of the run is the workflow's. (restate-server also caps the journal
+    retention of a workflow run by it.)"""
     policy = getattr(owner, "retry_policy", None)
     if policy is not None:
         core.set_retry_policy(
@@ -1035,6 +1040,10 @@ def _configure(core: _core.Engine, service: str, handler: str | None, owner: Any
             policy.max_attempts,
             policy.on_max_attempts,
         )
+    workflow = retention_ms("workflow_retention", getattr(owner, "workflow_retention", None))
+    if handler is not None and workflow is not None:
+        core.set_retention(service, handler, workflow)
+        return
     kept = [
         retention_ms(name, getattr(owner, name, None))
         for name in ("journal_retention", "idempotency_retention")
