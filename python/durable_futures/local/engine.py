@@ -102,6 +102,13 @@ class _Live:
     token: int
     inv: Attempt
     last_activity: float
+    inactivity: float
+    """Seconds without news after which its input is closed (it suspends at its next await
+    that needs news)."""
+    abort: float | None = None
+    """Seconds more without progress after which it is abandoned and retried (``None``:
+    never)."""
+    task: asyncio.Task[None] | None = None
 
 
 class LocalEngine:
@@ -843,26 +850,89 @@ class LocalEngine:
 
     def _arm_idle_timer(self) -> None:
         """While attempts are open, wakes the driver for the next idle check (one timer at a
-        time, rather than a deadline on every sleep)."""
-        if self._idle_timer is not None or not self._attempts or self._inactivity == float("inf"):
+        time, rather than a deadline on every sleep; moved earlier when an attempt with a
+        shorter timeout starts)."""
+        if not self._attempts or self._next_idle_check == float("inf"):
             return
         assert self._loop is not None
-        delay = max(0.0, self._next_idle_check - time.monotonic())
-        self._idle_timer = self._loop.call_later(delay, self._idle_check_due)
+        when = self._loop.time() + max(0.0, self._next_idle_check - time.monotonic())
+        if self._idle_timer is not None:
+            if self._idle_timer.when() <= when + 0.001:
+                return
+            self._idle_timer.cancel()
+        self._idle_timer = self._loop.call_at(when, self._idle_check_due)
 
     def _idle_check_due(self) -> None:
         self._idle_timer = None
         self._poke()
 
     def _close_idle(self) -> None:
+        """Closes the input of attempts idle for their inactivity timeout, abandons those
+        without progress for their inactivity and abort timeouts, and notes when to look
+        next (the earliest deadline)."""
         now = time.monotonic()
         if now < self._next_idle_check:
             return
-        self._next_idle_check = now + min(1.0, self._inactivity / 4)
-        limit = now - self._inactivity
-        for live in self._attempts.values():
-            if not live.inv.input_closed and live.last_activity < limit:
+        next_check = float("inf")
+        for inv_id, live in list(self._attempts.items()):
+            if not live.inv.input_closed:
+                if now - live.last_activity < live.inactivity:
+                    next_check = min(next_check, live.last_activity + live.inactivity)
+                    continue
+                # What the attempt writes in reply to the close (its suspension) is not
+                # progress: the abort timeout still runs from its last real activity.
+                since = live.last_activity
                 live.inv.feed_closed()
+                live.last_activity = since
+            if live.abort is None or self._attempts.get(inv_id) is not live:
+                continue
+            deadline = live.last_activity + live.inactivity + live.abort
+            if now >= deadline:
+                self._abandon(inv_id, live)
+            else:
+                next_check = min(next_check, deadline)
+        self._next_idle_check = next_check
+
+    def _abandon(self, inv_id: str, live: _Live) -> None:
+        """Gives up on an attempt that made no progress (no journal entry written or
+        received) for its inactivity and abort timeouts: it fails like any failed attempt,
+        with that reason as the invocation's last failure, and is retried as its retry
+        policy says. The handler is cancelled where it waits; a sync handler's thread cannot
+        be stopped: it runs on until its next durable call, and what it sends is ignored."""
+        abort = live.abort or 0.0
+        reason = (
+            f"no progress for {_seconds_text(live.inactivity)} (inactivity timeout) + "
+            f"{_seconds_text(abort)} (abort timeout): the attempt was abandoned"
+        )
+        _log.warning(
+            "%s %s: %s; it is retried",
+            live.inv.target,
+            inv_id,
+            reason,
+            extra={"invocation_id": inv_id},
+        )
+        del self._attempts[inv_id]
+        self._require().attempt_failed(inv_id, live.token, reason, self._clock())
+        live.inv.disconnect()
+        if live.task is not None:
+            live.task.cancel()
+        self._poke()
+
+    def _attempt_timeouts(self, service: str, handler: str) -> tuple[float, float | None]:
+        """The inactivity and abort timeouts of an attempt (seconds): the handler's, else
+        its service's, else the engine's inactivity timeout and no abort."""
+        svc = self.services.get(service)
+        h = svc.handlers.get(handler) if svc is not None else None
+
+        def pick(name: str) -> float | None:
+            for owner in (h, svc):
+                value = getattr(owner, name, None)
+                if value is not None:
+                    return float(value.total_seconds())
+            return None
+
+        inactivity = pick("inactivity_timeout")
+        return (self._inactivity if inactivity is None else inactivity), pick("abort_timeout")
 
     def _output(self, inv_id: str, token: int, data: bytes) -> None:
         if threading.get_ident() != self._loop_thread:
@@ -949,8 +1019,11 @@ class LocalEngine:
             vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
-        self._attempts[inv_id] = _Live(token, inv, time.monotonic())
-        task = self._loop.create_task(
+        inactivity, abort = self._attempt_timeouts(attempt.service, attempt.handler)
+        started = time.monotonic()
+        live = self._attempts[inv_id] = _Live(token, inv, started, inactivity, abort)
+        self._next_idle_check = min(self._next_idle_check, started + inactivity)
+        task = live.task = self._loop.create_task(
             self._run_attempt(
                 inv_id, token, attempt.service, attempt.handler, attempt.request, inv
             )
@@ -1051,6 +1124,12 @@ def _configure(core: _core.Engine, service: str, handler: str | None, owner: Any
     longest = max((k for k in kept if k is not None), default=None)
     if longest is not None:
         core.set_retention(service, handler, longest)
+
+
+def _seconds_text(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    return f"{seconds:g} s"
 
 
 def _wake_future(fut: asyncio.Future[None]) -> None:
