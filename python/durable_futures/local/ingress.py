@@ -22,14 +22,16 @@ checked in the same order: a body over ``max_body_bytes`` (413, from ``content-l
 anything is read, or once the streamed body passes it), a path of fewer than 2 or more than 7
 ``/`` (400), an unknown service (404), a path of the wrong shape for the service — a key for a
 plain service, none for a virtual object, a last segment other than ``send`` (400), an unknown
-handler (404), a method other than GET and POST (405), then the input against the handler's
-manifest ``input`` (:func:`durable_futures.service.input_manifest`; 400): a body or a
-content-type for a handler without input, no content-type or a different one for an input, an
-empty body for a JSON input. ``?delay`` on a call (not a send) is 400, and so is a header value
-that is not visible ASCII. Unlike restate-server, which hands such input to the handler (whose
-decoding then fails the invocation with 400), input that does not decode — malformed JSON,
-``null`` or a value of the wrong type for a required input — is refused here with 400 before
-an invocation exists: a refused request never stores anything.
+handler (404), a handler that is ``ingress_private`` (400, ``the invoked service is not
+public``; other handlers and ``LocalEngine`` still call it), a method other than GET and POST
+(405), then the input against the handler's manifest ``input``
+(:func:`durable_futures.service.input_manifest`; 400): a body or a content-type for a handler
+without input, no content-type or a different one for an input, an empty body for a JSON input.
+``?delay`` on a call (not a send) is 400, and so is a header value that is not visible ASCII.
+Unlike restate-server, which hands such input to the handler (whose decoding then fails the
+invocation with 400), input that does not decode — malformed JSON, ``null`` or a value of the
+wrong type for a required input — is refused here with 400 before an invocation exists: a
+refused request never stores anything.
 
 A workflow's main handler runs once per key: calling it again (while it runs or after)
 answers 409 ``the workflow method was already invoked``, sending it again 202
@@ -216,6 +218,7 @@ class Ingress(HttpApp):
                 f"the service '{service.name}' exists, but the handler '{handler_name}' was not "
                 "found, check that the handler exists in the latest registered service version.",
             )
+        _check_public(service, handler)
         idempotency_key = _header_text(scope, b"idempotency-key") or None
         if idempotency_key is not None and handler.kind == "workflow":
             raise HttpError(400, _UNSUPPORTED_IDEMPOTENCY_KEY)
@@ -538,6 +541,16 @@ def _header_text(scope: Scope, name: bytes) -> str | None:
                 raise HttpError(400, f"bad header {name.decode()}: not visible ASCII")
             return bytes(v).decode("ascii")
     return None
+
+
+def _check_public(service: Service, handler: Handler[Any, Any]) -> None:
+    """A handler that is ``ingress_private`` (its own option, else its service's) is refused
+    with restate-server's 400; other handlers and ``LocalEngine`` can still call it."""
+    private = handler.ingress_private
+    if private is None:
+        private = service.ingress_private
+    if private:
+        raise HttpError(400, "the invoked service is not public")
 
 
 def _check_headers(scope: Scope) -> None:
