@@ -1134,3 +1134,12 @@ def test_restate_server_registers_every_option(
         assert resp.json()["message"] == "the invoked service is not public"
     finally:
         endpoint.stop()
+
+
+def test_documentation_is_the_second_positional_argument() -> None:
+    """``df.Service("Name", "doc")`` documents the service (it used to land in
+    ``handlers``), as ``df.VirtualObject`` and ``df.Workflow`` always did."""
+    svc = df.Service("Documented", "What it does")
+    assert svc.documentation == "What it does"
+    assert svc.handlers == {}
+    assert svc.manifest()["documentation"] == "What it does"

@@ -98,9 +98,9 @@ class Service:
     """
 
     name: str
-    handlers: dict[str, Handler[Any, Any]] = field(default_factory=dict)
-    ty: Literal["SERVICE", "VIRTUAL_OBJECT", "WORKFLOW"] = "SERVICE"
     documentation: str | None = None
+    handlers: dict[str, Handler[Any, Any]] = field(default_factory=dict, kw_only=True)
+    ty: Literal["SERVICE", "VIRTUAL_OBJECT", "WORKFLOW"] = field(default="SERVICE", kw_only=True)
     retry_policy: RetryPolicy | None = field(default=None, kw_only=True)
     journal_retention: timedelta | None = field(default=None, kw_only=True)
     idempotency_retention: timedelta | None = field(default=None, kw_only=True)
