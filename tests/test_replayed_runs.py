@@ -15,7 +15,6 @@ ones do.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -26,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 import durable_futures as df
-from durable_futures._runs import _RUN_POOL
+from durable_futures._runs import _WORKERS
 from durable_futures.local import VirtualClock
 
 from .frames import frames
@@ -35,18 +34,9 @@ T = TypeVar("T")
 
 
 def join_run_threads(timeout: float = 5.0) -> None:
-    """Returns once every closure submitted to the run thread pool so far has returned.
-
-    The pool takes work in submission order; once one barrier task per worker is running,
-    every worker has finished what it held before, and nothing earlier is still queued."""
-    workers: int = _RUN_POOL._max_workers
-    barrier = threading.Barrier(workers + 1)
-    for _ in range(workers):
-        _RUN_POOL.submit(barrier.wait, timeout)
-    try:
-        barrier.wait(timeout)
-    except threading.BrokenBarrierError:
-        raise AssertionError(f"run closures still busy after {timeout} s") from None
+    """Returns once every closure submitted to the run threads so far has returned."""
+    if not _WORKERS.wait_idle(timeout):
+        raise AssertionError(f"run closures still busy after {timeout} s")
 
 
 def run_and_drain(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:

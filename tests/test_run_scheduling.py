@@ -225,3 +225,186 @@ def test_a_long_sequential_handler_still_lets_the_loop_turn(db: Path) -> None:
         assert last > first, marks
 
     run(body())
+
+
+# ---- plain functions: on threads, without holding up the loop --------------------------------
+
+
+def test_a_plain_function_runs_on_a_thread_with_its_own_context(db: Path) -> None:
+    import threading
+
+    svc = df.Service("Plain")
+    seen: list[tuple[str, bool]] = []
+
+    def step(i: int) -> int:
+        seen.append((VAR.get(), threading.current_thread() is threading.main_thread()))
+        VAR.set(f"changed by {i}")  # stays in the run's copy
+        return i
+
+    @svc.handler()
+    async def handler(ctx: df.Context, n: int) -> list[str]:
+        out = []
+        for i in range(n):
+            VAR.set(f"handler {i}")
+            await ctx.run_async(f"s{i}", step, i)
+            out.append(VAR.get())
+        return out
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler, 3) == ["handler 0", "handler 1", "handler 2"]
+        assert seen == [("handler 0", False), ("handler 1", False), ("handler 2", False)]
+
+    run(body())
+
+
+def test_a_blocked_plain_function_does_not_delay_another_invocation(db: Path) -> None:
+    """One invocation's closure blocks its thread until another invocation has gone
+    through 20 sequential steps (each one durable): if the blocked closure held up the
+    loop or the commits, the second invocation could never finish and this would time
+    out."""
+    import threading
+
+    svc = df.Service("Blocking")
+    release = threading.Event()
+
+    def wait_for_release() -> str:
+        if not release.wait(timeout=20):
+            raise TimeoutError("never released")
+        return "released"
+
+    def step(i: int) -> int:
+        return i
+
+    @svc.handler()
+    async def blocked(ctx: df.Context) -> str:
+        return await ctx.run_async("wait", wait_for_release)
+
+    @svc.handler()
+    async def busy(ctx: df.Context, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await ctx.run_async(f"s{i}", step, i)
+        return total
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            first = e.send(blocked)
+            assert await e.invoke(busy, 20) == sum(range(20))
+            assert not release.is_set()
+            release.set()
+            assert await e.result(first) == "released"
+
+    run(body())
+
+
+def test_invocations_start_in_the_order_they_arrived(db: Path) -> None:
+    """With a limit of 2 attempts in flight, 8 invocations submitted at once start in
+    submission order as slots free up, and all complete."""
+    svc = df.Service("Order")
+    started: list[int] = []
+
+    def step(i: int) -> int:
+        return i
+
+    @svc.handler()
+    async def handler(ctx: df.Context, i: int) -> int:
+        if not ctx.is_replaying():
+            started.append(i)
+        a = await ctx.run_async("a", step, i)
+        return await ctx.run_async("b", step, a)
+
+    async def body() -> None:
+        async with df.LocalEngine(svc, path=db, durability="os", max_attempts_in_flight=2) as e:
+            ids = [e.send(handler, i) for i in range(8)]
+            assert [await e.result(i) for i in ids] == list(range(8))
+        assert started == list(range(8))
+
+    run(body())
+
+
+def test_at_the_limit_a_waiting_attempt_makes_room_for_its_callee(db: Path) -> None:
+    """With one attempt in flight, a caller waiting for its callee must give up its slot
+    (it suspends) so that the callee can run; then it resumes with the answer."""
+    svc = df.Service("Room")
+
+    @svc.handler()
+    async def callee(ctx: df.Context, s: str) -> str:
+        return s.upper()
+
+    @svc.handler()
+    async def caller(ctx: df.Context, s: str) -> str:
+        return await ctx.service(callee).request(s)
+
+    async def body() -> None:
+        async with df.LocalEngine(svc, path=db, durability="os", max_attempts_in_flight=1) as e:
+            assert await e.invoke(caller, "up") == "UP"
+
+    run(body())
+
+
+def test_a_bad_limit_is_refused(db: Path) -> None:
+    with pytest.raises(ValueError, match="max_attempts_in_flight"):
+        df.LocalEngine(path=db, max_attempts_in_flight=0)
+
+
+def test_cancelling_an_invocation_does_not_wait_for_its_plain_function(db: Path) -> None:
+    """A thread cannot be interrupted: the invocation ends as cancelled at once, and what
+    the closure returns later is dropped."""
+    import threading
+
+    svc = df.Service("CancelPlain")
+    entered, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def slow() -> str:
+        entered.set()
+        release.wait(timeout=20)
+        finished.append("done")
+        return "late"
+
+    @svc.handler()
+    async def handler(ctx: df.Context) -> str:
+        return await ctx.run_async("slow", slow)
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            inv = e.send(handler)
+            while not entered.is_set():
+                await asyncio.sleep(0.001)
+            e.cancel(inv)
+            with pytest.raises(df.TerminalError) as err:
+                await e.result(inv)
+            assert err.value.code == 409
+            assert finished == []
+            release.set()
+            for _ in range(200):
+                if finished:
+                    break
+                await asyncio.sleep(0.005)
+            assert finished == ["done"]
+            journal = b"".join(e.journal(inv))
+            assert b"late" not in journal
+
+    run(body())
+
+
+def test_a_plain_function_returning_an_awaitable_is_awaited(db: Path) -> None:
+    svc = df.Service("ReturnsAwaitable")
+
+    async def later(i: int) -> int:
+        await asyncio.sleep(0)
+        return i * 10
+
+    def make(i: int) -> Any:
+        return later(i)
+
+    @svc.handler()
+    async def handler(ctx: df.Context, i: int) -> int:
+        return int(await ctx.run_async("make", make, i))
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler, 4) == 40
+
+    run(body())

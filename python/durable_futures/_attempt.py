@@ -63,6 +63,36 @@ class Suspended(BaseException):
     """
 
 
+# Commands and queries that only pass their arguments to the VM method of the same name
+# (bound to the VM directly in attempts that are not ``threaded``).
+_UNLOCKED = (
+    "sys_run",
+    "sys_sleep",
+    "sys_awakeable",
+    "sys_resolve_awakeable",
+    "sys_reject_awakeable",
+    "sys_cancel_invocation",
+    "sys_get_promise",
+    "sys_peek_promise",
+    "sys_resolve_promise",
+    "sys_reject_promise",
+    "sys_state_get",
+    "sys_state_get_keys",
+    "sys_state_set",
+    "sys_state_clear",
+    "sys_state_clear_all",
+    "combinator",
+    "outcome",
+    "selector",
+    "selector_remaining",
+    "is_completed",
+    "is_replaying",
+    "is_closed",
+    "sys_input",
+    "propose_run_success",
+)
+
+
 class Attempt:
     """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` /
     :meth:`feed_closed` as input arrives and sends what ``send_output`` receives."""
@@ -73,6 +103,7 @@ class Attempt:
         loop: asyncio.AbstractEventLoop,
         send_output: Callable[[bytes], None],
         runs_in_flight: list[int] | None = None,
+        threaded: bool = True,
     ) -> None:
         self.vm = vm
         # Milliseconds since the epoch for timers and delayed sends: the wall clock, or the
@@ -103,6 +134,15 @@ class Attempt:
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
         self.next_selected: Callable[[int], tuple[int, int]] = vm.select_next
+        # An async handler touches its VM from the loop thread only (run closures on
+        # threads hand their outcome to the loop): its commands and queries then go to the
+        # VM directly, without taking the lock, which costs as much as a replayed step's
+        # own work. A sync handler (``threaded``) shares the VM with the loop: locked.
+        self.threaded = threaded
+        if not threaded:
+            for name in _UNLOCKED:
+                setattr(self, name, getattr(vm, name))
+            self.wait = self._wait_unlocked  # type: ignore[method-assign]
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -201,6 +241,20 @@ class Attempt:
             if code != PENDING:
                 self._outcome(code)
                 return None
+            yield from self._next_progress(generation).__await__()
+
+    def _wait_unlocked(
+        self, ask: Callable[[int], tuple[int, T]], arg: int
+    ) -> Generator[Any, None, T | None]:
+        """:meth:`wait` without the lock (see ``threaded``)."""
+        while True:
+            code, value = ask(arg)
+            if code == READY:
+                return value
+            if code != PENDING:
+                self._outcome(code)
+                return None
+            generation = self._pending()
             yield from self._next_progress(generation).__await__()
 
     def wait_blocking(self, ask: Callable[[int], tuple[int, T]], arg: int) -> T | None:

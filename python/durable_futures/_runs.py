@@ -11,14 +11,17 @@ shared ``in_flight`` count).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
+import os
+import queue
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .errors import TerminalError
@@ -26,8 +29,56 @@ from .errors import TerminalError
 if TYPE_CHECKING:
     from ._attempt import Attempt
 
-# Shared by every attempt: sync run closures.
-_RUN_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="df-run")
+class _Workers:
+    """Threads for plain-function closures: a job is a callable taking no argument, run by
+    the first idle thread; a thread is added while none is idle, up to ``limit``. Leaner
+    than ``ThreadPoolExecutor``: no future per job (a job hands its outcome on itself)."""
+
+    def __init__(self, limit: int) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._limit = limit
+        self._threads = 0
+        self._idle = 0
+        self._pending = 0  # submitted, not finished
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits until every job submitted so far has finished (for tests)."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self._pending == 0, timeout)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending += 1
+            start = False
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._limit:
+                self._threads += 1
+                start = True
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name="df-run", daemon=True).start()
+
+    def _work(self) -> None:
+        jobs, lock = self._jobs, self._lock
+        while True:
+            job = jobs.get()
+            try:
+                job()
+            finally:
+                del job
+                with lock:
+                    self._idle += 1
+                    self._pending -= 1
+                    if not self._pending:
+                        self._drained.notify_all()
+
+
+# Shared by every attempt: plain-function run closures (at most 32 threads at once, or
+# $DURABLE_FUTURES_RUN_THREADS).
+_WORKERS = _Workers(int(os.environ.get("DURABLE_FUTURES_RUN_THREADS", "32")))
 
 _TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
@@ -59,6 +110,17 @@ class Runs:
         # the handler may await one first and run it inline instead (``claim``).
         self._unstarted: dict[int, _Unstarted] = {}
         self._flush_scheduled = False
+        # Plain-function closures on the thread pool: how many execute, whether the attempt
+        # is over (their outcome is then dropped), and the finished ones the loop has not
+        # seen yet (handed over in batches: one wake-up of the loop for many).
+        self._threads = 0
+        self._cancelled = False
+        self._finished: collections.deque[
+            tuple[int, RunSpec, float, tuple[Any, BaseException | None]]
+        ] = collections.deque()
+        self._finished_lock = threading.Lock()
+        self._finish_scheduled = False
+        self._wake = _wake_for(self._loop)
 
     def start(self, handle: int, spec: RunSpec) -> None:
         """Starts the closure of run ``handle`` now (from any thread).
@@ -69,7 +131,7 @@ class Runs:
         (``claim``) and the task finds nothing to do, which saves two loop turns.
         """
         if not self._attempt.on_loop():
-            self._loop.call_soon_threadsafe(self._spawn, handle, spec)
+            self._loop.call_soon_threadsafe(self._start_on_loop, handle, spec)
             return
         if inspect.iscoroutinefunction(spec[0]):
             ctx = contextvars.copy_context()
@@ -80,13 +142,87 @@ class Runs:
             self._unstarted[handle] = (spec, ctx, task)
             self._track(task)
             return
-        self._spawn(handle, spec)
+        self._submit(handle, spec)
+
+    def _submit(self, handle: int, spec: RunSpec) -> None:
+        """Starts a plain function on a worker thread at once (no task, no loop turn). The
+        thread hands its outcome back to the loop, batched with the other closures that
+        finish meanwhile (one wake-up of the loop for them all); the loop proposes them to
+        the VM, so the VM of an async handler is only ever used from the loop."""
+        self._threads += 1
+        self._in_flight[0] += 1
+        _WORKERS.submit(
+            functools.partial(self._execute_on_thread, handle, spec, contextvars.copy_context())
+        )
+        self._wake.started()
+
+    def _execute_on_thread(self, handle: int, spec: RunSpec, ctx: contextvars.Context) -> None:
+        fn, args, kwargs, serialize, retry = spec
+        started = time.monotonic()
+        try:
+            result = ctx.run(fn, *args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - journaled as the run's failure, or retried
+            outcome: tuple[Any, BaseException | None] = (None, e)
+        else:
+            outcome = (result, None)
+        if inspect.isawaitable(outcome[0]):
+            # A plain function that returned an awaitable: the loop awaits it.
+            self._loop.call_soon_threadsafe(self._await_returned, handle, spec, outcome[0], started)
+            return
+        with self._finished_lock:
+            self._finished.append((handle, spec, started, outcome))
+            if self._finish_scheduled:
+                return
+            self._finish_scheduled = True
+        self._wake.call(self._threads_finished)
+
+    def _await_returned(self, handle: int, spec: RunSpec, awaitable: Any, started: float) -> None:
+        async def finish() -> None:
+            try:
+                result = await awaitable
+                self._propose(handle, spec[3], spec[4], started, result=result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self._propose(handle, spec[3], spec[4], started, error=e)
+
+        task = self._loop.create_task(finish())
+        # The thread's count passes to the task.
+        self._threads -= 1
+        self._in_flight[0] -= 1
+        self._track(task)
+        task.add_done_callback(lambda _t: self._after_run())
+
+    def _threads_finished(self) -> None:
+        """On the loop: proposes the outcomes of the closures finished on threads (the VM
+        of an async handler is only ever touched from the loop) and sends them at once."""
+        with self._finished_lock:
+            finished = list(self._finished)
+            self._finished.clear()
+            self._finish_scheduled = False
+        n = len(finished)
+        self._threads -= n
+        self._in_flight[0] -= n
+        self._wake.done(n)
+        if self._cancelled:
+            return
+        for handle, spec, started, (result, error) in finished:
+            if error is not None and not isinstance(error, Exception):
+                error = RuntimeError(f"{type(error).__name__}: {error}")
+            self._propose(handle, spec[3], spec[4], started, result=result, error=error)
+        self._after_run()
+
+    def _after_run(self) -> None:
+        self._attempt.flush()
+        attempt = self._attempt
+        if attempt.input_closed or attempt.is_closed():
+            attempt.progressed()
 
     async def _execute_claimable(self, handle: int) -> None:
         entry = self._unstarted.pop(handle, None)
         if entry is None:
             return  # claimed: the handler ran it inline
-        await self._execute(handle, entry[0], is_coro=True)
+        await self._execute(handle, entry[0])
 
     def claim(self, handle: int) -> _Unstarted | None:
         """Run ``handle`` if its task has not started it: the caller (the handler's task,
@@ -134,9 +270,17 @@ class Runs:
             self._in_flight[0] -= 1
 
     def cancel(self) -> None:
-        """Cancels the closures still executing (the attempt is over)."""
+        """Cancels the closures still executing (the attempt is over): tasks are cancelled,
+        and plain functions on threads, which cannot be, have their outcome dropped."""
+        self._cancelled = True
         for t in list(self._tasks):
             t.cancel()
+
+    def _start_on_loop(self, handle: int, spec: RunSpec) -> None:
+        if inspect.iscoroutinefunction(spec[0]):
+            self._spawn(handle, spec)
+        else:
+            self._submit(handle, spec)
 
     def _spawn(self, handle: int, spec: RunSpec) -> None:
         self._track(self._loop.create_task(self._execute(handle, spec)))
@@ -150,19 +294,13 @@ class Runs:
         self._tasks.discard(task)
         self._in_flight[0] -= 1
 
-    async def _execute(self, handle: int, spec: RunSpec, is_coro: bool | None = None) -> None:
+    async def _execute(self, handle: int, spec: RunSpec) -> None:
+        """Runs a coroutine function's closure in its task."""
         fn, args, kwargs, serialize, retry = spec
         started = time.monotonic()
         attempt = self._attempt
         try:
-            if is_coro if is_coro is not None else inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
-            else:
-                ctx = contextvars.copy_context()
-                call = functools.partial(ctx.run, fn, *args, **kwargs)
-                result = await self._loop.run_in_executor(_RUN_POOL, call)
-                if inspect.isawaitable(result):
-                    result = await result
+            result = await fn(*args, **kwargs)
             self._propose(handle, serialize, retry, started, result=result)
         except asyncio.CancelledError:
             raise
@@ -180,7 +318,7 @@ class Runs:
         """Sends the output: now if no other run is executing, else at the end of this loop
         turn, once for all the runs that finish in it (a fan-out's completions then reach
         the runtime together)."""
-        if len(self._tasks) <= 1:  # only the run calling this (its task is not done yet)
+        if len(self._tasks) <= 1 and not self._threads:  # only the run calling this
             self._attempt.flush()
             return
         if not self._flush_scheduled:
@@ -222,3 +360,100 @@ class Runs:
             elapsed,
             retry,
         )
+
+
+# ---- waking the loop when a thread finishes ----------------------------------------------------
+
+_WAIT_AFTER_START = float(os.environ.get("DURABLE_FUTURES_THREAD_WAIT_MS", "2")) / 1000
+
+
+class _ThreadWake:
+    """Wraps a selector event loop's selector so that, while plain-function closures run on
+    threads, the idle loop waits for them on a lock instead of in ``epoll``, and a finished
+    closure hands its callback over directly: no write to the event loop's self-pipe, no
+    ``epoll`` wake-up. The wait lasts at most ``_WAIT_AFTER_START`` after the last start
+    (I/O is polled right after it), so sockets are never left unwatched longer than that."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, selector: Any) -> None:
+        self._loop = loop
+        self._inner = selector
+        self._signals: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._waiting = False
+        self._callbacks: list[Callable[[], None]] = []
+        self._running = 0
+        self._deadline = 0.0
+
+    def started(self) -> None:
+        self._running += 1
+        self._deadline = time.monotonic() + _WAIT_AFTER_START
+
+    def done(self, n: int) -> None:
+        self._running -= n
+
+    def call(self, callback: Callable[[], None]) -> None:
+        """From a thread: ``callback`` runs on the loop soon."""
+        with self._lock:
+            if self._waiting:
+                self._callbacks.append(callback)
+                self._signals.put(None)
+                return
+        self._loop.call_soon_threadsafe(callback)
+
+    def select(self, timeout: float | None = None) -> Any:
+        if self._running and (timeout is None or timeout > 0):
+            wait = self._deadline - time.monotonic()
+            if timeout is not None:
+                wait = min(wait, timeout)
+            if wait > 0:
+                with self._lock:
+                    self._waiting = True
+                try:
+                    self._signals.get(timeout=wait)
+                    woken = True
+                except queue.Empty:
+                    woken = False
+                with self._lock:
+                    self._waiting = False
+                    callbacks, self._callbacks = self._callbacks, []
+                for cb in callbacks:
+                    self._loop.call_soon(cb)
+                if woken or callbacks:
+                    while True:  # signals of callbacks taken above
+                        try:
+                            self._signals.get_nowait()
+                        except queue.Empty:
+                            break
+                    return self._inner.select(0)
+                if timeout is not None:
+                    timeout = max(0.0, timeout - wait)
+        return self._inner.select(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _NoWake:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.call = loop.call_soon_threadsafe
+
+    def started(self) -> None:
+        pass
+
+    def done(self, n: int) -> None:
+        pass
+
+
+def _wake_for(loop: asyncio.AbstractEventLoop) -> Any:
+    """The loop's :class:`_ThreadWake` (installed on first use), or a plain
+    ``call_soon_threadsafe`` for loops without a selector to wrap (uvloop, the proactor)."""
+    w = getattr(loop, "_durable_futures_wake", None)
+    if w is not None:
+        return w
+    selector = getattr(loop, "_selector", None)
+    if selector is None or _WAIT_AFTER_START <= 0 or not hasattr(selector, "select"):
+        return _NoWake(loop)
+    w = _ThreadWake(loop, selector)
+    loop._selector = w  # type: ignore[attr-defined]
+    loop._durable_futures_wake = w  # type: ignore[attr-defined]
+    return w

@@ -146,7 +146,7 @@ class _App(HttpApp):
             else:
                 loop.call_soon_threadsafe(out.put_nowait, data)
 
-        inv = Attempt(vm, loop, send_output)
+        inv = Attempt(vm, loop, send_output, threaded=not handler.is_async)
         await send(
             {
                 "type": "http.response.start",

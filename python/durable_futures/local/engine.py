@@ -54,6 +54,10 @@ _PURGE_EVERY_MS = 1000
 
 # How long commits made outside the driver (see LocalEngine._may_commit_now) may go on
 # while the event loop does not get a turn.
+# At the limit of attempts in flight, an attempt idle this long (seconds) is suspended to
+# make room for ready ones.
+_MAKE_ROOM_IDLE = 0.05
+
 _INLINE_COMMIT_BUDGET = 0.002
 
 _JSON: JsonSerde[Any] = JsonSerde()
@@ -122,6 +126,12 @@ class LocalEngine:
     ``retention`` (one day; a service's or handler's ``journal_retention`` /
     ``idempotency_retention`` wins, the longer of the two), then are purged.
 
+    At most ``max_attempts_in_flight`` attempts run at once; further invocations start in
+    the order they were submitted as attempts end, so under a burst the first ones finish
+    first and memory stays bounded. An attempt idle that long at the limit (waiting for a
+    call, a timer, an awakeable) is suspended to make room, so calls between invocations
+    cannot starve each other of slots.
+
     ``max_db_bytes`` caps the database file (SQLite's ``max_page_count``): a write that
     would grow it further fails like a full disk (``StorageError`` in ``last_error``; nothing
     of it is saved, the invocations concerned retry from their journals).
@@ -145,7 +155,13 @@ class LocalEngine:
         always_replay: bool = False,
         fail_on_mismatch: bool = False,
         max_db_bytes: int | None = None,
+        max_attempts_in_flight: int = 512,
     ) -> None:
+        if not isinstance(max_attempts_in_flight, int) or max_attempts_in_flight < 1:
+            raise ValueError(
+                f"max_attempts_in_flight must be a positive int, not {max_attempts_in_flight!r}"
+            )
+        self._max_in_flight = max_attempts_in_flight
         self.services: dict[str, Service] = {}
         for s in services:
             if s.name in self.services:
@@ -190,6 +206,7 @@ class LocalEngine:
         self._loop_turn_pending = False
         self._inline_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._room_timer: asyncio.TimerHandle | None = None
         self._driver_wakeup: int | None = None
         self.last_error: BaseException | None = None
 
@@ -645,6 +662,13 @@ class LocalEngine:
             fut.set_result(None)
         return fut
 
+    def backlog(self) -> int:
+        """Invocations submitted and waiting for an attempt to start (beyond
+        ``max_attempts_in_flight``, or not picked up yet): what an ingress compares with its
+        bound before taking more work."""
+        core = self._core
+        return 0 if core is None else core.ready_len()
+
     def journal(self, invocation_id: str) -> list[bytes]:
         """The stored journal of an invocation: protocol frames in order."""
         return self._require().journal(invocation_id)
@@ -732,11 +756,14 @@ class LocalEngine:
         try:
             for effect in effects:
                 self._apply(effect)
-            while True:
+            while len(self._attempts) < self._max_in_flight:
                 attempt = core.next_attempt(now)
                 if attempt is None:
                     break
                 self._start_attempt(attempt)
+            else:
+                if core.has_ready():
+                    self._make_room()
         finally:
             self._releasing = outer
 
@@ -864,6 +891,25 @@ class LocalEngine:
 
     def _idle_check_due(self) -> None:
         self._idle_timer = None
+        self._poke()
+
+    def _make_room(self) -> None:
+        """At the limit of attempts with more ready to start: suspend those that wait (for
+        a call, a timer, an awakeable) rather than run, oldest activity first."""
+        now = time.monotonic()
+        idle = [
+            live
+            for live in self._attempts.values()
+            if not live.inv.input_closed and now - live.last_activity > _MAKE_ROOM_IDLE
+        ]
+        idle.sort(key=lambda live: live.last_activity)
+        for live in idle[: max(1, len(idle) // 2)]:
+            live.inv.feed_closed()
+        if not idle and self._loop is not None and self._room_timer is None:
+            self._room_timer = self._loop.call_later(_MAKE_ROOM_IDLE, self._room_check_due)
+
+    def _room_check_due(self) -> None:
+        self._room_timer = None
         self._poke()
 
     def _close_idle(self) -> None:
@@ -1015,8 +1061,14 @@ class LocalEngine:
             # from its journal): stop it rather than leave it waiting forever.
             old.inv.disconnect()
         vm = _core.Vm(attempt.content_type)
+        svc = self.services.get(attempt.service)
+        h = None if svc is None else svc.handlers.get(attempt.handler)
         inv = Attempt(
-            vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
+            vm,
+            self._loop,
+            functools.partial(self._output, inv_id, token),
+            self._runs_in_flight,
+            threaded=h is None or not h.is_async,
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         inactivity, abort = self._attempt_timeouts(attempt.service, attempt.handler)

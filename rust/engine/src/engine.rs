@@ -1659,6 +1659,12 @@ impl Engine {
         }
     }
 
+    /// How many invocations wait in line for an attempt to start (ready, not running):
+    /// what a host compares with its bound of work in flight before taking more.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Whether an attempt could start right now.
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()

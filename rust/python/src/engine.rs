@@ -398,7 +398,10 @@ impl PyEngine {
 
     /// Group commit; what it released, in order: `Deliver` and `Completed` effects.
     fn commit(&mut self, py: Python<'_>, now: u64) -> PyResult<Vec<PyObject>> {
-        let effects = self.eng().commit(now).map_err(engine_err)?;
+        // The write and its fsync run with the GIL released: run closures on other
+        // threads go on meanwhile (nothing else calls this engine: its host is one loop).
+        let eng = self.eng();
+        let effects = py.allow_threads(|| eng.commit(now)).map_err(engine_err)?;
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
             // Exhaustive: a new kind of effect does not compile until it is handed out.
@@ -436,6 +439,11 @@ impl PyEngine {
 
     fn commit_is_urgent(&mut self) -> bool {
         self.eng().commit_is_urgent()
+    }
+
+    /// Invocations waiting in line for an attempt to start.
+    fn ready_len(&mut self) -> usize {
+        self.eng().ready_len()
     }
 
     fn has_pending(&mut self) -> bool {
