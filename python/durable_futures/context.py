@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import typing
@@ -693,15 +694,33 @@ def _terminal_on_bad_request() -> Iterator[None]:
 
 _SERDE_CACHE: weakref.WeakKeyDictionary[Any, Serde[Any]] = weakref.WeakKeyDictionary()
 
+# Where a function keeps the serde of its result (an attribute: a lookup in a
+# WeakKeyDictionary makes a weak reference per call, a cost a replay pays per run).
+_SERDE_ATTR = "_durable_futures_return_serde"
+
 
 def _return_serde(fn: Callable[..., Any]) -> Serde[Any]:
     """The serde of a run's result, from ``fn``'s return annotation (cached per function:
     resolving type hints costs far more than the rest of a replayed run)."""
     try:
+        serde: Serde[Any] = fn.__dict__[_SERDE_ATTR]
+        return serde
+    except (AttributeError, KeyError, TypeError):
+        pass
+    if not getattr(fn, "__annotations__", None) and not hasattr(fn, "__wrapped__"):
+        serde = _JSON  # no hints at all (a lambda, most often): plain JSON, nothing to cache
+        if not isinstance(fn, (functools.partial, type)):
+            return serde
+    try:
         return _SERDE_CACHE[fn]
     except (KeyError, TypeError):
         pass
     serde = _resolve_return_serde(fn)
+    try:
+        fn.__dict__[_SERDE_ATTR] = serde
+        return serde
+    except (AttributeError, TypeError):
+        pass
     try:
         _SERDE_CACHE[fn] = serde
     except TypeError:  # not weak-referenceable (e.g. some builtins)
