@@ -523,3 +523,55 @@ def test_accepted_sends_and_resolutions_are_on_disk_and_unsaved_ones_are_refused
             assert [await engine.result(i) for i in ids] == [{"value": "small"}]
 
     run(main())
+
+
+def test_past_the_bound_of_work_in_flight_new_invocations_get_503(tmp_path: Path) -> None:
+    """With a bound of 3 and one attempt in flight, calls that wait plus invocations queued
+    reach it: the next request is refused with 503 and Retry-After (nothing stored), and
+    once the work drains requests are accepted again and every accepted one completes."""
+    svc = df.Service("Busy")
+    gate = asyncio.Event()
+
+    @svc.handler()
+    async def hold(ctx: df.Context, i: int) -> int:
+        await ctx.run_async("wait", gate.wait)
+        return i
+
+    async def body() -> None:
+        async with df.LocalEngine(
+            svc, path=tmp_path / "e.db", durability="os", max_attempts_in_flight=1
+        ) as engine:
+            app = Ingress(engine, max_in_flight=3)
+            headers = [("content-type", "application/json")]
+            waiting = [
+                asyncio.create_task(call(app, "/Busy/hold", b"%d" % i, headers=headers))
+                for i in range(2)
+            ]
+            sent = await call(app, "/Busy/hold/send", b"2", headers=headers)
+            assert sent.status == 202
+            for _ in range(200):  # until both calls are counted and the send is queued
+                if app._waiting == 2 and engine.backlog() >= 1:
+                    break
+                await asyncio.sleep(0.005)
+            refused = await call(app, "/Busy/hold", b"3", headers=headers)
+            assert refused.status == 503, refused.body
+            assert refused.headers["retry-after"] == "1"
+            assert "retry later" in json.loads(refused.body)["message"]
+            refused_send = await call(app, "/Busy/hold/send", b"4", headers=headers)
+            assert refused_send.status == 503
+            rows = engine.invocations(100)
+            assert len(rows) == 3, rows  # the refused ones were never stored
+            gate.set()
+            assert [json.loads((await t).body) for t in waiting] == [0, 1]
+            again = await call(app, "/Busy/hold", b"5", headers=headers)
+            assert again.status == 200 and json.loads(again.body) == 5
+
+    run(body())
+
+
+def test_a_bad_bound_of_work_in_flight_is_refused(tmp_path: Path) -> None:
+    engine = df.LocalEngine(path=tmp_path / "e.db")
+    with pytest.raises(ValueError, match="max_in_flight"):
+        Ingress(engine, max_in_flight=0)
+    with pytest.raises(TypeError, match="max_in_flight"):
+        Ingress(engine, max_in_flight=2.5)  # type: ignore[arg-type]

@@ -126,6 +126,7 @@ async def _serve_engine(
     durability: str,
     admin: tuple[str, int] | None = None,
     max_body_bytes: int | None = None,
+    max_in_flight: int | None = None,
 ) -> None:
     from .local import LocalEngine
     from .local.admin import serve_admin
@@ -145,7 +146,11 @@ async def _serve_engine(
             "Ctrl-C stops, unfinished invocations resume on the next start",
             flush=True,
         )
-        limit = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        limit: dict[str, int] = {}
+        if max_body_bytes is not None:
+            limit["max_body_bytes"] = max_body_bytes
+        if max_in_flight is not None:
+            limit["max_in_flight"] = max_in_flight
         servers = [serve(engine, host, port, shutdown_trigger=stop.wait, **limit)]
         if admin is not None:
             servers.append(serve_admin(engine, *admin, shutdown_trigger=stop.wait))
@@ -374,6 +379,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="largest request body the ingress accepts (default 32 MiB; larger: 413)",
     )
+    sv.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="calls waiting plus invocations queued beyond which new ones get 503 with "
+        "Retry-After (default 20000)",
+    )
     durability_option(sv)
     log_level_argument(sv)
 
@@ -474,6 +487,7 @@ def _main(args: argparse.Namespace) -> int:
                         args.durability,
                         admin,
                         args.max_body_bytes,
+                        args.max_in_flight,
                     )
                 )
             except OSError as e:

@@ -82,6 +82,10 @@ _INVOCATION_ID = re.compile(r"inv_[0-9a-f]{32}")
 NOT_READY = 470
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+#: Calls waiting plus invocations queued for an attempt beyond which new invocations are
+#: refused with 503 (see :class:`Ingress`).
+DEFAULT_MAX_IN_FLIGHT = 20_000
 """The largest request body accepted by default: restate-server's ingress limit
 (``ingress.request-size-limit``, by default ``networking.message-size-limit``, 32 MiB: the
 largest message the cluster carries)."""
@@ -117,6 +121,10 @@ class HttpError(Exception):
         self.message = message
 
 
+class _Overloaded(Exception):
+    """Too much work in flight: the client should retry later."""
+
+
 class _ShuttingDown(Exception):
     pass
 
@@ -134,17 +142,30 @@ class Ingress(HttpApp):
 
     A request body larger than ``max_body_bytes`` (default 32 MiB, restate-server's) is
     refused with 413 without being stored: at once when ``content-length`` announces it,
-    otherwise as soon as that many bytes have arrived (the rest is not read)."""
+    otherwise as soon as that many bytes have arrived (the rest is not read).
+
+    Work in flight is bounded: while calls waiting for their result plus invocations
+    waiting for an attempt to start reach ``max_in_flight``, a new invocation is refused
+    with 503 and ``Retry-After`` (nothing is stored; the client retries later) rather than
+    queued without limit."""
 
     def __init__(
-        self, engine: LocalEngine, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+        self,
+        engine: LocalEngine,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
-        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
-            raise TypeError(f"max_body_bytes must be an int, not {type(max_body_bytes).__name__}")
-        if max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
+        for name, value in (("max_body_bytes", max_body_bytes), ("max_in_flight", max_in_flight)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
         self.engine = engine
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        # Calls waiting for their result.
+        self._waiting = 0
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -160,6 +181,14 @@ class Ingress(HttpApp):
             await self._route(scope, receive, send)
         except HttpError as e:
             await respond(send, e.status, _error_body(e.status, e.message))
+        except _Overloaded:
+            message = (
+                f"too much work in flight ({self.max_in_flight} invocations waiting or "
+                "queued); retry later"
+            )
+            await respond(
+                send, 503, _error_body(503, message), headers=[(b"retry-after", b"1")]
+            )
         except _ShuttingDown:
             message = "the engine is shutting down; unfinished invocations resume when it restarts"
             await respond(send, 503, _error_body(503, message))
@@ -237,6 +266,7 @@ class Ingress(HttpApp):
         _decode_input(handler, body)
         if key is not None and not key:
             raise HttpError(400, f"{service.name} is a {_kind(service)}: the key must not be empty")
+        self._check_capacity()
         if is_send:
             inv_id, existing, _ = self._call(
                 self.engine._submit,
@@ -256,12 +286,21 @@ class Ingress(HttpApp):
             headers = [(b"x-restate-id", inv_id.encode())]
             await respond(send, 202, json.dumps(answer).encode(), JSON, headers)
             return
-        inv_id, ok, value = await self._wait(
-            self.engine.invoke_raw(
-                service.name, handler.name, body, key=key, idempotency_key=idempotency_key
+        self._waiting += 1
+        try:
+            inv_id, ok, value = await self._wait(
+                self.engine.invoke_raw(
+                    service.name, handler.name, body, key=key, idempotency_key=idempotency_key
+                )
             )
-        )
+        finally:
+            self._waiting -= 1
         await self._answer(send, inv_id, ok, value, handler)
+
+    def _check_capacity(self) -> None:
+        """503 + ``Retry-After`` while the work in flight is at its bound."""
+        if self._waiting + self.engine.backlog() >= self.max_in_flight:
+            raise _Overloaded()
 
     async def _restate_api(
         self, method: str, parts: list[str], scope: Scope, receive: Receive, send: Send
@@ -679,15 +718,17 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
     """Serves the ingress of a started ``engine`` with hypercorn (HTTP/1.1 and h2c) until
     ``shutdown_trigger`` returns; then waiting requests answer 503 and the server stops.
     The engine is left running (close it afterwards). Bodies over ``max_body_bytes`` are
-    refused with 413."""
+    refused with 413; past ``max_in_flight`` invocations waiting or queued, new ones with
+    503 and ``Retry-After``."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    app = Ingress(engine, max_body_bytes=max_body_bytes)
+    app = Ingress(engine, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.keep_alive_timeout = 75
