@@ -12,6 +12,7 @@ from typing import Any
 import durable_futures as df
 
 from .journals import interleaved, replay, runs_journal
+from .summary import record
 
 svc = df.Service("Bench")
 
@@ -67,6 +68,12 @@ def test_run_async_overhead() -> None:
         f"\nrun_async + await of a journaled result: {per_op * 1e6:.2f} µs/op "
         f"(plain Python call: {plain * 1e6:.3f} µs/op, {per_op / plain:.0f}x)"
     )
+    record(
+        "run_async + await of a journaled result",
+        f"{per_op * 1e6:.2f} µs/op",
+        f"plain call {plain * 1e6:.3f} µs",
+        f"{per_op / plain:.0f}x",
+    )
 
 
 def test_selector_cost_is_flat() -> None:
@@ -85,6 +92,13 @@ def test_selector_cost_is_flat() -> None:
     print(
         f"\nselector: {per[1000] * 1e6:.2f} µs/future at 1,000, {per[10000] * 1e6:.2f} µs/future "
         f"at 10,000 (ratio {per[10000] / per[1000]:.2f})"
+    )
+    record(
+        "selector, cost per future at 10,000",
+        f"{per[10000] * 1e6:.2f} µs",
+        f"at 1,000: {per[1000] * 1e6:.2f} µs",
+        f"{per[10000] / per[1000]:.2f}",
+        "flat (~1)",
     )
 
 
