@@ -63,36 +63,6 @@ class Suspended(BaseException):
     """
 
 
-# Commands and queries that only pass their arguments to the VM method of the same name
-# (bound to the VM directly in attempts that are not ``threaded``).
-_UNLOCKED = (
-    "sys_run",
-    "sys_sleep",
-    "sys_awakeable",
-    "sys_resolve_awakeable",
-    "sys_reject_awakeable",
-    "sys_cancel_invocation",
-    "sys_get_promise",
-    "sys_peek_promise",
-    "sys_resolve_promise",
-    "sys_reject_promise",
-    "sys_state_get",
-    "sys_state_get_keys",
-    "sys_state_set",
-    "sys_state_clear",
-    "sys_state_clear_all",
-    "combinator",
-    "outcome",
-    "selector",
-    "selector_remaining",
-    "is_completed",
-    "is_replaying",
-    "is_closed",
-    "sys_input",
-    "propose_run_success",
-)
-
-
 class Attempt:
     """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` /
     :meth:`feed_closed` as input arrives and sends what ``send_output`` receives."""
@@ -103,7 +73,6 @@ class Attempt:
         loop: asyncio.AbstractEventLoop,
         send_output: Callable[[bytes], None],
         runs_in_flight: list[int] | None = None,
-        threaded: bool = True,
     ) -> None:
         self.vm = vm
         # Milliseconds since the epoch for timers and delayed sends: the wall clock, or the
@@ -134,15 +103,6 @@ class Attempt:
         # (bound once, not on every wait).
         self.take: Callable[[int], tuple[int, Any]] = vm.await_take
         self.next_selected: Callable[[int], tuple[int, int]] = vm.select_next
-        # An async handler touches its VM from the loop thread only (run closures on
-        # threads hand their outcome to the loop): its commands and queries then go to the
-        # VM directly, without taking the lock, which costs as much as a replayed step's
-        # own work. A sync handler (``threaded``) shares the VM with the loop: locked.
-        self.threaded = threaded
-        if not threaded:
-            for name in _UNLOCKED:
-                setattr(self, name, getattr(vm, name))
-            self.wait = self._wait_unlocked  # type: ignore[method-assign]
 
     # ---- transport side (event loop thread) --------------------------------------------------
 
@@ -241,20 +201,6 @@ class Attempt:
             if code != PENDING:
                 self._outcome(code)
                 return None
-            yield from self._next_progress(generation).__await__()
-
-    def _wait_unlocked(
-        self, ask: Callable[[int], tuple[int, T]], arg: int
-    ) -> Generator[Any, None, T | None]:
-        """:meth:`wait` without the lock (see ``threaded``)."""
-        while True:
-            code, value = ask(arg)
-            if code == READY:
-                return value
-            if code != PENDING:
-                self._outcome(code)
-                return None
-            generation = self._pending()
             yield from self._next_progress(generation).__await__()
 
     def wait_blocking(self, ask: Callable[[int], tuple[int, T]], arg: int) -> T | None:
@@ -537,3 +483,73 @@ def _ignore_closed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     except DurableError:
         pass  # the attempt is already over; nothing more can be journaled
 
+
+
+class LoopAttempt(Attempt):
+    """An attempt whose VM is only ever used from the event loop's thread: an async
+    handler's (run closures on threads hand their outcome to the loop). Its commands and
+    queries go to the VM without taking the lock, which costs about as much as a replayed
+    step's own work; a sync handler's attempt (:class:`Attempt`) shares its VM with the
+    handler's thread and keeps it."""
+
+    def sys_run(self, name: str) -> tuple[int, bool]:
+        return self.vm.sys_run(name)
+
+    def sys_sleep(self, name: str, wake_up_time_ms: int) -> int:
+        return self.vm.sys_sleep(name, wake_up_time_ms)
+
+    def sys_call(self, call: Call) -> tuple[int, int]:
+        return self.vm.sys_call(*call)
+
+    def sys_send(self, call: Call, invoke_time_ms: int | None) -> int:
+        return self.vm.sys_send(*call, invoke_time_ms)
+
+    def sys_state_get(self, key: str) -> int:
+        return self.vm.sys_state_get(key)
+
+    def sys_state_set(self, key: str, value: bytes) -> None:
+        self.vm.sys_state_set(key, value)
+
+    def sys_get_promise(self, key: str) -> int:
+        return self.vm.sys_get_promise(key)
+
+    def combinator(self, kind: int, handles: list[int]) -> int:
+        return self.vm.combinator(kind, handles)
+
+    def outcome(self, handle: int) -> tuple[bool, int | None] | None:
+        return self.vm.outcome(handle)
+
+    def selector(self, handles: list[int]) -> int:
+        return self.vm.selector(handles)
+
+    def selector_remaining(self, selector: int) -> int:
+        return self.vm.selector_remaining(selector)
+
+    def is_completed(self, handle: int) -> bool:
+        return self.vm.is_completed(handle)
+
+    def is_replaying(self) -> bool:
+        return self.vm.is_replaying()
+
+    def is_closed(self) -> bool:
+        return self.vm.is_closed()
+
+    def propose_run_success(self, handle: int, value: bytes) -> None:
+        self.vm.propose_run_success(handle, value)
+
+    def flush(self) -> None:
+        data = self.vm.take_output()
+        if data:
+            self._send_output(data)
+
+    def wait(self, ask: Callable[[int], tuple[int, T]], arg: int) -> Generator[Any, None, T | None]:
+        """:meth:`Attempt.wait` without the lock."""
+        while True:
+            code, value = ask(arg)
+            if code == READY:
+                return value
+            if code != PENDING:
+                self._outcome(code)
+                return None
+            generation = self._pending()
+            yield from self._next_progress(generation).__await__()

@@ -23,7 +23,7 @@ from .._asgi import (
     header,
     respond,
 )
-from .._attempt import Attempt
+from .._attempt import Attempt, LoopAttempt
 from .._logging import endpoint_logger as _log
 from ..context import context_type
 from ..errors import DurableError
@@ -146,7 +146,7 @@ class _App(HttpApp):
             else:
                 loop.call_soon_threadsafe(out.put_nowait, data)
 
-        inv = Attempt(vm, loop, send_output, threaded=not handler.is_async)
+        inv = (LoopAttempt if handler.is_async else Attempt)(vm, loop, send_output)
         await send(
             {
                 "type": "http.response.start",

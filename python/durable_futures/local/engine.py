@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from .. import _core
-from .._attempt import Attempt
+from .._attempt import Attempt, LoopAttempt
 from .._logging import engine_logger as _log
 from ..context import context_type
 from ..errors import (
@@ -128,9 +128,10 @@ class LocalEngine:
 
     At most ``max_attempts_in_flight`` attempts run at once; further invocations start in
     the order they were submitted as attempts end, so under a burst the first ones finish
-    first and memory stays bounded. An attempt idle that long at the limit (waiting for a
-    call, a timer, an awakeable) is suspended to make room, so calls between invocations
-    cannot starve each other of slots.
+    first and memory stays bounded. When every attempt in flight waits for something from
+    outside (a call, a timer, an awakeable) and invocations wait for a slot, the attempts
+    idle longest are suspended to make room, so invocations waiting for each other cannot
+    hold every slot.
 
     ``max_db_bytes`` caps the database file (SQLite's ``max_page_count``): a write that
     would grow it further fails like a full disk (``StorageError`` in ``last_error``; nothing
@@ -762,7 +763,7 @@ class LocalEngine:
                     break
                 self._start_attempt(attempt)
             else:
-                if core.has_ready():
+                if core.has_ready() and not core.has_pending() and not self._runs_in_flight[0]:
                     self._make_room()
         finally:
             self._releasing = outer
@@ -894,8 +895,11 @@ class LocalEngine:
         self._poke()
 
     def _make_room(self) -> None:
-        """At the limit of attempts with more ready to start: suspend those that wait (for
-        a call, a timer, an awakeable) rather than run, oldest activity first."""
+        """At the limit of attempts, with more ready to start and nothing else to do (no
+        write pending, no run executing: every attempt in flight waits for something from
+        outside, such as a call to an invocation that has no slot): suspend those idle for
+        ``_MAKE_ROOM_IDLE``, oldest activity first. A busy engine never suspends an
+        attempt that only waits for its turn."""
         now = time.monotonic()
         idle = [
             live
@@ -1063,12 +1067,10 @@ class LocalEngine:
         vm = _core.Vm(attempt.content_type)
         svc = self.services.get(attempt.service)
         h = None if svc is None else svc.handlers.get(attempt.handler)
-        inv = Attempt(
-            vm,
-            self._loop,
-            functools.partial(self._output, inv_id, token),
-            self._runs_in_flight,
-            threaded=h is None or not h.is_async,
+        # An async handler's VM is used from the loop only: no lock (see LoopAttempt).
+        kind = LoopAttempt if h is not None and h.is_async else Attempt
+        inv = kind(
+            vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         inactivity, abort = self._attempt_timeouts(attempt.service, attempt.handler)
