@@ -67,6 +67,9 @@ class Attempt:
     """One attempt at an invocation, driven to its end. The transport calls :meth:`feed` /
     :meth:`feed_closed` as input arrives and sends what ``send_output`` receives."""
 
+    #: Whether the VM may be used without the lock (:class:`LoopAttempt`).
+    lock_free = False
+
     def __init__(
         self,
         vm: _core.Vm,
@@ -491,6 +494,8 @@ class LoopAttempt(Attempt):
     queries go to the VM without taking the lock, which costs about as much as a replayed
     step's own work; a sync handler's attempt (:class:`Attempt`) shares its VM with the
     handler's thread and keeps it."""
+
+    lock_free = True
 
     def sys_run(self, name: str) -> tuple[int, bool]:
         return self.vm.sys_run(name)

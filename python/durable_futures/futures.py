@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core
-from ._attempt import FAILURE, INVOCATION_ID, STATE_KEYS, VALUE, VOID, Attempt
+from ._attempt import FAILURE, INVOCATION_ID, READY, STATE_KEYS, VALUE, VOID, Attempt
 from .errors import BadRequestError, TerminalError
 
 if TYPE_CHECKING:
@@ -113,6 +113,15 @@ class RunFuture(DurableFuture[T]):
         if self._value is not _UNSET or self._error is not None:
             return self._settle(None)
         attempt = self._attempt
+        if attempt.lock_free:
+            # A replayed result, most often: take it without making a wait generator.
+            code, raw = attempt.take(self._handle)
+            if code == READY:
+                kind, payload = raw
+                if kind == VALUE:
+                    value = self._value = self._decode(payload)
+                    return value  # type: ignore[no-any-return]
+                return self._settle(raw)
         run = attempt.runs.claim(self._handle)
         if run is not None:  # awaited before it started: run it right here
             yield from attempt.runs.run_inline(self._handle, run)
