@@ -1,43 +1,46 @@
-"""durable-futures: durable concurrency for Python handlers, with a Rust core."""
+"""durable-futures: durable concurrency for Python handlers, with a Rust core.
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
+``import durable_futures`` loads only the compiled core: the public names below are
+imported from their modules on first use (``df.Service``, ``df.LocalEngine``, ...), so
+a program, a pytest run or the command line pays only for the parts it touches.
+"""
 
 from . import _core
-from .context import (
-    Context,
-    DurablePromise,
-    ObjectContext,
-    ObjectSharedContext,
-    RunOptions,
-    SendHandle,
-    ServiceClient,
-    WorkflowContext,
-    WorkflowSharedContext,
-)
-from .endpoint import asgi_app
-from .errors import (
-    DurableError,
-    JournalMismatchError,
-    ProtocolError,
-    TerminalError,
-    UnsupportedFeatureError,
-)
-from .futures import (
-    AwakeableFuture,
-    CombinatorFuture,
-    DurableFuture,
-    ResponseFuture,
-    RunFuture,
-    Selector,
-    TimerFuture,
-)
-from .local import LocalEngine
-from .policy import RetryPolicy
-from .serde import BytesSerde, JsonSerde, Serde
-from .service import Handler, Service, VirtualObject, Workflow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .context import (
+        Context,
+        DurablePromise,
+        ObjectContext,
+        ObjectSharedContext,
+        RunOptions,
+        SendHandle,
+        ServiceClient,
+        WorkflowContext,
+        WorkflowSharedContext,
+    )
+    from .endpoint import asgi_app
+    from .errors import (
+        DurableError,
+        JournalMismatchError,
+        ProtocolError,
+        TerminalError,
+        UnsupportedFeatureError,
+    )
+    from .futures import (
+        AwakeableFuture,
+        CombinatorFuture,
+        DurableFuture,
+        ResponseFuture,
+        RunFuture,
+        Selector,
+        TimerFuture,
+    )
+    from .local import LocalEngine
+    from .policy import RetryPolicy
+    from .serde import BytesSerde, JsonSerde, Serde
+    from .service import Handler, Service, VirtualObject, Workflow
 
 __all__ = [
     "PROTOCOL_VERSIONS",
@@ -75,20 +78,67 @@ __all__ = [
     "asgi_app",
 ]
 
+#: The package's version: the compiled core's, which is the Cargo workspace version (the
+#: wheel's metadata takes it from there too).
 __version__: str = _core.__version__
 PROTOCOL_VERSIONS: tuple[int, int] = _core.PROTOCOL_VERSIONS
 
+# Each lazily imported public name, and the submodule that defines it.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "Context",
+            "DurablePromise",
+            "ObjectContext",
+            "ObjectSharedContext",
+            "RunOptions",
+            "SendHandle",
+            "ServiceClient",
+            "WorkflowContext",
+            "WorkflowSharedContext",
+        ),
+        "context",
+    ),
+    "asgi_app": "endpoint",
+    **dict.fromkeys(
+        (
+            "DurableError",
+            "JournalMismatchError",
+            "ProtocolError",
+            "TerminalError",
+            "UnsupportedFeatureError",
+        ),
+        "errors",
+    ),
+    **dict.fromkeys(
+        (
+            "AwakeableFuture",
+            "CombinatorFuture",
+            "DurableFuture",
+            "ResponseFuture",
+            "RunFuture",
+            "Selector",
+            "TimerFuture",
+        ),
+        "futures",
+    ),
+    "LocalEngine": "local",
+    "RetryPolicy": "policy",
+    **dict.fromkeys(("BytesSerde", "JsonSerde", "Serde"), "serde"),
+    **dict.fromkeys(("Handler", "Service", "VirtualObject", "Workflow"), "service"),
+}
 
-def _check_core_version() -> None:
-    try:
-        expected = _dist_version("durable-futures")
-    except PackageNotFoundError:  # running from a source tree without metadata
-        return
-    if expected != _core.__version__:
-        raise ImportError(
-            f"durable_futures {expected} found a compiled core of version {_core.__version__}; "
-            "reinstall the package so both come from the same build"
-        )
+if not TYPE_CHECKING:  # type checkers see the imports above, and flag unknown names
 
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
 
-_check_core_version()
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value  # the next lookup finds it without calling this
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -19,7 +19,8 @@ mod identity;
 mod protocol;
 mod vm;
 
-/// The version of the compiled core; the Python package checks it at import.
+/// The version of the compiled core: the Cargo workspace version, which is also the Python
+/// package's (`durable_futures.__version__`, and the wheel's metadata through maturin).
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 static ERROR_FOR_CODE: GILOnceCell<PyObject> = GILOnceCell::new();
