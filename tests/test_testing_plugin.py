@@ -276,3 +276,44 @@ def test_the_plugin_loads_through_its_entry_point(pytester: pytest.Pytester) -> 
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     result.assert_outcomes(passed=2)
+
+
+def test_the_plugin_imports_no_engine_until_a_fixture_is_used(pytester: pytest.Pytester) -> None:
+    """The plugin is loaded by every pytest run where the package is installed: a run whose
+    tests use none of its fixtures loads only the plugin module and the compiled core."""
+    pytester.makeini(
+        """
+        [pytest]
+        addopts = --strict-markers
+        filterwarnings = error
+        """
+    )
+    pytester.makeconftest(
+        """
+        import sys
+
+
+        def pytest_sessionfinish(session):
+            loaded = sorted(m for m in sys.modules if m.startswith(("durable_futures", "hypercorn")))
+            with open("loaded.txt", "w") as f:
+                f.write("\\n".join(loaded))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+
+        def test_trivial():
+            assert 1 + 1 == 2
+
+
+        @pytest.mark.durable(always_replay=True)  # registered by the plugin (--strict-markers)
+        def test_marked_without_fixtures():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=2)
+    loaded = set((pytester.path / "loaded.txt").read_text().split())
+    assert loaded == {"durable_futures", "durable_futures._core", "durable_futures.pytest_plugin"}

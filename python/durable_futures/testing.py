@@ -10,8 +10,10 @@ index, the recorded and the attempted command and the handler's line. With
 ``always_replay=True`` every new journal entry ends the attempt and the next one replays
 the whole journal from scratch: non-deterministic handler code fails at once.
 
-**With pytest** the plugin is registered automatically (entry point ``pytest11``). It adds
-two fixtures and a marker; no pytest-asyncio needed, tests can be plain ``def`` functions:
+**With pytest** the plugin (:mod:`durable_futures.pytest_plugin`) is registered
+automatically (entry point ``pytest11``); it imports the engine only when a test uses one
+of its fixtures. It adds two fixtures and a marker; no pytest-asyncio needed, tests can be
+plain ``def`` functions:
 
 * ``local_engine``: a factory, ``local_engine(*services, **options)``, giving an async
   context manager that opens the engine on the test's database (``tmp_path/durable.db``).
@@ -68,11 +70,6 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - engine_for() and run() work without pytest
-    pytest = None  # type: ignore[assignment]
 
 from .local import LocalEngine, VirtualClock
 from .policy import RetryPolicy
@@ -168,49 +165,3 @@ class DurableTest:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT) -> T:
         """Runs ``coro`` in a fresh event loop (see :func:`run`)."""
         return run(coro, timeout)
-
-
-# ---- the pytest plugin ----------------------------------------------------------------------------
-
-
-def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Options from ``durable`` markers (the closest wins) and the fixture's parameter."""
-    options: dict[str, Any] = {}
-    for marker in reversed(list(request.node.iter_markers("durable"))):
-        if marker.args:
-            raise TypeError("@pytest.mark.durable takes keyword arguments only")
-        options.update(marker.kwargs)
-    options.update(_param(request))
-    return options
-
-
-def _param(request: pytest.FixtureRequest) -> dict[str, Any]:
-    param = getattr(request, "param", None)
-    if param is None:
-        return {}
-    if not isinstance(param, dict):
-        raise TypeError(f"the parameter of {request.fixturename} is a dict of options, not {param!r}")
-    return param
-
-
-if pytest is not None:
-
-    def pytest_configure(config: pytest.Config) -> None:
-        config.addinivalue_line(
-            "markers",
-            "durable(**options): options of the test's durable_futures engines, e.g. "
-            "always_replay=True, virtual_clock=False, or any LocalEngine keyword",
-        )
-
-    @pytest.fixture
-    def durable(request: pytest.FixtureRequest, tmp_path: Path) -> DurableTest:
-        """The test's engine options and database file, ``durable.engine(*services)`` and
-        ``durable.run(coro)``."""
-        return DurableTest(tmp_path / "durable.db", _options(request))
-
-    @pytest.fixture
-    def local_engine(request: pytest.FixtureRequest, durable: DurableTest) -> EngineFactory:
-        """``local_engine(*services, **options)``: ``async with`` it for an engine on the
-        test's database. Parametrize it (``indirect=True``) with dicts of options."""
-        durable.options.update(_param(request))
-        return durable.engine
