@@ -18,16 +18,42 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test
 
 include rust/ffi/ffi.mk
 
-$(VENV)/.installed: requirements-dev.txt pyproject.toml
+# The dev tools are the `dev` dependency group of pyproject.toml (pip 25.1+ installs groups).
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
+	$(PY) -m pip install -q --disable-pip-version-check --group dev
 	touch $@
 
 venv: $(VENV)/.installed
+
+# A release wheel for Linux as CI builds it: manylinux 2.17 (linked with zig against glibc
+# 2.17, so Debian 11, Ubuntu 20.04, RHEL 8, Amazon Linux 2 install it), symbols stripped,
+# abi3; checked with auditwheel and `twine check --strict`, plus the sdist. `make wheel-test`
+# installs the wheel into a fresh venv (no Rust, no editable source) and runs the test
+# suite's parts that need no restate-server against it.
+WHEEL_DIR := dist
+$(VENV)/.release-installed: $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check --group release
+	touch $@
+
+wheel: $(VENV)/.release-installed
+	rm -rf $(WHEEL_DIR)
+	PATH=$(abspath $(VENV))/bin:$$PATH VIRTUAL_ENV=$(abspath $(VENV)) \
+		$(VENV)/bin/maturin build --release --zig --compatibility manylinux2014 --out $(WHEEL_DIR)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin sdist --out $(WHEEL_DIR)
+	$(PY) tools/check_wheel.py $(WHEEL_DIR)
+
+wheel-test: wheel
+	rm -rf .cache/wheel-venv
+	$(PYTHON) -m venv .cache/wheel-venv
+	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check pip==25.3
+	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check $(WHEEL_DIR)/*.whl pytest==8.4.2 hypothesis==6.170.15 cffi==2.0.0 cryptography==46.0.3 mypy==1.18.2
+	cd tests && PATH=/usr/bin:/bin ../.cache/wheel-venv/bin/python -m pytest -q -p no:cacheprovider -m "not e2e" --rootdir=.. -c ../pyproject.toml --deselect test_ffi.py
 
 # restate-server, pinned in package.json, for the end-to-end tests.
 node_modules/.installed: package.json package-lock.json
