@@ -456,7 +456,7 @@ impl Store {
     /// connection is appending meanwhile; `journal_size_limit` keeps SQLite from cutting the
     /// file back below this size (and trims it to this size after an outsized transaction).
     fn preallocate_wal(&mut self) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Seek, SeekFrom, Write};
 
         let path = self.path.clone();
         let sql = |e| StoreError::from_sqlite(&path, e);
@@ -478,17 +478,19 @@ impl Store {
         // Best effort: it only saves time, and a disk too full for it fails the first
         // commit with a clear error anyway. Zeros written before a failure are harmless.
         let _ = (|| -> std::io::Result<()> {
-            let file = std::fs::OpenOptions::new().write(true).open(&wal_name)?;
+            let mut file = std::fs::OpenOptions::new().write(true).open(&wal_name)?;
             let len = file.metadata()?.len();
             let target = WAL_PREALLOCATED_BYTES as u64;
             if len >= target {
                 return Ok(());
             }
+            // Seek + write (not a positioned write): the same on every platform.
+            file.seek(SeekFrom::Start(len))?;
             let zeros = vec![0u8; 64 * 1024];
             let mut offset = len;
             while offset < target {
                 let n = (target - offset).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], offset)?;
+                file.write_all(&zeros[..n])?;
                 offset += n as u64;
             }
             file.sync_all()
