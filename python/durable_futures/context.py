@@ -417,7 +417,8 @@ class Context:
         """A client for a workflow's handler under the workflow ``key``:
         ``ctx.workflow("Signup", key, "run")`` or, typed, ``ctx.workflow(run, key)`` for a
         handler registered on a ``df.Workflow``. Calling its main handler starts the
-        workflow, or attaches to it if that key ran already."""
+        workflow; for a key that ran already, a call fails with a ``TerminalError`` (409)
+        and a send gives the first run's invocation id."""
         if handler is not None:
             return ServiceClient(self, target, handler, key)
         return self._typed_client(

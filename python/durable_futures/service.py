@@ -428,8 +428,8 @@ class Workflow(Service):
     """A workflow: its main handler (``@wf.main()``, a ``WorkflowContext``) runs exactly once
     per workflow key, and its other handlers (``@wf.handler()``, a
     ``WorkflowSharedContext``) run alongside it to signal it (through durable promises) and
-    query it (through its state). A second submission of the main handler with the same key
-    gets the first one's invocation and result.
+    query it (through its state). A second call of the main handler with the same key fails
+    with a ``TerminalError`` (409); a second send gets the first run's invocation id.
 
     Options as for :class:`Service`, plus ``workflow_retention``: how long a completed run
     keeps its result, its state and its promises (then the key can run again); it is the
