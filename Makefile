@@ -18,7 +18,7 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test docs
 
 include rust/ffi/ffi.mk
 
@@ -83,7 +83,23 @@ py-test: develop node_modules/.installed
 	@[ -n "$(ISOLATED)" ] || echo "note: no network namespace available; running the suite unisolated"
 	$(ISOLATED) $(PY) -m pytest -q
 
-test: lint rust-test ffi-test py-lint py-test
+test: lint rust-test ffi-test py-lint py-test docs
+
+# The documentation site: docs/ -> site/ (MkDocs, Material, mkdocstrings; pinned in
+# requirements-docs.txt). --strict fails on any warning: a broken link or anchor, a page left
+# out of the nav, a docstring the API reference cannot render. The pages must load nothing
+# from the network (no script, stylesheet or font by absolute URL), which the greps check.
+# The code samples of the pages run in tests/test_docs.py.
+$(VENV)/.docs-installed: requirements-docs.txt $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-docs.txt
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	@! grep -rlE '<(script|link)[^>]+(src|href)="(https?:)?//' site --include='*.html' \
+		|| { echo "site/: the pages above load a script or stylesheet from the network"; exit 1; }
+	@! grep -rlE 'url\(["'"'"']?(https?:)?//' site --include='*.css' \
+		|| { echo "site/: the stylesheets above load a font or image from the network"; exit 1; }
 
 # The README's first command: builds and installs the package, then runs every example
 # handler on the embedded engine (a temporary SQLite file) and prints the results and one
