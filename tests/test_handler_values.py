@@ -169,3 +169,30 @@ def test_a_registered_handler_still_looks_like_the_users_function() -> None:
     assert inspect.iscoroutinefunction(stamp) and asyncio.iscoroutinefunction(stamp)
     assert not inspect.iscoroutinefunction(stamp_sync)
     assert stamp.__wrapped__ is stamp.fn  # type: ignore[attr-defined]
+
+
+def test_invoke_without_an_argument_lets_the_default_apply() -> None:
+    """``engine.invoke(h)`` sends no input, as an HTTP request without a body: the
+    parameter's default applies (``invoke(h, None)`` still passes ``None``)."""
+    from durable_futures.testing import engine_for, run
+
+    svc = df.Service("Defaults")
+
+    @svc.handler()
+    async def doubled(ctx: df.Context, n: int = 5) -> int:
+        return n * 2
+
+    @svc.handler()
+    async def shown(ctx: df.Context, n: int | None = 7) -> str:
+        return repr(n)
+
+    async def body() -> None:
+        async with engine_for(svc) as engine:
+            assert await engine.invoke(doubled) == 10
+            assert await engine.invoke(doubled, 3) == 6
+            assert await engine.invoke(shown) == "7"
+            assert await engine.invoke(shown, None) == "None"
+            inv = engine.send(doubled)
+            assert await engine.result(inv) == 10
+
+    run(body())

@@ -62,6 +62,9 @@ _INLINE_COMMIT_BUDGET = 0.002
 
 _JSON: JsonSerde[Any] = JsonSerde()
 
+#: ``invoke``/``send`` without an argument: the handler gets no input (an empty body).
+_NO_ARG: Any = object()
+
 #: What a second call of a workflow's main handler fails with (restate-server's words).
 WORKFLOW_ALREADY_INVOKED = "the workflow method was already invoked"
 
@@ -335,7 +338,12 @@ class LocalEngine:
             raise BadRequestError(f"{service} is a virtual object: a key is required")
         if svc.ty == "WORKFLOW" and not key:
             raise BadRequestError(f"{service} is a workflow: a workflow key is required")
-        payload = raw_input if raw_input is not None else in_serde.serialize(arg)
+        if raw_input is not None:
+            payload = raw_input
+        elif arg is _NO_ARG:
+            payload = b""  # no input: the parameter's default applies, as for an empty body
+        else:
+            payload = in_serde.serialize(arg)
         now = self._clock()
         at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
         inv_id, existing = core.submit(service, hname, key or "", payload, idempotency_key, at, now)
@@ -346,7 +354,7 @@ class LocalEngine:
     async def invoke(
         self,
         target: Any,
-        arg: Any = None,
+        arg: Any = _NO_ARG,
         *,
         handler: str | None = None,
         key: str | None = None,
@@ -396,7 +404,7 @@ class LocalEngine:
     def send(
         self,
         target: Any,
-        arg: Any = None,
+        arg: Any = _NO_ARG,
         *,
         handler: str | None = None,
         key: str | None = None,
