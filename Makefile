@@ -18,7 +18,7 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test docs
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test windows-check docs
 
 include rust/ffi/ffi.mk
 
@@ -47,6 +47,20 @@ wheel: $(VENV)/.release-installed
 		$(VENV)/bin/maturin build --release --zig --compatibility manylinux2014 --out $(WHEEL_DIR)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin sdist --out $(WHEEL_DIR)
 	$(PY) tools/check_wheel.py $(WHEEL_DIR)
+
+# The engine and the bindings compile for Windows (x86_64-pc-windows-gnu, whose standard
+# library rust-toolchain.toml installs): the bundled SQLite is compiled by zig's C compiler
+# (the release group), through a wrapper that drops the --target=... cc-rs adds.
+ZIG_CC_WINDOWS := .cache/tools/bin/zig-cc-windows
+$(ZIG_CC_WINDOWS): $(VENV)/.release-installed
+	mkdir -p $(dir $@)
+	printf '#!/bin/sh\nfor a in "$$@"; do shift; case "$$a" in --target=*) ;; *) set -- "$$@" "$$a" ;; esac; done\nexec %s -m ziglang cc -target x86_64-windows-gnu "$$@"\n' '$(abspath $(PY))' > $@
+	printf '#!/bin/sh\nexec %s -m ziglang ar "$$@"\n' '$(abspath $(PY))' > $(dir $@)zig-ar
+	chmod +x $@ $(dir $@)zig-ar
+
+windows-check: $(ZIG_CC_WINDOWS)
+	CC_x86_64_pc_windows_gnu=$(abspath $(ZIG_CC_WINDOWS)) AR_x86_64_pc_windows_gnu=$(abspath $(dir $(ZIG_CC_WINDOWS))zig-ar) \
+		$(CARGO) check --quiet --target x86_64-pc-windows-gnu -p durable-futures-engine -p durable-futures-python
 
 wheel-test: wheel
 	rm -rf .cache/wheel-venv
@@ -83,7 +97,7 @@ py-test: develop node_modules/.installed
 	@[ -n "$(ISOLATED)" ] || echo "note: no network namespace available; running the suite unisolated"
 	$(ISOLATED) $(PY) -m pytest -q
 
-test: lint rust-test ffi-test py-lint py-test docs
+test: lint rust-test ffi-test windows-check py-lint py-test docs
 
 # The documentation site: docs/ -> site/ (MkDocs, Material, mkdocstrings; pinned in
 # requirements-docs.txt). --strict fails on any warning: a broken link or anchor, a page left
