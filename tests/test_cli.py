@@ -315,6 +315,95 @@ def test_invoke(work: Path) -> None:
     assert out.returncode == 2 and "--module" in out.stderr, out
 
 
+# ---- --version and what MODULE names ----------------------------------------------------------
+
+
+def test_version(work: Path) -> None:
+    import durable_futures as df
+
+    out = cli(work, "--version")
+    assert out.returncode == 0, out
+    low, high = df.PROTOCOL_VERSIONS
+    assert out.stdout == f"durable-futures {df.__version__} (service protocol V{low}-V{high})\n"
+    assert out.stderr == ""
+
+
+def test_version_loads_no_event_loop_and_no_engine(work: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "durable_futures", "--version"],
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out
+    assert out.stdout.startswith("durable-futures ")
+    loaded = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "durable_futures.cli" in loaded
+    assert not loaded & {
+        "asyncio",
+        "hypercorn",
+        "durable_futures.local",
+        "durable_futures.endpoint",
+        "durable_futures.service",
+    }
+
+
+PLAIN = "import os\n\nnot_a_service = 1\n"
+BROKEN = "import durable_futures as df\nimport nosuch_dependency\n\nsvc = df.Service('S')\n"
+LISTS = "import durable_futures as df\n\nnone = []\nmixed = [df.Service('S'), 'x']\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["serve", "nosuch.module"],
+            "cannot import module 'nosuch.module': No module named 'nosuch'",
+        ),
+        (["serve", "app:nothing"], "module 'app' has no attribute 'nothing'"),
+        (["endpoint", "app:nothing"], "module 'app' has no attribute 'nothing'"),
+        (["serve", "plain"], "module 'plain' defines no df.Service at its top level"),
+        (["endpoint", "plain"], "module 'plain' defines no df.Service at its top level"),
+        (
+            ["serve", "app:shout"],
+            "'app:shout' is not a df.Service or a list of them (its type is function)",
+        ),
+        (["serve", "lists:none"], "'lists:none' is an empty list: no df.Service to serve"),
+        (["serve", "lists:mixed"], "'lists:mixed' holds a value of type str, not a df.Service"),
+        (
+            ["serve", "broken"],
+            "cannot import module 'broken': No module named 'nosuch_dependency'",
+        ),
+        (["serve", ":svc"], "':svc': expected a module (a.b.c) or module:attribute"),
+        (["serve", "app:"], "'app:': expected a module (a.b.c) or module:attribute"),
+        (
+            ["invoke", "Greeter/echo", '"x"', "--module", "nosuch"],
+            "cannot import module 'nosuch': No module named 'nosuch'",
+        ),
+        (
+            ["replay", "inv_00000000000000000000000000000000", "--module", "app:nothing"],
+            "module 'app' has no attribute 'nothing'",
+        ),
+    ],
+)
+def test_an_unknown_module_or_attribute_is_a_one_line_error(
+    work: Path, args: list[str], message: str
+) -> None:
+    (work / "plain.py").write_text(PLAIN)
+    (work / "broken.py").write_text(BROKEN)
+    (work / "lists.py").write_text(LISTS)
+    if args[0] == "replay":  # replay opens the database before it loads the module
+        cli(work, "invoke", "Greeter/echo", '"x"', "--module", "app")
+        args = ["replay", invocation_id(work, "Greeter/echo", "durable-futures.db"), *args[2:]]
+    out = cli(work, *args, timeout=30)
+    assert out.returncode == 2, out
+    assert out.stderr == f"durable-futures: {message}\n", out
+    assert out.stdout == ""
+
+
 # ---- journal --------------------------------------------------------------------------------
 
 

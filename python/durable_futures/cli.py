@@ -18,34 +18,38 @@
 
 ``MODULE`` is a dotted module path, or ``module:attribute`` naming one service or a list of
 them; without an attribute every ``df.Service`` at the module's top level is served.
+
+``--version`` prints the package version and the service protocol versions it speaks.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _core
 from ._logging import configure_logging, log_level_argument
-from .endpoint import asgi_app
 from .errors import DurableError
-from .service import Service
 
+# The event loop, the handler API and the engine are imported by the commands that run them:
+# `--version`, `journal` and `invocation` do without.
 if TYPE_CHECKING:
     from .local.journal import JournalSource
+    from .service import Service
 
 __all__ = ["load_services", "main"]
 
 DEFAULT_DB = "durable-futures.db"
+
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -53,22 +57,49 @@ class CliError(Exception):
 
 
 def _load(target: str) -> tuple[list[Service], ModuleType]:
+    from .service import Service
+
     module_name, _, attr = target.partition(":")
+    if not module_name or module_name.startswith(".") or (":" in target and not attr):
+        raise CliError(f"{target!r}: expected a module (a.b.c) or module:attribute")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:  # the module, or a module it imports, is missing
+        raise CliError(f"cannot import module {module_name!r}: {e}") from e
     if attr:
-        obj: Any = getattr(module, attr)
-        services = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        try:
+            obj: Any = getattr(module, attr)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}") from None
+        if isinstance(obj, Service):
+            services = [obj]
+        elif not isinstance(obj, (list, tuple)):
+            raise CliError(
+                f"{target!r} is not a df.Service or a list of them (its type is "
+                f"{type(obj).__name__})"
+            )
+        elif not obj:
+            raise CliError(f"{target!r} is an empty {type(obj).__name__}: no df.Service to serve")
+        else:
+            services = list(obj)
+            for s in services:
+                if not isinstance(s, Service):
+                    raise CliError(
+                        f"{target!r} holds a value of type {type(s).__name__}, not a df.Service"
+                    )
     else:
         services = [v for v in vars(module).values() if isinstance(v, Service)]
-    if not services or not all(isinstance(s, Service) for s in services):
-        raise SystemExit(f"{target}: no df.Service found")
+        if not services:
+            raise CliError(f"module {module_name!r} defines no df.Service at its top level")
     return services, module
 
 
 def load_services(target: str) -> list[Service]:
-    """The services named by ``module`` or ``module:attribute``."""
+    """The services named by ``module`` or ``module:attribute``. A module that cannot be
+    imported, a missing attribute or no service is a :class:`CliError` (its message names
+    what is wrong)."""
     return _load(target)[0]
 
 
@@ -76,6 +107,8 @@ def load_services(target: str) -> list[Service]:
 
 
 async def _serve(app: Any, host: str, port: int) -> None:
+    import asyncio
+
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -128,6 +161,8 @@ async def _serve_engine(
     max_body_bytes: int | None = None,
     max_in_flight: int | None = None,
 ) -> None:
+    import asyncio
+
     from .local import LocalEngine
     from .local.admin import serve_admin
     from .local.ingress import serve
@@ -337,12 +372,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version_line() -> str:
+    """``durable-futures --version``: the package version and the service protocol
+    versions it speaks, e.g. ``durable-futures 0.1.0 (service protocol V5-V7)``."""
+    low, high = _core.PROTOCOL_VERSIONS
+    return f"durable-futures {_core.__version__} (service protocol V{low}-V{high})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable-futures",
         description="Durable concurrency for Python handlers.",
         epilog="MODULE: a dotted module path, or module:attribute naming a service or a list.",
     )
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 
     def db_option(p: argparse.ArgumentParser) -> None:
@@ -463,14 +506,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
+    return asyncio.run(coro)
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.command == "endpoint":
+        from .endpoint import asgi_app
+
         configure_logging(args.log_level)
         services = load_services(args.module)
         app = asgi_app(*services, protocol=args.protocol, identity_keys=args.identity_key)
         names = ", ".join(s.name for s in services)
         print(f"serving {names} on http://{args.host}:{args.port}", flush=True)
-        asyncio.run(_serve(app, args.host, args.port))
+        _run(_serve(app, args.host, args.port))
         return 0
     if args.command == "serve":
         configure_logging(args.log_level)
@@ -478,7 +529,7 @@ def _main(args: argparse.Namespace) -> int:
         with _exclusive(args.db):
             try:
                 admin = None if args.admin_port == 0 else (args.admin_host, args.admin_port)
-                asyncio.run(
+                _run(
                     _serve_engine(
                         services,
                         args.db,
@@ -496,7 +547,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "invoke":
         if not args.module:
             raise CliError("invoke needs --module MODULE (or $DURABLE_FUTURES_MODULE)")
-        return asyncio.run(_invoke(args))
+        return _run(_invoke(args))
     if args.command == "journal":
         if args.journal_command == "list":
             return _journal_list(args)
@@ -506,7 +557,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "replay":
         if not args.module:
             raise CliError("replay needs --module MODULE (or $DURABLE_FUTURES_MODULE)")
-        return asyncio.run(_replay(args))
+        return _run(_replay(args))
     raise CliError(f"unknown command {args.command}")
 
 
