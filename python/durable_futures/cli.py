@@ -118,13 +118,24 @@ async def _serve(app: Any, host: str, port: int) -> None:
     config.keep_alive_timeout = 600
     config.accesslog = None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _stop_on_signals(stop)
     await serve(app, config, shutdown_trigger=stop.wait)
 
 
 # ---- the embedded engine -----------------------------------------------------------------------
+
+
+def _stop_on_signals(stop: Any) -> None:
+    """SIGINT and SIGTERM set ``stop`` (an ``asyncio.Event``). Where the event loop cannot
+    watch signals (Windows), plain signal handlers hand them to the loop instead."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
 
 
 @contextlib.contextmanager
@@ -168,9 +179,7 @@ async def _serve_engine(
     from .local.ingress import serve
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _stop_on_signals(stop)
     async with LocalEngine(*services, path=db, durability=durability) as engine:
         names = ", ".join(s.name for s in services)
         where = f"http://{host}:{port}"
