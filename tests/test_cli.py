@@ -485,7 +485,7 @@ def test_replay_ok_then_mismatch_after_a_change(work: Path, handler: str) -> Non
     assert text.startswith(f"replay MISMATCH — {inv_id} Greeter/{handler}"), text
     assert "[570] journal mismatch at command index 1" in text
     assert 'recorded run "shout", but the handler now attempts run "yell"' in text
-    assert "recorded entry #1 (command 1): RunCommand 'shout'" in text
+    assert "recorded entry #1 (command 1): RunCommand 'shout'" in text, text
     line = line_of(app, '"yell"') if handler == "greet" else line_of(app, 'run_async("yell"')
     function = "greet" if handler == "greet" else "greet_sync"
     assert f"at app.py:{line} in {function}: " in text, text

@@ -13,6 +13,7 @@ answered without ever yielding to the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import logging
@@ -86,6 +87,7 @@ class Attempt:
         # Made when a sync handler's thread first waits (async handlers never need it).
         self._cond: threading.Condition | None = None
         self._send_output = send_output
+        self._outbox: collections.deque[bytes] = collections.deque()
         self._generation = 0
         self._async_waiters: list[asyncio.Future[None]] = []
         self._loop_thread = threading.get_ident()
@@ -130,8 +132,27 @@ class Attempt:
     def flush(self) -> None:
         with self.lock:
             data = self.vm.take_output()
-        if data:
-            self._send_output(data)
+            if data:
+                self._emit(data)
+
+    def _emit(self, data: bytes) -> None:
+        """Sends output the VM wrote, in the order it was taken (call with the lock held).
+
+        Output reaches the transport on the loop's thread: from another thread (a sync
+        handler's) through the loop's queue, from the loop directly. Both go through one
+        outbox, so a frame taken on the loop after one taken on a handler's thread (a run's
+        completion after its command) cannot overtake it while the latter waits in the
+        loop's queue."""
+        self._outbox.append(data)
+        if threading.get_ident() == self._loop_thread:
+            self._deliver()
+        else:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            self._send_output(outbox.popleft())
 
     def progressed(self) -> None:
         with self.lock:
@@ -178,7 +199,7 @@ class Attempt:
         generation = self._generation
         data = self.vm.take_output()
         if data:
-            self._send_output(data)
+            self._emit(data)
         return generation
 
     def _outcome(self, code: int) -> None:
