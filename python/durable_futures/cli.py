@@ -10,9 +10,13 @@
     runs the embedded engine in this process, invokes once, prints the JSON result.
 ``journal list [--db PATH] [--limit N]`` / ``journal show ID [--db PATH]``
     the stored invocations / one invocation's journal, entry by entry.
-``replay ID --module MODULE [--db PATH]``
+``replay ID --module MODULE [--db PATH | --admin URL]``
     replays a stored journal against the current code, offline, and reports the first
-    mismatch with the recorded entry and the line of code that made the call.
+    mismatch with the recorded entry and the line of code that made the call; with
+    ``--admin`` the journal is read from restate-server's admin API (SQL over ``sys_journal``).
+``replay --all [--status S] --module MODULE [--db PATH | --admin URL]``
+    replays every unfinished invocation of the module's services (or those with status
+    ``S``); exits non-zero on any mismatch: a check before deploying new code.
 ``endpoint MODULE [--port 9080] [--host 127.0.0.1] [--protocol bidi|request_response]``
     serves the services as a Restate deployment (for restate-server).
 
@@ -305,16 +309,59 @@ def _journal_show(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from .local.replay import replay
+    from .local.replay import StartRequest, replay
+    from .restate_journal import AdminError, RestateJournal
 
-    store = _Store(args.db)
-    row = store.existing(args.id)
-    request = store.attempt_request(args.id)
+    if args.all == bool(args.id):
+        raise CliError("replay needs an invocation ID or --all (not both)")
+    store = None if args.admin else _Store(args.db)
+    single = store.existing(args.id) if store is not None and not args.all else None
     services, module = _load(args.module)
     files = {os.path.abspath(f) for f in _module_files(module, services)}
-    report = await replay(services, row, request, user_files=files, timeout=args.timeout)
-    print(report.render())
-    return 0 if report.ok else 1
+    statuses = [s for arg in args.status for s in arg.split(",") if s] or None
+    names = [s.name for s in services]
+    keyed = {s.name for s in services if s.ty != "SERVICE"}
+    jobs: list[tuple[_core.InvocationRow, StartRequest]] = []
+    try:
+        if args.admin:
+            remote = RestateJournal(args.admin, timeout=args.timeout)
+            if args.all:
+                found = remote.invocations(names, statuses)
+            else:
+                one = remote.invocation(args.id)
+                if one is None:
+                    raise CliError(f"no invocation {args.id} at {remote.base}")
+                found = [one]
+            for row, version in found:
+                if args.all and row.journal_size == 0:
+                    continue  # not started yet: nothing recorded to replay
+                jobs.append((row, remote.attempt_request(row, version, row.service in keyed)))
+        else:
+            assert store is not None
+            if single is None:
+                rows = [
+                    r
+                    for r in store.invocations(2**31 - 1)
+                    if r.service in names
+                    and (r.status in statuses if statuses else r.status != "completed")
+                    and store.journal_len(r.id) > 0
+                ]
+            else:
+                rows = [single]
+            jobs = [(row, store.attempt_request(row.id)) for row in rows]
+    except AdminError as e:
+        raise CliError(str(e)) from None
+    except ValueError as e:  # a malformed invocation id
+        raise CliError(str(e)) from None
+    failed = 0
+    for row, request in jobs:
+        report = await replay(services, row, request, user_files=files, timeout=args.timeout)
+        print(report.render())
+        failed += not report.ok
+    if args.all:
+        where = args.admin or args.db
+        print(f"{len(jobs)} invocations replayed from {where}: {failed} failed")
+    return 0 if failed == 0 else 1
 
 
 DEFAULT_ADMIN = "http://127.0.0.1:9070"
@@ -465,13 +512,28 @@ def _parser() -> argparse.ArgumentParser:
     db_option(js)
 
     rp = sub.add_parser("replay", help="replay a stored journal against the current code, offline")
-    rp.add_argument("id", metavar="ID")
+    rp.add_argument("id", metavar="ID", nargs="?")
     rp.add_argument(
         "--module",
         default=os.environ.get("DURABLE_FUTURES_MODULE"),
         help="module defining the services (default: $DURABLE_FUTURES_MODULE)",
     )
     db_option(rp)
+    rp.add_argument(
+        "--admin",
+        metavar="URL",
+        help="read the journal from restate-server's admin API at URL instead of --db",
+    )
+    rp.add_argument(
+        "--all", action="store_true", help="replay every unfinished invocation of the module"
+    )
+    rp.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="S",
+        help="with --all: only invocations with this status (repeatable, or S1,S2)",
+    )
     rp.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
 
     inv = sub.add_parser("invocation", help="cancel, kill, pause, resume or purge an invocation")

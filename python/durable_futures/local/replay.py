@@ -18,7 +18,7 @@ import os
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import _core
 from .._attempt import Attempt, Suspended
@@ -103,6 +103,18 @@ class ReplayReport:
         return "\n".join(lines)
 
 
+class StartRequest(Protocol):
+    """The request an attempt starts with: ``_core.AttemptRequest`` (embedded engine) or
+    ``restate_journal.RemoteRequest`` (a journal read from restate-server)."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def content_type(self) -> str: ...
+
+
 class _JournalEnds(BaseException):
     """Stops the handler where the journal runs out (a ``BaseException``, like
     ``Suspended``, so that handler code catching ``Exception`` does not swallow it)."""
@@ -120,13 +132,14 @@ class _ReplayAttempt(Attempt):
 async def replay(
     services: Sequence[Service],
     invocation: _core.InvocationRow,
-    request: _core.AttemptRequest,
+    request: StartRequest,
     *,
     user_files: Collection[str] = (),
     timeout: float = 60.0,
 ) -> ReplayReport:
     """Replays the stored journal of ``invocation`` against ``services``, starting the VM
-    with ``request`` (``Engine.attempt_request``).
+    with ``request`` (``Engine.attempt_request``, or a request rebuilt from restate-server's
+    journal by ``restate_journal.RestateJournal.attempt_request``).
 
     ``user_files`` are the source files whose lines are reported (default: the files
     defining the services' handlers).
