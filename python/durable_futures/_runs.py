@@ -121,6 +121,11 @@ class Runs:
         self._finished_lock = threading.Lock()
         self._finish_scheduled = False
         self._wake = _wake_for(self._loop)
+        # Tests exploring completion orders (``durable_futures.testing.explore``): called
+        # with ``(runs, handle, fn, release)`` instead of proposing a finished closure's
+        # outcome; ``release()`` proposes it later. ``None``: proposed at once.
+        self.hold: Callable[[Runs, int, Callable[..., Any], Callable[[], None]], None] | None = None
+        self._fns: dict[int, Callable[..., Any]] = {}
 
     def start(self, handle: int, spec: RunSpec) -> None:
         """Starts the closure of run ``handle`` now (from any thread).
@@ -130,6 +135,8 @@ class Runs:
         (``await ctx.run_async(...)``), the handler's task runs the closure inline instead
         (``claim``) and the task finds nothing to do, which saves two loop turns.
         """
+        if self.hold is not None:
+            self._fns[handle] = spec[0]
         if not self._attempt.on_loop():
             self._loop.call_soon_threadsafe(self._start_on_loop, handle, spec)
             return
@@ -341,6 +348,47 @@ class Runs:
     ) -> None:
         """Hands a finished closure's outcome to the VM: a value, a ``TerminalError`` as
         the run's failure, or any other exception as a retryable failure."""
+        if self.hold is not None:
+            self.hold(
+                self,
+                handle,
+                self._fns.get(handle, _unknown),
+                functools.partial(
+                    self._release, handle, serialize, retry, started, result, error
+                ),
+            )
+            return
+        self._propose_now(handle, serialize, retry, started, result=result, error=error)
+
+    def released(self) -> bool:
+        """Whether a held outcome can still be proposed (the attempt is not over)."""
+        return not self._cancelled and not self._attempt.is_closed()
+
+    def _release(
+        self,
+        handle: int,
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+        started: float,
+        result: Any,
+        error: Exception | None,
+    ) -> None:
+        """Proposes an outcome that ``hold`` kept back, and sends it."""
+        if not self.released():
+            return
+        self._propose_now(handle, serialize, retry, started, result=result, error=error)
+        self._after_run()
+
+    def _propose_now(
+        self,
+        handle: int,
+        serialize: Callable[[Any], bytes],
+        retry: dict[str, Any],
+        started: float,
+        *,
+        result: Any = None,
+        error: Exception | None = None,
+    ) -> None:
         if error is None:
             try:
                 payload = serialize(result)
@@ -360,6 +408,10 @@ class Runs:
             elapsed,
             retry,
         )
+
+
+def _unknown() -> None:
+    """Stands for a closure whose function is not known."""
 
 
 # ---- waking the loop when a thread finishes ----------------------------------------------------

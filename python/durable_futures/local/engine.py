@@ -90,16 +90,25 @@ class Sent(str):
 class VirtualClock:
     """A clock for tests: time stands still while anything can run, and jumps straight to
     the next timer when everything waits, so a handler sleeping for a day finishes at once.
-    """
 
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+    With ``manual=True`` time moves only when the test calls :meth:`advance`: timers due by
+    then fire, the others wait (a test can resolve an awakeable before a deadline it races
+    against)."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000, *, manual: bool = False) -> None:
         self.now_ms = start_ms
+        self.manual = manual
+        # Engines using this clock: told when it is advanced.
+        self._listeners: list[Callable[[], None]] = []
 
     def __call__(self) -> int:
         return self.now_ms
 
     def advance(self, duration: timedelta) -> None:
+        """Moves the clock forward by ``duration``; the timers due by then fire."""
         self.now_ms += int(duration.total_seconds() * 1000)
+        for listener in list(self._listeners):
+            listener()
 
 
 @dataclass
@@ -213,6 +222,9 @@ class LocalEngine:
         self._room_timer: asyncio.TimerHandle | None = None
         self._driver_wakeup: int | None = None
         self.last_error: BaseException | None = None
+        # Exploring completion orders (``durable_futures.testing.explore``): holds finished
+        # run closures' outcomes and decides, each time everything waits, what completes.
+        self._explorer: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -267,6 +279,8 @@ class LocalEngine:
         self._wake = asyncio.Event()
         self._closing = False  # a closed engine can be started again
         self._driver = asyncio.create_task(self._drive(), name="durable-futures-engine")
+        if isinstance(self._clock, VirtualClock):
+            self._clock._listeners.append(self._poke)
 
     async def close(self) -> None:
         """Stops: running attempts are abandoned (they resume from the journal next time)."""
@@ -274,6 +288,8 @@ class LocalEngine:
             return
         self._closing = True
         self._poke()
+        if isinstance(self._clock, VirtualClock) and self._poke in self._clock._listeners:
+            self._clock._listeners.remove(self._poke)
         await self._driver
         try:  # what was submitted (send() returned its id) is kept: write it
             self._commit(self._clock())
@@ -733,9 +749,17 @@ class LocalEngine:
             self._arm_idle_timer()
             if self._wake.is_set():
                 continue
-            if isinstance(self._clock, VirtualClock) and wakeup is not None:
+            clock = self._clock
+            if isinstance(clock, VirtualClock) and (
+                (wakeup is not None and not clock.manual)
+                or (self._explorer is not None and self._explorer.holding())
+            ):
                 if await self._settled():
-                    self._clock.now_ms = max(self._clock.now_ms, wakeup)
+                    due = None if clock.manual else wakeup
+                    if self._explorer is not None:
+                        self._explorer.decide(self, due)
+                    elif due is not None:
+                        clock.now_ms = max(clock.now_ms, due)
                     continue
                 if self._threads_busy():
                     # A sync handler computing on its thread may block on a durable future
@@ -1081,6 +1105,8 @@ class LocalEngine:
             vm, self._loop, functools.partial(self._output, inv_id, token), self._runs_in_flight
         )
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
+        if self._explorer is not None:
+            inv.runs.hold = functools.partial(self._explorer.hold, self, inv)
         inactivity, abort = self._attempt_timeouts(attempt.service, attempt.handler)
         started = time.monotonic()
         live = self._attempts[inv_id] = _Live(token, inv, started, inactivity, abort)
