@@ -62,11 +62,15 @@ windows-check: $(ZIG_CC_WINDOWS)
 	CC_x86_64_pc_windows_gnu=$(abspath $(ZIG_CC_WINDOWS)) AR_x86_64_pc_windows_gnu=$(abspath $(dir $(ZIG_CC_WINDOWS))zig-ar) \
 		$(CARGO) check --quiet --target x86_64-pc-windows-gnu -p durable-futures-engine -p durable-futures-python
 
+# The oldest Python this machine has (3.10 where installed; CI's matrix runs 3.10 and 3.13).
+OLDEST_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 $(PYTHON); do \
+	$$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+
 wheel-test: wheel
 	rm -rf .cache/wheel-venv
-	$(PYTHON) -m venv .cache/wheel-venv
+	$(OLDEST_PYTHON) -m venv .cache/wheel-venv
 	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check pip==25.3
-	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check $(WHEEL_DIR)/*.whl pytest==8.4.2 hypothesis==6.170.15 cffi==2.0.0 cryptography==46.0.3 mypy==1.18.2
+	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check $(WHEEL_DIR)/*.whl pytest==8.4.2 hypothesis==6.168.5 cffi==2.0.0 cryptography==46.0.3 mypy==1.18.2
 	cd tests && PATH=/usr/bin:/bin ../.cache/wheel-venv/bin/python -m pytest -q -p no:cacheprovider -m "not e2e" --rootdir=.. -c ../pyproject.toml --ignore=test_ffi.py
 
 # restate-server, pinned in package.json, for the end-to-end tests.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -153,7 +154,13 @@ def prepare_nothing() -> int:
 def test_misuse_is_explained() -> None:
     async def body() -> None:
         async with engine_for(svc) as e:
-            assert "ctx.select(" in await e.invoke(waits_with_asyncio)
+            waited = await e.invoke(waits_with_asyncio)
+            if sys.version_info >= (3, 11):
+                assert "ctx.select(" in waited
+            else:
+                # Python 3.10's asyncio.wait wraps any awaitable in a task of its own before
+                # waiting: a durable future never sees the call, so it cannot refuse it.
+                assert waited == "waited"
             assert "df.RunOptions" in await e.invoke(options_as_a_dict)
 
     run(body())

@@ -141,7 +141,11 @@ def test_without_the_guard_the_reset_is_logged_as_an_unhandled_key_error(
     assert not _guarded()
     errors = _errors(caplog)
     assert errors, "the peer's reset did not reproduce hypercorn's KeyError"
-    assert "Unhandled exception in client_connected_cb" in errors[0].getMessage()
+    # Python 3.11+ reports it from the streams callback; 3.10 as a task nobody awaited.
+    assert any(
+        m in errors[0].getMessage()
+        for m in ("Unhandled exception in client_connected_cb", "Task exception was never retrieved")
+    )
     exc = errors[0].exc_info[1] if errors[0].exc_info else None
     assert exc is not None
     text = "".join(traceback.format_exception(exc))
