@@ -18,7 +18,7 @@ else
 ISOLATED :=
 endif
 
-.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test windows-check docs
+.PHONY: run replay-vectors test bench lint py-lint rust-test py-test develop venv clean mutants wheel wheel-test windows-check docs chromium
 
 include rust/ffi/ffi.mk
 
@@ -97,7 +97,20 @@ py-lint: develop
 	$(PY) -m mypy --strict python/durable_futures examples
 	$(PY) -m mypy.stubtest durable_futures._core
 
-py-test: develop node_modules/.installed
+# Chromium, Debian's package, for the browser test of the admin API's timeline pages
+# (tests/test_ui.py drives it with playwright, which downloads no browser of its own).
+# Installed only where /usr/bin/chromium is missing and we are root; elsewhere the test skips.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+			|| echo "note: installing chromium failed; the browser test skips"; \
+		else echo "note: /usr/bin/chromium is missing and this is not root; the browser test skips"; fi; \
+	fi
+
+py-test: develop node_modules/.installed chromium
 	@[ -n "$(ISOLATED)" ] || echo "note: no network namespace available; running the suite unisolated"
 	$(ISOLATED) $(PY) -m pytest -q
 

@@ -9,6 +9,7 @@
 | ``DELETE /invocations/{id}?mode=cancel\\|kill\\|purge`` | the older form of the same |
 | ``POST /query`` (``{"query": "SELECT ..."}``) | 200, ``{"rows": [{column: value, ...}, ...]}`` |
 | ``GET /health`` | 200 |
+| ``GET /ui``, ``GET /ui/invocation/{id}`` | HTML: the invocations, and one invocation's journal as a timeline (:mod:`.ui`) |
 
 Errors answer ``{"message": ...}`` with 404 (no such invocation), 409 (it is completed, or
 not completed for a purge), 400 (a malformed id, body or query), 405 (wrong method).
@@ -27,6 +28,7 @@ from typing import Any
 from .._asgi import HttpApp, Receive, Scope, Send, body_chunks, header, respond
 from .._logging import admin_logger as _log
 from ..errors import DurableError, UnknownInvocationError
+from . import ui
 from .engine import LocalEngine
 
 __all__ = ["OPERATIONS", "Admin", "serve_admin"]
@@ -60,6 +62,10 @@ class Admin(HttpApp):
         self.engine = engine
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = [p for p in str(scope.get("path", "/")).split("/") if p]
+        if parts[:1] == ["ui"]:
+            await self._ui(scope, parts, send)
+            return
         try:
             status, body = await self._route(scope, receive)
         except _Refused as e:
@@ -94,6 +100,41 @@ class Admin(HttpApp):
                 raise _Refused(400, f"mode must be cancel, kill or purge, not {mode!r}")
             return await self._operate(mode, parts[1])
         raise _Refused(404, f"not found: {path}")
+
+    async def _ui(self, scope: Scope, parts: list[str], send: Send) -> None:
+        """The HTML pages: ``/ui`` and ``/ui/invocation/{id}``."""
+        method = str(scope.get("method", "GET")).upper()
+        status, body = 200, b""
+        headers = [
+            (b"content-security-policy", ui.CONTENT_SECURITY_POLICY.encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        try:
+            if method not in ("GET", "HEAD"):
+                status, body = 405, ui.error_page(405, f"use GET here, not {method}")
+                headers.append((b"allow", b"GET, HEAD"))
+            elif parts == ["ui"]:
+                limit = _query_param(scope, "limit") or ""
+                body = ui.index_page(
+                    self.engine,
+                    status=_query_param(scope, "status") or "",
+                    target_filter=_query_param(scope, "target") or "",
+                    limit=int(limit) if limit.isdigit() else ui.DEFAULT_LIMIT,
+                )
+            elif len(parts) == 3 and parts[1] == "invocation":
+                page = ui.invocation_page(self.engine, parts[2])
+                if page is None:
+                    status, body = 404, ui.error_page(404, f"no invocation {parts[2]}")
+                else:
+                    body = page
+            else:
+                status, body = 404, ui.error_page(404, "no such page")
+        except Exception as e:  # noqa: BLE001 - a bug here must still answer a page
+            _log.error("%s %s failed", method, scope.get("path"), exc_info=True)
+            status, body = 500, ui.error_page(500, f"{type(e).__name__}: {e}")
+        await respond(
+            send, status, b"" if method == "HEAD" else body, b"text/html; charset=utf-8", headers
+        )
 
     async def _operate(self, operation: str, invocation_id: str) -> tuple[int, bytes]:
         run: Callable[[str], None] = getattr(self.engine, operation)
