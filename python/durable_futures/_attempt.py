@@ -22,11 +22,14 @@ import time
 import traceback
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _core, _logging
 from ._runs import Runs, RunSpec
 from .errors import CANCELLED, DurableError, TerminalError
+
+if TYPE_CHECKING:
+    from ._tracing import AttemptTrace
 
 # What the VM's waits return (``do_await``, ``await_take``, ``select_next``).
 READY = _core.OUTCOME_READY
@@ -70,6 +73,8 @@ class Attempt:
 
     #: Whether the VM may be used without the lock (:class:`LoopAttempt`).
     lock_free = False
+    #: This attempt's spans (:mod:`._tracing`), set by the host when tracing is on.
+    trace: AttemptTrace | None = None
 
     def __init__(
         self,
@@ -114,6 +119,8 @@ class Attempt:
     def feed(self, data: bytes) -> None:
         with self.lock:
             self.vm.notify_input(data)
+            if self.trace is not None and self.trace.waiting:
+                self.trace.completed(self.vm)
         self.flush()
         self.progressed()
 
@@ -377,14 +384,20 @@ class Attempt:
 
     def start_run(self, name: str, handle: int, spec: RunSpec) -> None:
         """Starts the closure of run ``handle`` (journaled as ``name``) now, from any thread."""
+        if self.trace is not None:
+            self.trace.run_started(handle, name)
         self.runs.start(handle, spec)
 
     def propose_run_success(self, handle: int, value: bytes) -> None:
+        if self.trace is not None:
+            self.trace.run_ended(handle, "success")
         with self.lock:
             self.vm.propose_run_success(handle, value)
 
     def propose_run_failure(self, handle: int, error: TerminalError) -> None:
         """Journals ``error`` as the run's failure (nothing once the attempt is over)."""
+        if self.trace is not None:
+            self.trace.run_ended(handle, "terminal failure", f"[{error.code}] {error.message}")
         with self.lock:
             _ignore_closed(
                 self.vm.propose_run_failure,
@@ -398,6 +411,8 @@ class Attempt:
         self, handle: int, message: str, stacktrace: str, elapsed_ms: int, retry: dict[str, Any]
     ) -> None:
         """A failure to retry, as ``retry`` says (nothing once the attempt is over)."""
+        if self.trace is not None:
+            self.trace.run_ended(handle, "failed", message)
         with self.lock:
             _ignore_closed(
                 self.vm.propose_run_retryable, handle, 500, message, stacktrace, elapsed_ms, **retry
@@ -419,11 +434,17 @@ class Attempt:
         async handler that holds the event loop too long (:mod:`._logging`)."""
         service, handler = _handler_name(call)
         self.logger = _logging.handler_logger(service, handler)
+        trace = self.trace
+        if trace is not None:
+            trace.start(self.vm.retry_count() + 1)
+        outcome, failure = "failed", None
         running = _logging.current_attempt.set(self)
         try:
             start = self.sys_input()
             self.invocation_id = start.invocation_id
             self.target = _logging.target_of(service, handler, start.key)
+            if trace is not None:
+                trace.started(self.invocation_id, self.target)
             ctx = make_context(self, start.invocation_id, start.key, start.headers, start.random_seed)
             if is_async:
                 threshold = _logging.blocked_loop_threshold
@@ -445,6 +466,7 @@ class Attempt:
             with self.lock:
                 self.vm.sys_write_output_success(out)
                 self.vm.sys_end()
+            outcome = "success"
             _logging.attempt_logger.debug("%s %s: attempt ended", self.target, self.invocation_id)
         except TerminalError as e:
             with self.lock:
@@ -458,8 +480,10 @@ class Attempt:
                     _ignore_closed(self.vm.sys_end)
                 error = self.vm.last_error()
             if error is not None:  # the VM refused the failure (e.g. a journal mismatch)
+                failure = f"[{error.code}] {error.message}"
                 _logging.log_failed_attempt(self, e, error, handler_failed=False)
             else:
+                outcome, failure = "terminal failure", f"[{e.code}] {e.message}"
                 _logging.attempt_logger.info(
                     "%s %s: ended with a terminal failure [%d] %s",
                     self.target,
@@ -472,8 +496,10 @@ class Attempt:
             with self.lock:
                 error = self.vm.last_error()
             if error is not None:  # the VM closed with an error while the handler waited
+                failure = f"[{error.code}] {error.message}"
                 _logging.log_failed_attempt(self, None, error, handler_failed=False)
             else:
+                outcome = "suspended"
                 _logging.attempt_logger.debug("%s %s: suspended", self.target, self.invocation_id)
         except Exception as e:  # noqa: BLE001 - the attempt fails and the runtime retries
             self.error = e
@@ -483,9 +509,14 @@ class Attempt:
                 if handler_failed:
                     self.vm.notify_error(f"{type(e).__name__}: {e}", traceback.format_exc())
                 error = self.vm.last_error()
+            failure = f"{type(e).__name__}: {e}"
             _logging.log_failed_attempt(self, e, error, handler_failed)
         finally:
             _logging.current_attempt.reset(running)
+            if trace is not None:  # before the output goes out: it may end the invocation
+                if outcome == "failed" and failure is None:
+                    failure = "the attempt was abandoned"
+                trace.end(outcome, failure)
             self.flush()
             self.runs.cancel()
 
@@ -561,6 +592,8 @@ class LoopAttempt(Attempt):
         return self.vm.is_closed()
 
     def propose_run_success(self, handle: int, value: bytes) -> None:
+        if self.trace is not None:
+            self.trace.run_ended(handle, "success")
         self.vm.propose_run_success(handle, value)
 
     def flush(self) -> None:

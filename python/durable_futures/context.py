@@ -58,6 +58,10 @@ F4 = TypeVar("F4", bound=DurableFuture[Any])
 _JSON: JsonSerde[Any] = JsonSerde()
 
 
+def _target_text(service: str, handler: str, key: str | None) -> str:
+    return f"{service}/{key}/{handler}" if key else f"{service}/{handler}"
+
+
 def _ms(d: timedelta | None) -> int | None:
     return None if d is None else int(d.total_seconds() * 1000)
 
@@ -129,7 +133,26 @@ class ServiceClient(Generic[I, O]):
     ) -> ResponseFuture[O]:
         """Starts the call now; the returned future completes with the response."""
         attempt = self._ctx._attempt
+        if attempt.trace is not None:
+            return self._traced_call(attempt, arg, idempotency_key, headers)
         id_h, res_h = attempt.sys_call(self._call(arg, idempotency_key, headers))
+        return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
+
+    def _traced_call(
+        self,
+        attempt: Attempt,
+        arg: Any,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+    ) -> ResponseFuture[O]:
+        """``request_future`` with a span from the call to its response (a replayed call,
+        made by an earlier attempt, has none)."""
+        replaying = attempt.is_replaying()
+        id_h, res_h = attempt.sys_call(self._call(arg, idempotency_key, headers))
+        trace = attempt.trace
+        if trace is not None and not replaying:
+            target = _target_text(self._service, self._handler, self._key)
+            trace.command(res_h, f"call {target}", {"durable_futures.call.target": target})
         return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
 
     async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
@@ -303,7 +326,14 @@ class Context:
         """A durable timer firing after ``duration``."""
         attempt = self._attempt
         wake = attempt.now_ms() + (_ms(duration) or 0)
-        h = attempt.sys_sleep(name or "", wake)
+        trace = attempt.trace
+        if trace is None:
+            h = attempt.sys_sleep(name or "", wake)
+        else:  # a span from the command to the timer firing (none for a replayed timer)
+            replaying = attempt.is_replaying()
+            h = attempt.sys_sleep(name or "", wake)
+            if not replaying:
+                trace.command(h, "sleep", {"durable_futures.timer.name": name or ""})
         return TimerFuture(attempt, h, _JSON.deserialize)
 
     async def sleep(self, duration: timedelta, name: str | None = None) -> None:

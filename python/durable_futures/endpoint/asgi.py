@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from .. import _core
+from .. import _core, _tracing
 from .._asgi import (
     SERVER_HEADER,
     App,
@@ -147,6 +147,11 @@ class _App(HttpApp):
                 loop.call_soon_threadsafe(out.put_nowait, data)
 
         inv = (LoopAttempt if handler.is_async else Attempt)(vm, loop, send_output)
+        tracer = _tracing.tracer()
+        if tracer is not None:
+            # The attempt's span continues restate-server's (its `traceparent`), if it sent one.
+            parent = _tracing.remote_context(scope.get("headers", []))
+            inv.trace = _tracing.AttemptTrace(tracer, parent)
         await send(
             {
                 "type": "http.response.start",

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from .. import _core
+from .. import _core, _tracing
 from .._attempt import Attempt, LoopAttempt
 from .._logging import engine_logger as _log
+from .._logging import target_of
 from ..context import context_type
 from ..errors import (
     JOURNAL_MISMATCH,
@@ -225,6 +226,10 @@ class LocalEngine:
         # Exploring completion orders (``durable_futures.testing.explore``): holds finished
         # run closures' outcomes and decides, each time everything waits, what completes.
         self._explorer: Any = None
+        # OpenTelemetry (``_tracing``): the tracer, looked up at ``start``, ``None`` without
+        # a tracer provider; the spans of invocations not completed yet, by id.
+        self._tracer: Any = None
+        self._spans: dict[str, Any] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -274,6 +279,7 @@ class LocalEngine:
                 if h.kind == "workflow"
             ]
         )
+        self._tracer = _tracing.tracer()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
@@ -317,6 +323,10 @@ class LocalEngine:
         self._waiters.clear()
         self._flush_waiters = []
         self._attempts.clear()
+        for span in self._spans.values():  # they go on when the engine starts again
+            span.set_attribute(_tracing.OUTCOME, "engine closed")
+            span.end()
+        self._spans.clear()
         self._driver = None
         self._core = None
 
@@ -363,6 +373,10 @@ class LocalEngine:
         now = self._clock()
         at = 0 if delay is None else now + int(delay.total_seconds() * 1000)
         inv_id, existing = core.submit(service, hname, key or "", payload, idempotency_key, at, now)
+        if self._tracer is not None and not existing and inv_id not in self._spans:
+            self._spans[inv_id] = _tracing.start_invocation(
+                self._tracer, f"{service}/{hname}", inv_id, None, target_of(service, hname, key or "")
+            )
         self._uncommitted.add(inv_id)
         self._poke()
         return inv_id, existing, out_serde
@@ -833,6 +847,9 @@ class LocalEngine:
                 stored = False
             if stored:
                 continue
+            span = self._spans.pop(inv_id, None)
+            if span is not None:
+                _tracing.end_invocation(span, False, (None, "not saved"))
             for fut in self._waiters.pop(inv_id, []):
                 if not fut.done():
                     fut.set_exception(
@@ -905,6 +922,10 @@ class LocalEngine:
             for fut in self._waiters.pop(effect.id, []):
                 if not fut.done():
                     fut.set_result(effect.outcome)
+            if self._spans:
+                span = self._spans.pop(effect.id, None)
+                if span is not None:
+                    _tracing.end_invocation(span, *effect.outcome)
         else:
             raise TypeError(f"unknown effect of a commit: {effect!r}")
 
@@ -1107,6 +1128,8 @@ class LocalEngine:
         inv.now_ms = self._clock  # timers and delayed sends use the engine's clock
         if self._explorer is not None:
             inv.runs.hold = functools.partial(self._explorer.hold, self, inv)
+        if self._tracer is not None:
+            inv.trace = self._attempt_trace(inv_id, attempt.service, attempt.handler)
         inactivity, abort = self._attempt_timeouts(attempt.service, attempt.handler)
         started = time.monotonic()
         live = self._attempts[inv_id] = _Live(token, inv, started, inactivity, abort)
@@ -1169,6 +1192,16 @@ class LocalEngine:
                 del self._attempts[inv_id]
             self._poke()
 
+
+    def _attempt_trace(self, inv_id: str, service: str, handler: str) -> _tracing.AttemptTrace:
+        """The spans of an attempt, children of its invocation's span (started now for an
+        invocation that a handler submitted, or that began before this engine started)."""
+        span = self._spans.get(inv_id)
+        if span is None:
+            span = self._spans[inv_id] = _tracing.start_invocation(
+                self._tracer, f"{service}/{handler}", inv_id, _tracing.root_context()
+            )
+        return _tracing.AttemptTrace(self._tracer, _tracing.context_of(span))
 
     def _note_mismatch(self, inv_id: str, inv: Attempt, h: Handler[Any, Any]) -> None:
         """Keeps the journal mismatch that ends this attempt, with the handler's line, for

@@ -159,9 +159,12 @@ fn sleep_completed_later_bidi_v6() {
             assert_eq!(vm.do_await(h).unwrap(), WAITING_INPUT);
             // Awaiting again without new input changes nothing.
             assert_eq!(vm.do_await(h).unwrap(), WAITING_INPUT);
+            assert!(!vm.has_arrived(h));
             send(vm, [sleep_done(1)]);
             assert!(!vm.is_completed(h), "input alone never completes a handle");
+            assert!(vm.has_arrived(h), "but its notification has arrived");
             assert_eq!(await_value(vm, h), Value::Void);
+            assert!(vm.has_arrived(h), "and stays arrived once taken");
             finish(vm, b"");
         })
         .expect(vec![sleep_cmd(1, 1_000, ""), output(b""), end()]);

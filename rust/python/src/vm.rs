@@ -510,6 +510,12 @@ impl PyVm {
         self.vm.is_completed(Handle(handle))
     }
 
+    /// Whether the notification of `handle` has arrived (queued or ready), without
+    /// consuming input.
+    fn has_arrived(&self, handle: u32) -> bool {
+        self.vm.has_arrived(Handle(handle))
+    }
+
     /// `OUTCOME_READY`, `_CANCELLED`, `_PENDING` or `_SUSPENDED`.
     fn do_await(&mut self, handle: u32) -> PyResult<u8> {
         Ok(await_code(self.vm.do_await(Handle(handle)).py()?))

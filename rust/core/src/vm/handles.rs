@@ -85,6 +85,20 @@ impl Vm {
         }
     }
 
+    /// Whether the notification of leaf `h` has arrived (queued or ready; a combinator or
+    /// selector: `is_completed`). Never consumes input: what a host watching for
+    /// completions asks after feeding input.
+    pub fn has_arrived(&self, h: Handle) -> bool {
+        match self.handles.get(h.0 as usize) {
+            None => false,
+            Some(HandleKind::Leaf(id)) => matches!(
+                self.notes.slot(id).map(|s| &s.state),
+                Some(SlotState::Queued(_) | SlotState::Ready { .. })
+            ),
+            Some(HandleKind::Node(_)) => self.is_completed(h),
+        }
+    }
+
     /// How a completed combinator resolved; `None` while pending or for a leaf.
     pub fn outcome(&self, h: Handle) -> Option<Outcome> {
         match self.handles.get(h.0 as usize) {
