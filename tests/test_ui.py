@@ -354,6 +354,14 @@ def test_the_race_page_in_headless_chromium(tmp_path: Path) -> None:
                 assert timer["x"] + timer["width"] >= call_bar["x"] + call_bar["width"]
                 assert pg.locator("table.journal tbody tr").count() == 6
                 pg.screenshot(path=str(shot), full_page=True)
+                # The list, filtered by status and target: only the race; no match: none.
+                pg.goto(f"{base}/ui?status=completed&target=Race/race", wait_until="load")
+                assert pg.locator('a[href^="/ui/invocation/"]').count() == 1
+                assert pg.locator(f'a[href="/ui/invocation/{found["id"]}"]').count() == 1
+                pg.goto(f"{base}/ui?target=NoSuchService", wait_until="load")
+                assert pg.locator('a[href^="/ui/invocation/"]').count() == 0
+                pg.goto(f"{base}/ui", wait_until="load")
+                assert pg.locator('a[href^="/ui/invocation/"]').count() == 2  # race + echo
             finally:
                 browser.close()
         assert all(u.startswith(f"http://127.0.0.1:{port}/") for u in requests), requests
