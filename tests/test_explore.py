@@ -1,5 +1,5 @@
-"""durable_futures.testing.explore: the completions of concurrently pending runs and timers
-delivered in every order (few) or in orders drawn from a seed (many), reproducibly; the
+"""durable_futures.testing.explore: the completions of concurrently pending runs and timers,
+and the starts of new invocations (callees, sends), delivered in every order (few) or in orders drawn from a seed (many), reproducibly; the
 ``durable(explore=N)`` marker; the virtual clock's manual mode."""
 
 from __future__ import annotations
@@ -182,8 +182,126 @@ def test_a_timer_may_fire_before_a_run_completes() -> None:
 
 def test_a_call_may_complete_before_or_after_a_run() -> None:
     outcomes, result = _outcomes(call_and_run)
-    assert sorted(outcomes) == ["call", "run"]  # type: ignore[type-var]
+    assert set(outcomes) == {"call", "run"}
     assert result.exhaustive  # type: ignore[attr-defined]
+    # The callee starts before or after the run completes; once started, its own run and
+    # the caller's complete in either order.
+    assert sorted(result.orders) == [  # type: ignore[attr-defined]
+        ["attempt Fan/remote", "run step_b (Fan/remote)", "run step_c (Fan/call_and_run)"],
+        ["attempt Fan/remote", "run step_c (Fan/call_and_run)"],
+        ["run step_c (Fan/call_and_run)"],
+    ]
+
+
+# ---- calls, promises: the start of an attempt is a choice too ------------------------------
+
+race = df.Service("Race")
+
+
+@race.handler()
+async def pong(ctx: df.Context) -> str:
+    return "pong"  # no runs, no timers: it completes as soon as it starts
+
+
+async def local_step() -> str:
+    return "local"
+
+
+@race.handler()
+async def call_or_run(ctx: df.Context) -> dict[str, str]:
+    call = ctx.service(pong).request_future(None)
+    local = ctx.run_async("local", local_step)
+    done = []
+    async for future in ctx.select(call, local):
+        done.append(await future)
+    first, second = done  # assumes the run completed first
+    return {"local": first, "call": second}
+
+
+async def racing(engine: df.LocalEngine) -> None:
+    assert await engine.invoke(call_or_run) == {"local": "local", "call": "pong"}
+
+
+@pytest.mark.parametrize("always_replay", [False, True])
+def test_a_plain_test_of_a_call_racing_a_run_passes(always_replay: bool) -> None:
+    async def scenario() -> None:
+        async with engine_for(race, always_replay=always_replay) as engine:
+            await racing(engine)
+
+    run(scenario())
+
+
+def _race_failure(**kwargs: object) -> ExplorationFailure:
+    with pytest.raises(ExplorationFailure) as info:
+        run(explore(racing, race, **kwargs))  # type: ignore[arg-type]
+    return info.value
+
+
+def test_explore_starts_a_callee_without_runs_after_a_run_or_before() -> None:
+    failure = _race_failure()
+    assert failure.run < DEFAULT_EXPLORE_RUNS
+    assert failure.order == ["attempt Race/pong", "run local_step (Race/call_or_run)"]
+    assert "1. attempt Race/pong" in str(failure)
+    again = _race_failure()
+    assert (again.run, again.order, again.schedule) == (failure.run, failure.order, failure.schedule)
+    replayed = _race_failure(schedule=failure.schedule)
+    assert (replayed.run, replayed.order) == (0, failure.order)
+
+
+review = df.Workflow("Review")
+
+
+async def check() -> str:
+    return "checked"
+
+
+@review.main()
+async def submit(ctx: df.WorkflowContext, key: str) -> list[str]:
+    verdict = ctx.promise("verdict", str).value()
+    if key.startswith("self-"):
+        ctx.workflow(approve, key).send("approved")  # the shared handler resolves it
+    checked = ctx.run_async("check", check)
+    done = []
+    async for future in ctx.select(verdict, checked):
+        done.append(await future)
+    return done
+
+
+@review.handler()
+async def approve(ctx: df.WorkflowSharedContext, verdict: str) -> str:
+    await ctx.promise("verdict", str).resolve(verdict)
+    return "ok"
+
+
+def test_a_promise_resolved_by_a_shared_handler_the_workflow_sends() -> None:
+    outcomes: list[list[str]] = []
+
+    async def test(engine: df.LocalEngine) -> None:
+        outcomes.append(await engine.invoke(submit, "self-1", key="self-1"))
+
+    result = run(explore(test, review))
+    assert result.exhaustive
+    assert sorted(outcomes) == [["approved", "checked"], ["checked", "approved"]]
+    assert sorted(result.orders) == [
+        ["attempt Review/approve", "run check (Review/self-1/submit)"],
+        ["run check (Review/self-1/submit)"],
+    ]
+    again = run(explore(test, review))
+    assert again.orders == result.orders  # the same seed, the same orders
+
+
+def test_a_promise_resolved_by_a_shared_handler_the_test_sends() -> None:
+    outcomes: list[list[str]] = []
+
+    async def test(engine: df.LocalEngine) -> None:
+        run_id = engine.send(submit, "w-1", key="w-1")
+        assert await engine.invoke(approve, "approved", key="w-1") == "ok"
+        outcomes.append(await engine.result(run_id))
+
+    result = run(explore(test, review))
+    assert result.exhaustive
+    assert {tuple(o) for o in outcomes} == {("approved", "checked"), ("checked", "approved")}
+    assert all(o[0].startswith("attempt Review/") for o in result.orders)
 
 
 def test_explore_rejects_no_runs() -> None:

@@ -29,8 +29,8 @@ plain ``def`` functions:
   ``durable_engine``: the test runs through :func:`explore`.
 
 :func:`explore` runs a test body once per order in which the completions of concurrent runs
-and timers can be delivered (or a seeded sample of them), and reports a failing order
-reproducibly (:class:`ExplorationFailure`).
+and timers, and the starts of new invocations, can happen (or a seeded sample of them), and
+reports a failing order reproducibly (:class:`ExplorationFailure`).
 
 .. code-block:: python
 
@@ -84,6 +84,7 @@ from .policy import RetryPolicy
 from .service import Service
 
 if TYPE_CHECKING:
+    from . import _core
     from ._attempt import Attempt
     from ._runs import Runs
 
@@ -193,10 +194,10 @@ class DurableTest:
 
 class ExplorationFailure(AssertionError):
     """A run of :func:`explore` failed: ``seed``, the ``run`` (0-based), the ``order`` in
-    which completions were delivered (``"run fetch (Orders/overview)"``, ``"timer +30s"``)
-    and the ``schedule`` (the choices made) that replays exactly this run:
-    ``explore(test, *services, schedule=failure.schedule)``. The test's exception is the
-    ``__cause__``."""
+    which completions were delivered and attempts started (``"run fetch (Orders/overview)"``,
+    ``"timer +30s"``, ``"attempt Orders/lookup"``) and the ``schedule`` (the choices made)
+    that replays exactly this run: ``explore(test, *services, schedule=failure.schedule)``.
+    The test's exception is the ``__cause__``."""
 
     def __init__(
         self, seed: int, run: int, order: list[str], schedule: list[int], error: BaseException
@@ -281,16 +282,26 @@ class _Held:
     release: Callable[[], None]
 
 
+@dataclass
+class _HeldAttempt:
+    label: str
+    key: tuple[str, int]
+    attempt: _core.Attempt
+
+
 class _Explorer:
     """The engine's scheduler during one run of :func:`explore`: finished run closures'
-    outcomes are held back; each time every invocation waits, one completion is let
-    through, a held run or the next timer (the clock then jumps to it), as ``choose``
-    decides among them."""
+    outcomes and the first attempts of new invocations are held back; each time every
+    invocation waits, one of them is let through (a held run completes, a held attempt
+    starts) or the next timer fires (the clock jumps to it), as ``choose`` decides among
+    them. Later attempts of an invocation (woken by a completion) start at once."""
 
     def __init__(self, choose: Callable[[int], int], start_ms: int) -> None:
         self._choose = choose
         self._start_ms = start_ms
         self._held: list[_Held] = []
+        self._attempts: list[_HeldAttempt] = []
+        self._started: set[str] = set()
         self._seen: dict[str, int] = {}
         self.order: list[str] = []
 
@@ -309,28 +320,52 @@ class _Explorer:
         self._held.append(_Held(label, (attempt.target, handle, index), runs, release))
         engine._poke()
 
+    def hold_attempt(self, engine: LocalEngine, attempt: _core.Attempt) -> bool:
+        """Keeps back the first attempt of an invocation (a new callee, a send, the test's
+        own submission) until it is chosen; says whether it did."""
+        if attempt.id in self._started:
+            return False
+        self._started.add(attempt.id)
+        index = self._seen.setdefault(attempt.id, len(self._seen))
+        label = f"attempt {attempt.service}/{attempt.handler}"
+        self._attempts.append(_HeldAttempt(label, (label, index), attempt))
+        engine._poke()
+        return True
+
+    def forget_attempt(self, invocation_id: str) -> None:
+        """The invocation completed (killed or cancelled) before its held attempt started."""
+        if self._attempts:
+            self._attempts = [a for a in self._attempts if a.attempt.id != invocation_id]
+
     def _live(self) -> list[_Held]:
         self._held = [h for h in self._held if h.runs.released()]
         return self._held
 
     def holding(self) -> bool:
-        return bool(self._live())
+        return bool(self._attempts) or bool(self._live())
 
     def decide(self, engine: LocalEngine, due: int | None) -> None:
         held = sorted(self._live(), key=lambda h: h.key)
-        n = len(held) + (due is not None)
+        attempts = sorted(self._attempts, key=lambda a: a.key)
+        n = len(held) + len(attempts) + (due is not None)
         if n == 0:
             return
         i = self._choose(n) if n > 1 else 0
-        if i == len(held):
+        if i < len(held):
+            chosen = held[i]
+            self._held.remove(chosen)
+            self.order.append(chosen.label)
+            chosen.release()
+        elif i < len(held) + len(attempts):
+            start = attempts[i - len(held)]
+            self._attempts.remove(start)
+            if n > 1:  # an attempt that was the only possibility is no choice: not listed
+                self.order.append(start.label)
+            engine._start_attempt(start.attempt)
+        else:
             assert due is not None and isinstance(engine._clock, VirtualClock)
             engine._clock.now_ms = max(engine._clock.now_ms, due)
             self.order.append(f"timer +{(due - self._start_ms) / 1000:g}s")
-            return
-        chosen = held[i]
-        self._held.remove(chosen)
-        self.order.append(chosen.label)
-        chosen.release()
 
 
 async def explore(
@@ -343,9 +378,11 @@ async def explore(
 ) -> Exploration:
     """Runs ``test(engine)`` up to ``runs`` times, each time on a fresh test engine serving
     ``services`` (``always_replay=True``, a virtual clock), delivering the completions of
-    concurrently pending runs and timers in a different order: finished run closures are
-    held back, and whenever every invocation waits, one of them, or the next timer, is
-    chosen to complete. Each run tries an order no earlier run tried (chosen at random from
+    concurrently pending runs and timers in a different order: finished run closures and
+    the first attempts of new invocations (callees, sends, shared handlers resolving a
+    promise) are held back, and whenever every invocation waits, one of them is chosen to
+    complete or start, or the next timer to fire (an invocation woken by a completion goes
+    on at once). Each run tries an order no earlier run tried (chosen at random from
     ``seed`` among the untried ones); once every order has been tried, it stops early.
 
     Raises :class:`ExplorationFailure` (naming the seed, the run and the completion order)

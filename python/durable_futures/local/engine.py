@@ -807,6 +807,8 @@ class LocalEngine:
                 attempt = core.next_attempt(now)
                 if attempt is None:
                     break
+                if self._explorer is not None and self._explorer.hold_attempt(self, attempt):
+                    continue  # started when the explorer chooses it
                 self._start_attempt(attempt)
             else:
                 if core.has_ready() and not core.has_pending() and not self._runs_in_flight[0]:
@@ -919,6 +921,8 @@ class LocalEngine:
             live = self._attempts.get(effect.id)
             if live is not None and not live.inv.is_closed():
                 live.inv.disconnect()  # killed while it ran: stop it
+            if self._explorer is not None:
+                self._explorer.forget_attempt(effect.id)  # killed before it started
             for fut in self._waiters.pop(effect.id, []):
                 if not fut.done():
                     fut.set_result(effect.outcome)
