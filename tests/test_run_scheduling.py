@@ -408,3 +408,37 @@ def test_a_plain_function_returning_an_awaitable_is_awaited(db: Path) -> None:
             assert await e.invoke(handler, 4) == 40
 
     run(body())
+
+
+def test_making_room_never_closes_an_attempt_before_its_request_arrived(
+    db: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a loop slow to feed new attempts their request, the engine is idle (nothing to
+    write, no run executing) while invocations wait for a slot: making room must suspend
+    attempts that wait for news, not close the input of one whose StartMessage has not
+    arrived (that fails it with 571, and a burst on a loaded machine then churns)."""
+    import logging
+
+    from durable_futures.local import engine as local_engine
+
+    monkeypatch.setattr(local_engine, "_MAKE_ROOM_IDLE", 0.001)
+    run_attempt = local_engine.LocalEngine._run_attempt
+
+    async def slow_to_start(self: Any, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.02)
+        await run_attempt(self, *args, **kwargs)
+
+    monkeypatch.setattr(local_engine.LocalEngine, "_run_attempt", slow_to_start)
+    svc = df.Service("SlowToStart")
+
+    @svc.handler()
+    async def one(ctx: df.Context, i: int) -> int:
+        return i
+
+    async def body() -> None:
+        async with df.LocalEngine(svc, path=db, durability="os", max_attempts_in_flight=2) as e:
+            assert await asyncio.gather(*(e.invoke(one, i) for i in range(20))) == list(range(20))
+
+    with caplog.at_level(logging.WARNING, logger="durable_futures"):
+        run(body())
+    assert [r.getMessage() for r in caplog.records if "failed" in r.getMessage()] == []

@@ -93,6 +93,9 @@ class Attempt:
         self._cond: threading.Condition | None = None
         self._send_output = send_output
         self._outbox: collections.deque[bytes] = collections.deque()
+        # The request has started to arrive: before that, closing the input would fail the
+        # attempt (no StartMessage) instead of suspending it.
+        self.fed = False
         self._generation = 0
         self._async_waiters: list[asyncio.Future[None]] = []
         self._loop_thread = threading.get_ident()
@@ -118,6 +121,7 @@ class Attempt:
 
     def feed(self, data: bytes) -> None:
         with self.lock:
+            self.fed = True
             self.vm.notify_input(data)
             if self.trace is not None and self.trace.waiting:
                 self.trace.completed(self.vm)

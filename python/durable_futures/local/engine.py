@@ -961,7 +961,9 @@ class LocalEngine:
         idle = [
             live
             for live in self._attempts.values()
-            if not live.inv.input_closed and now - live.last_activity > _MAKE_ROOM_IDLE
+            if live.inv.fed
+            and not live.inv.input_closed
+            and now - live.last_activity > _MAKE_ROOM_IDLE
         ]
         idle.sort(key=lambda live: live.last_activity)
         for live in idle[: max(1, len(idle) // 2)]:
@@ -982,7 +984,9 @@ class LocalEngine:
             return
         next_check = float("inf")
         for inv_id, live in list(self._attempts.items()):
-            if not live.inv.input_closed:
+            # An attempt whose request has not arrived yet is waiting for the loop, not for
+            # news: closing its input would fail it (no StartMessage).
+            if live.inv.fed and not live.inv.input_closed:
                 if now - live.last_activity < live.inactivity:
                     next_check = min(next_check, live.last_activity + live.inactivity)
                     continue
