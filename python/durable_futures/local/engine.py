@@ -985,8 +985,11 @@ class LocalEngine:
         next_check = float("inf")
         for inv_id, live in list(self._attempts.items()):
             # An attempt whose request has not arrived yet is waiting for the loop, not for
-            # news: closing its input would fail it (no StartMessage).
-            if live.inv.fed and not live.inv.input_closed:
+            # news: closing its input would fail it (no StartMessage). Look again later.
+            if not live.inv.fed:
+                next_check = min(next_check, now + live.inactivity)
+                continue
+            if not live.inv.input_closed:
                 if now - live.last_activity < live.inactivity:
                     next_check = min(next_check, live.last_activity + live.inactivity)
                     continue
