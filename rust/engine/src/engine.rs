@@ -1243,16 +1243,11 @@ impl Engine {
             None => Outcome::Success(Vec::new()),
         };
         if let Some(waiters) = self.promise_waiters.remove(&p) {
-            for w in waiters {
-                self.notify(
-                    w.invocation,
-                    notification(
-                        MessageType::GetPromiseCompletionNotification,
-                        NotificationId::Completion(w.result_completion_id),
-                        outcome_result(&outcome),
-                    ),
-                );
-            }
+            self.answer(
+                waiters,
+                MessageType::GetPromiseCompletionNotification,
+                &outcome,
+            );
             self.pending.promise_waiters_released.push(p.clone());
         }
         self.pending.promises.push((p, outcome));
@@ -1452,31 +1447,31 @@ impl Engine {
             callers.extend(extra);
             self.pending.callers_released.push(id);
         }
-        for c in callers {
-            self.notify(
-                c.invocation,
-                notification(
-                    MessageType::CallCompletionNotification,
-                    NotificationId::Completion(c.result_completion_id),
-                    outcome_result(&outcome),
-                ),
-            );
-        }
+        self.answer(callers, MessageType::CallCompletionNotification, &outcome);
         if let Some(waiters) = self.attachers.remove(&id) {
             self.pending.attachers_released.push(id);
-            for w in waiters {
-                self.notify(
-                    w.invocation,
-                    notification(
-                        MessageType::AttachInvocationCompletionNotification,
-                        NotificationId::Completion(w.result_completion_id),
-                        outcome_result(&outcome),
-                    ),
-                );
-            }
+            self.answer(
+                waiters,
+                MessageType::AttachInvocationCompletionNotification,
+                &outcome,
+            );
         }
         self.release_lock(&live.row);
         self.completed.push((id, outcome));
+    }
+
+    /// Answers each waiter's completion with `outcome`, as a notification of type `ty`.
+    fn answer(&mut self, waiters: Vec<Caller>, ty: MessageType, outcome: &Outcome) {
+        for w in waiters {
+            self.notify(
+                w.invocation,
+                notification(
+                    ty,
+                    NotificationId::Completion(w.result_completion_id),
+                    outcome_result(outcome),
+                ),
+            );
+        }
     }
 
     fn release_lock(&mut self, row: &InvocationRow) {
