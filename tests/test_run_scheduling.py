@@ -442,3 +442,139 @@ def test_making_room_never_closes_an_attempt_before_its_request_arrived(
     with caplog.at_level(logging.WARNING, logger="durable_futures"):
         run(body())
     assert [r.getMessage() for r in caplog.records if "failed" in r.getMessage()] == []
+
+
+# ---- waiting for a plain function right in the handler ------------------------------------------
+
+
+def test_bells_keep_a_ring_time_out_and_ring_others_first() -> None:
+    """The hand-off primitive under ``wait_here`` and the loop's wait for threads."""
+    import threading
+
+    from durable_futures._core import Bell
+
+    bell = Bell()
+    bell.ring()
+    assert bell.wait(0.0) is True  # rung before the wait: kept
+    assert bell.wait(0.01, spin=0.001) is False  # nobody rings: the timeout ends it
+    others = [Bell(), Bell()]
+    assert bell.wait(0.0, ring=others) is False
+    assert all(o.wait(0.0) for o in others)  # rung by the wait above
+    with pytest.raises(ValueError):
+        bell.wait(-1.0)
+
+    ponged = Bell()
+
+    def pong() -> None:
+        ponged.wait(5.0, ring=bell)  # rings ``bell`` once the GIL is released
+
+    t = threading.Thread(target=pong)
+    t.start()
+    assert bell.wait(5.0, spin=0.0001) is True
+    ponged.ring()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_plain_functions_slower_and_faster_than_the_handlers_wait(db: Path) -> None:
+    """A handler awaiting the only plain function on a thread waits for it right there,
+    but only briefly (a couple of milliseconds): slower closures finish through the loop.
+    Alternating both, with the thread's late ring of a bell the handler stopped waiting on,
+    every result still arrives, in order, and each closure runs once."""
+    import time
+
+    svc = df.Service("WaitHere")
+    calls: list[int] = []
+
+    def step(i: int) -> int:
+        calls.append(i)
+        if i % 3 == 1:
+            time.sleep(0.004)  # longer than the handler waits in place
+        elif i % 3 == 2:
+            # About as long as the handler waits: the thread may finish as it gives up.
+            time.sleep(0.002)
+        return i * 10
+
+    @svc.handler()
+    async def handler(ctx: df.Context, n: int) -> list[int]:
+        return [await ctx.run_async(f"s{i}", step, i) for i in range(n)]
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(handler, 30) == [i * 10 for i in range(30)]
+        assert calls == list(range(30))
+
+    run(body())
+
+
+def test_a_handler_waiting_for_its_plain_function_lets_a_due_timer_fire(db: Path) -> None:
+    """While one invocation's handler waits for its plain function (blocked on an event
+    that only the other invocation's timer leads to), the other invocation's durable
+    timer still fires and its handler finishes: the wait in place never outlasts the
+    loop's next timer, nor a couple of milliseconds."""
+    import threading
+
+    svc = df.Service("WaitTimer")
+    after_timer = threading.Event()
+
+    def blocked() -> str:
+        if not after_timer.wait(timeout=20):
+            raise TimeoutError("the timer never fired")
+        return "unblocked"
+
+    @svc.handler()
+    async def waits(ctx: df.Context) -> str:
+        return await ctx.run_async("blocked", blocked)
+
+    @svc.handler()
+    async def sleeps(ctx: df.Context) -> str:
+        await ctx.sleep(timedelta(milliseconds=30))
+        await ctx.run_async("mark", after_timer.set)
+        return "slept"
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            sleeper = e.send(sleeps)
+            first = e.send(waits)
+            assert await e.result(sleeper) == "slept"
+            assert await e.result(first) == "unblocked"
+
+    run(body())
+
+
+def test_more_plain_functions_than_threads_all_run(db: Path) -> None:
+    """A fan-out larger than the pool (32 threads): closures queue for a thread and every
+    one runs once; at some moment many run at the same time."""
+    import threading
+    import time
+
+    from durable_futures._runs import _WORKERS
+
+    svc = df.Service("Pool")
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+    ran: list[int] = []
+
+    def step(i: int) -> int:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+            ran.append(i)
+        return i
+
+    @svc.handler()
+    async def fan_out(ctx: df.Context, n: int) -> int:
+        futures = [ctx.run_async(f"s{i}", step, i) for i in range(n)]
+        return sum([await f for f in futures])
+
+    async def body() -> None:
+        async with engine(svc, path=db) as e:
+            assert await e.invoke(fan_out, 200) == sum(range(200))
+        assert sorted(ran) == list(range(200))
+        assert running[1] > 1
+        assert _WORKERS.wait_idle(10)
+
+    run(body())

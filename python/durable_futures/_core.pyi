@@ -1,5 +1,6 @@
 """Type stubs of the compiled extension ``durable_futures._core`` (checked by stubtest)."""
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple, final
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "PROTOCOL_VERSIONS",
     "Attempt",
     "AttemptRequest",
+    "Bell",
     "Completed",
     "Deliver",
     "Engine",
@@ -60,6 +62,21 @@ COMBINATOR_FIRST_COMPLETED: int
 COMBINATOR_ALL_COMPLETED: int
 COMBINATOR_FIRST_SUCCEEDED_OR_ALL_FAILED: int
 COMBINATOR_ALL_SUCCEEDED_OR_FIRST_FAILED: int
+
+@final
+class Bell:
+    """A flag one thread rings and another waits for: watched for `spin` seconds with the
+    GIL released, then parked on. `wait(ring=...)` rings other bells after releasing the
+    GIL, so the thread woken finds it free."""
+
+    def __init__(self) -> None: ...
+    def ring(self) -> None: ...
+    def wait(
+        self,
+        timeout: float | None = None,
+        spin: float = 0.0,
+        ring: Bell | Sequence[Bell] | None = None,
+    ) -> bool: ...
 
 @final
 class Input:

@@ -4,8 +4,11 @@ to the VM.
 
 A coroutine function that the handler awaits before its task has taken a first step is run
 inline by the handler's own task instead (``claim`` and ``run_inline``), which saves two loop
-turns. While any closure executes, the embedded engine's group commit waits for it (the
-shared ``in_flight`` count).
+turns. A plain function the handler awaits while it is the only closure on a thread, with
+nothing else for the loop to do, is waited for right in the handler (``wait_here``, bounded
+by the loop's next timer and a couple of milliseconds): the same saving for the common
+``await ctx.run_async("fetch", fetch_user, user_id)``. While any closure executes, the
+embedded engine's group commit waits for it (the shared ``in_flight`` count).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import contextvars
 import functools
 import inspect
 import os
-import queue
 import sys
 import threading
 import time
@@ -24,56 +26,109 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from ._core import Bell
 from .errors import TerminalError
 
 if TYPE_CHECKING:
     from ._attempt import Attempt
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Hand-offs between the loop and the closures' threads watch a ``Bell`` for a while (with
+# the GIL released) before parking the thread: a parked thread takes tens of microseconds to
+# wake, about as long as a whole durable step's work besides the fsync. Watching needs a
+# spare CPU, so one CPU means no watching. $DURABLE_FUTURES_SPIN_US sets how long an idle
+# thread watches for its next closure; the loop watches for a finished one a fifth of that.
+_SPIN = (float(os.environ.get("DURABLE_FUTURES_SPIN_US", "500")) / 1e6) if _cpus() > 1 else 0.0
+_SPIN_WAIT = _SPIN / 5
+
+
+class _Worker:
+    __slots__ = ("bell", "job")
+
+    def __init__(self) -> None:
+        self.bell = Bell()
+        self.job: Callable[[], Bell | None] | None = None
+
+
 class _Workers:
     """Threads for plain-function closures: a job is a callable taking no argument, run by
-    the first idle thread; a thread is added while none is idle, up to ``limit``. Leaner
-    than ``ThreadPoolExecutor``: no future per job (a job hands its outcome on itself)."""
+    an idle thread (the one idle the shortest time); a thread is added while none is idle,
+    up to ``limit``, then jobs queue. Leaner than ``ThreadPoolExecutor``: no future per job
+    (a job hands its outcome on itself, and returns the bell to ring once the thread has
+    let go of the GIL). One idle thread at a time watches its bell for ``_SPIN`` before
+    parking, so that the next closure of a sequence starts without a thread wake-up."""
 
     def __init__(self, limit: int) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._backlog: collections.deque[Callable[[], Bell | None]] = collections.deque()
+        self._idle: list[_Worker] = []
         self._limit = limit
         self._threads = 0
-        self._idle = 0
-        self._pending = 0  # submitted, not finished
+        self.pending = 0  # submitted, not finished
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
+        self._watched_until = 0.0  # until when an idle thread watches its bell
 
     def wait_idle(self, timeout: float) -> bool:
         """Waits until every job submitted so far has finished (for tests)."""
         with self._drained:
-            return self._drained.wait_for(lambda: self._pending == 0, timeout)
+            return self._drained.wait_for(lambda: self.pending == 0, timeout)
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], Bell | None]) -> Bell | None:
+        """Hands ``job`` to a thread. Returns the bell of the idle thread that takes it,
+        which the caller rings (now, or when it is about to wait itself); ``None`` if a new
+        thread runs it, or if it waits for a busy one."""
         with self._lock:
-            self._pending += 1
-            start = False
+            self.pending += 1
             if self._idle:
-                self._idle -= 1
-            elif self._threads < self._limit:
-                self._threads += 1
-                start = True
-        self._jobs.put(job)
-        if start:
-            threading.Thread(target=self._work, name="df-run", daemon=True).start()
+                worker = self._idle.pop()
+                worker.job = job
+                return worker.bell
+            if self._threads >= self._limit:
+                self._backlog.append(job)
+                return None
+            self._threads += 1
+        threading.Thread(target=self._work, args=(job,), name="df-run", daemon=True).start()
+        return None
 
-    def _work(self) -> None:
-        jobs, lock = self._jobs, self._lock
+    def _work(self, job: Callable[[], Bell | None] | None) -> None:
+        me = _Worker()
+        lock, backlog, idle = self._lock, self._backlog, self._idle
         while True:
-            job = jobs.get()
+            assert job is not None
             try:
-                job()
-            finally:
-                del job
-                with lock:
-                    self._idle += 1
-                    self._pending -= 1
-                    if not self._pending:
-                        self._drained.notify_all()
+                signal = job()
+            except BaseException:  # noqa: BLE001 - jobs report their own errors: a bug
+                traceback.print_exc()
+                signal = None
+            job = None
+            with lock:
+                self.pending -= 1
+                if not self.pending:
+                    self._drained.notify_all()
+                if backlog:
+                    job = backlog.popleft()
+                else:
+                    idle.append(me)
+                    spin = 0.0
+                    now = time.monotonic()
+                    if _SPIN and now >= self._watched_until:
+                        spin = _SPIN
+                        self._watched_until = now + spin
+            if job is not None:
+                if signal is not None:
+                    signal.ring()
+                continue
+            # Rings ``signal`` once the GIL is released, then waits for the next job.
+            me.bell.wait(None, spin, signal)
+            if spin:
+                self._watched_until = 0.0  # the next idle thread may watch
+            job, me.job = me.job, None
 
 
 # Shared by every attempt: plain-function run closures (at most 32 threads at once, or
@@ -120,6 +175,11 @@ class Runs:
         ] = collections.deque()
         self._finished_lock = threading.Lock()
         self._finish_scheduled = False
+        self._on_threads: set[int] = set()  # handles of the closures on threads
+        # The handler waits right here for the one closure on a thread (``wait_here``):
+        # the thread rings this bell instead of waking the loop.
+        self._here = False
+        self._here_bell = Bell()
         self._wake = _wake_for(self._loop)
         # Tests exploring completion orders (``durable_futures.testing.explore``): called
         # with ``(runs, handle, fn, release)`` instead of proposing a finished closure's
@@ -158,12 +218,17 @@ class Runs:
         the VM, so the VM of an async handler is only ever used from the loop."""
         self._threads += 1
         self._in_flight[0] += 1
-        _WORKERS.submit(
+        self._on_threads.add(handle)
+        bell = _WORKERS.submit(
             functools.partial(self._execute_on_thread, handle, spec, contextvars.copy_context())
         )
-        self._wake.started()
+        self._wake.started(bell)
 
-    def _execute_on_thread(self, handle: int, spec: RunSpec, ctx: contextvars.Context) -> None:
+    def _execute_on_thread(
+        self, handle: int, spec: RunSpec, ctx: contextvars.Context
+    ) -> Bell | None:
+        """Runs on a worker thread; returns the bell the thread rings once it has let go of
+        the GIL (the loop's, or that of the handler waiting here), if any."""
         fn, args, kwargs, serialize, retry = spec
         started = time.monotonic()
         try:
@@ -175,13 +240,15 @@ class Runs:
         if inspect.isawaitable(outcome[0]):
             # A plain function that returned an awaitable: the loop awaits it.
             self._loop.call_soon_threadsafe(self._await_returned, handle, spec, outcome[0], started)
-            return
+            return None
         with self._finished_lock:
             self._finished.append((handle, spec, started, outcome))
             if self._finish_scheduled:
-                return
+                return None
             self._finish_scheduled = True
-        self._wake.call(self._threads_finished)
+            if self._here:
+                return self._here_bell
+        return self._wake.call(self._threads_finished)
 
     def _await_returned(self, handle: int, spec: RunSpec, awaitable: Any, started: float) -> None:
         async def finish() -> None:
@@ -195,6 +262,7 @@ class Runs:
 
         task = self._loop.create_task(finish())
         # The thread's count passes to the task.
+        self._on_threads.discard(handle)
         self._threads -= 1
         self._in_flight[0] -= 1
         self._track(task)
@@ -208,9 +276,13 @@ class Runs:
             self._finished.clear()
             self._finish_scheduled = False
         n = len(finished)
+        if not n:  # taken already by the handler waiting for them (``wait_here``)
+            return
         self._threads -= n
         self._in_flight[0] -= n
         self._wake.done(n)
+        for entry in finished:
+            self._on_threads.discard(entry[0])
         if self._cancelled:
             return
         for handle, spec, started, (result, error) in finished:
@@ -218,6 +290,36 @@ class Runs:
                 error = RuntimeError(f"{type(error).__name__}: {error}")
             self._propose(handle, spec[3], spec[4], started, result=result, error=error)
         self._after_run()
+
+    def wait_here(self, handle: int) -> None:
+        """The handler awaits run ``handle``, which executes on a thread: if it is the only
+        closure on a thread in the process and the loop has nothing else to do, wait for it
+        right here (at most as long as the loop waits for threads anyway, and never past
+        its next timer) and propose its outcome. The handler then goes on without a loop
+        turn, as when it awaits a coroutine closure, once the embedded engine has committed
+        the outcome at once. Otherwise (or if the closure takes longer) it waits as usual."""
+        wake = self._wake
+        if (
+            self._threads != 1
+            or handle not in self._on_threads
+            or self.hold is not None
+            or _WORKERS.pending != 1
+        ):
+            return
+        timeout = wake.quiet_for()
+        if timeout is None:
+            return
+        lock = self._finished_lock
+        with lock:
+            waiting = self._here = not self._finished
+        if waiting:
+            rung = self._here_bell.wait(timeout, _SPIN_WAIT, wake.take_deferred())
+            with lock:
+                self._here = False
+            if not rung:  # the thread may still ring it for this wait: take a fresh one
+                self._here_bell = Bell()
+        if self._finished:
+            self._threads_finished()
 
     def _after_run(self) -> None:
         self._attempt.flush()
@@ -421,38 +523,75 @@ _WAIT_AFTER_START = float(os.environ.get("DURABLE_FUTURES_THREAD_WAIT_MS", "2"))
 
 class _ThreadWake:
     """Wraps a selector event loop's selector so that, while plain-function closures run on
-    threads, the idle loop waits for them on a lock instead of in ``epoll``, and a finished
+    threads, the idle loop waits for them on a bell instead of in ``epoll``, and a finished
     closure hands its callback over directly: no write to the event loop's self-pipe, no
     ``epoll`` wake-up. The wait lasts at most ``_WAIT_AFTER_START`` after the last start
-    (I/O is polled right after it), so sockets are never left unwatched longer than that."""
+    (I/O is polled right after it), so sockets are never left unwatched longer than that.
+
+    Idle threads given a closure are rung when the loop is about to wait (``started``), once
+    the loop has let go of the GIL, so they find it free, unless the loop has much else to
+    do first."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, selector: Any) -> None:
         self._loop = loop
+        self._ready: collections.deque[Any] = getattr(loop, "_ready", collections.deque())
+        self._scheduled: list[Any] = getattr(loop, "_scheduled", [])
         self._inner = selector
-        self._signals: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._bell = Bell()
         self._lock = threading.Lock()
         self._waiting = False
         self._callbacks: list[Callable[[], None]] = []
         self._running = 0
         self._deadline = 0.0
+        self._deferred: list[Bell] = []
 
-    def started(self) -> None:
+    def started(self, bell: Bell | None) -> None:
+        """On the loop: a closure was handed to a thread; ``bell`` is to be rung to start it."""
         self._running += 1
         self._deadline = time.monotonic() + _WAIT_AFTER_START
+        if bell is not None:
+            if len(self._ready) > 4:
+                bell.ring()
+            else:
+                self._deferred.append(bell)
 
     def done(self, n: int) -> None:
         self._running -= n
 
-    def call(self, callback: Callable[[], None]) -> None:
-        """From a thread: ``callback`` runs on the loop soon."""
+    def take_deferred(self) -> list[Bell] | None:
+        """The threads' bells not rung yet (the caller rings them)."""
+        deferred = self._deferred
+        if not deferred:
+            return None
+        self._deferred = []
+        return deferred
+
+    def quiet_for(self) -> float | None:
+        """How long the loop may be kept waiting for a thread: ``None`` (not at all) if it
+        has callbacks ready, except that one (often the embedded engine's bookkeeping) may
+        wait as long as the thread is watched for without parking."""
+        wait = _WAIT_AFTER_START
+        ready = len(self._ready)
+        if ready:
+            if ready > 1 or not _SPIN_WAIT:
+                return None
+            wait = _SPIN_WAIT
+        if self._scheduled:
+            wait = min(wait, self._scheduled[0].when() - self._loop.time())
+        return wait if wait > 0 else None
+
+    def call(self, callback: Callable[[], None]) -> Bell | None:
+        """From a thread: ``callback`` runs on the loop soon. Returns the bell the thread
+        rings once it has let go of the GIL, if the loop waits for one."""
         with self._lock:
             if self._waiting:
                 self._callbacks.append(callback)
-                self._signals.put(None)
-                return
+                return self._bell
         self._loop.call_soon_threadsafe(callback)
+        return None
 
     def select(self, timeout: float | None = None) -> Any:
+        deferred = self.take_deferred()
         if self._running and (timeout is None or timeout > 0):
             wait = self._deadline - time.monotonic()
             if timeout is not None:
@@ -460,26 +599,28 @@ class _ThreadWake:
             if wait > 0:
                 with self._lock:
                     self._waiting = True
-                try:
-                    self._signals.get(timeout=wait)
-                    woken = True
-                except queue.Empty:
-                    woken = False
+                spin = _SPIN_WAIT if self._running == 1 else 0.0
+                woken = self._bell.wait(wait, spin, deferred)
+                deferred = None
                 with self._lock:
                     self._waiting = False
                     callbacks, self._callbacks = self._callbacks, []
                 for cb in callbacks:
                     self._loop.call_soon(cb)
                 if woken or callbacks:
-                    while True:  # signals of callbacks taken above
-                        try:
-                            self._signals.get_nowait()
-                        except queue.Empty:
-                            break
                     return self._inner.select(0)
                 if timeout is not None:
                     timeout = max(0.0, timeout - wait)
+        if deferred:
+            for bell in deferred:
+                bell.ring()
         return self._inner.select(timeout)
+
+    def close(self) -> None:
+        """The loop closes: threads handed a closure in its last turn still run it."""
+        for bell in self.take_deferred() or ():
+            bell.ring()
+        self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -487,20 +628,30 @@ class _ThreadWake:
 
 class _NoWake:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.call = loop.call_soon_threadsafe
+        self._call_soon_threadsafe = loop.call_soon_threadsafe
 
-    def started(self) -> None:
-        pass
+    def started(self, bell: Bell | None) -> None:
+        if bell is not None:
+            bell.ring()
 
     def done(self, n: int) -> None:
         pass
 
+    def take_deferred(self) -> None:
+        return None
 
-def _wake_for(loop: asyncio.AbstractEventLoop) -> Any:
+    def quiet_for(self) -> None:
+        return None
+
+    def call(self, callback: Callable[[], None]) -> None:
+        self._call_soon_threadsafe(callback)
+
+
+def _wake_for(loop: asyncio.AbstractEventLoop) -> _ThreadWake | _NoWake:
     """The loop's :class:`_ThreadWake` (installed on first use), or a plain
     ``call_soon_threadsafe`` for loops without a selector to wrap (uvloop, the proactor)."""
     w = getattr(loop, "_durable_futures_wake", None)
-    if w is not None:
+    if isinstance(w, _ThreadWake):
         return w
     selector = getattr(loop, "_selector", None)
     if selector is None or _WAIT_AFTER_START <= 0 or not hasattr(selector, "select"):

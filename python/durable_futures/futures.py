@@ -122,9 +122,12 @@ class RunFuture(DurableFuture[T]):
                     value = self._value = self._decode(payload)
                     return value  # type: ignore[no-any-return]
                 return self._settle(raw)
-        run = attempt.runs.claim(self._handle)
+        runs = attempt.runs
+        run = runs.claim(self._handle)
         if run is not None:  # awaited before it started: run it right here
-            yield from attempt.runs.run_inline(self._handle, run)
+            yield from runs.run_inline(self._handle, run)
+        else:  # a plain function on a thread: perhaps wait for it right here
+            runs.wait_here(self._handle)
         raw = yield from attempt.wait(attempt.take, self._handle)
         return self._settle(raw)
 

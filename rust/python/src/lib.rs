@@ -5,6 +5,7 @@
 //! `durable_futures.errors` in one place ([`to_py`]), so tracebacks name the public classes
 //! (`durable_futures.errors.JournalMismatchError`, ...).
 //!
+//! - [`bell`]: `Bell`, the hand-off between the event loop and closures' threads;
 //! - [`vm`]: `Vm`, one invocation attempt, with the outcome and value-kind codes it returns;
 //! - [`engine`]: `Engine`, the embedded engine, and the records it hands out;
 //! - [`protocol`]: `Message`, `decode_frames`, `encode_frame`: the protocol's frames, typed,
@@ -14,6 +15,7 @@ use durable_futures_core::{Error, Failure};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
+mod bell;
 mod engine;
 mod identity;
 mod protocol;
@@ -88,6 +90,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "COMBINATOR_ALL_SUCCEEDED_OR_FIRST_FAILED",
         vm::ALL_SUCCEEDED_OR_FIRST_FAILED,
     )?;
+    m.add_class::<bell::PyBell>()?;
     m.add_class::<vm::PyVm>()?;
     m.add_class::<vm::PyInput>()?;
     m.add_class::<vm::PyVmError>()?;

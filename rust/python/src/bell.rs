@@ -1,0 +1,185 @@
+//! `Bell`: hands work between the event loop and the threads running plain-function
+//! closures with as few thread wake-ups as this machine allows.
+//!
+//! Two costs dominate a hand-off between Python threads: waking a thread parked in the
+//! kernel, and that thread then waiting for the GIL the other one still holds. A `Bell` is
+//! a one-shot flag that a waiter first watches for a short while with the GIL released
+//! (no kernel wake-up needed if it is rung meanwhile), then parks on. `wait` can ring
+//! another bell *after* releasing the GIL: a thread that hands work over and then waits
+//! rings as its last act, so the thread it wakes finds the GIL free.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+/// A flag rung by one thread and waited for by another (see the module documentation).
+#[pyclass(name = "Bell", module = "durable_futures._core", frozen)]
+#[derive(Default)]
+pub struct PyBell {
+    rung: AtomicBool,
+    // Set while the waiter is parked on `wake`, so that `ring` takes the lock only then.
+    parked: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl PyBell {
+    fn ring_now(&self) {
+        self.rung.store(true, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_one();
+        }
+    }
+
+    /// Watches the flag for `spin`, then parks until it is rung or `deadline` passes.
+    /// Returns whether it was rung (and clears it).
+    fn wait_for_ring(&self, spin: Duration, deadline: Option<Instant>) -> bool {
+        if self.rung.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        if !spin.is_zero() {
+            let start = Instant::now();
+            let mut turns = 0u32;
+            loop {
+                std::hint::spin_loop();
+                if self.rung.load(Ordering::Acquire) && self.rung.swap(false, Ordering::AcqRel) {
+                    return true;
+                }
+                turns += 1;
+                if turns % 64 == 0 {
+                    if start.elapsed() >= spin {
+                        break;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return false;
+                    }
+                }
+            }
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.parked.store(true, Ordering::SeqCst);
+        let rung = loop {
+            if self.rung.swap(false, Ordering::AcqRel) {
+                break true;
+            }
+            match deadline {
+                None => guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    guard = self
+                        .wake
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        };
+        self.parked.store(false, Ordering::SeqCst);
+        rung
+    }
+}
+
+fn duration(seconds: f64, what: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("bad {what}: {seconds}")))
+}
+
+#[pymethods]
+impl PyBell {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rings the bell (from any thread); a ring waits for the next `wait` if nobody waits.
+    fn ring(&self) {
+        self.ring_now();
+    }
+
+    /// Waits until the bell rings, at most `timeout` seconds (`None`: no limit), watching
+    /// it for `spin` seconds before parking. With the GIL released, `ring` (another bell,
+    /// or a list of them) is rung first. Returns whether this bell rang.
+    #[pyo3(signature = (timeout=None, spin=0.0, ring=None))]
+    fn wait(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        spin: f64,
+        ring: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let deadline = match timeout {
+            Some(t) => Some(Instant::now() + duration(t, "timeout")?),
+            None => None,
+        };
+        let spin = duration(spin, "spin")?;
+        let mut others: Vec<Py<PyBell>> = Vec::new();
+        if let Some(ring) = ring {
+            if let Ok(bell) = ring.downcast::<PyBell>() {
+                others.push(bell.clone().unbind());
+            } else {
+                for item in ring.try_iter()? {
+                    others.push(item?.downcast_into::<PyBell>()?.unbind());
+                }
+            }
+        }
+        Ok(py.allow_threads(|| {
+            for bell in &others {
+                bell.get().ring_now();
+            }
+            self.wait_for_ring(spin, deadline)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_ring_before_the_wait_is_kept() {
+        let bell = PyBell::default();
+        bell.ring_now();
+        assert!(bell.wait_for_ring(Duration::ZERO, Some(Instant::now())));
+        assert!(!bell.wait_for_ring(Duration::ZERO, Some(Instant::now())));
+    }
+
+    #[test]
+    fn a_parked_waiter_is_woken() {
+        let bell = Arc::new(PyBell::default());
+        let other = Arc::clone(&bell);
+        let t = std::thread::spawn(move || other.wait_for_ring(Duration::ZERO, None));
+        while !bell.parked.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        bell.ring_now();
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn a_spinning_waiter_sees_the_ring_and_a_deadline_ends_the_wait() {
+        let bell = Arc::new(PyBell::default());
+        let other = Arc::clone(&bell);
+        let t = std::thread::spawn(move || {
+            other.wait_for_ring(
+                Duration::from_secs(5),
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        bell.ring_now();
+        assert!(t.join().unwrap());
+        let start = Instant::now();
+        assert!(!bell.wait_for_ring(
+            Duration::from_millis(1),
+            Some(start + Duration::from_millis(20))
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+}
