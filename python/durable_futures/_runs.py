@@ -61,8 +61,9 @@ class _Workers:
     an idle thread (the one idle the shortest time); a thread is added while none is idle,
     up to ``limit``, then jobs queue. Leaner than ``ThreadPoolExecutor``: no future per job
     (a job hands its outcome on itself, and returns the bell to ring once the thread has
-    let go of the GIL). One idle thread at a time watches its bell for ``_SPIN`` before
-    parking, so that the next closure of a sequence starts without a thread wake-up."""
+    let go of the GIL). When no other closure runs, the thread that goes idle watches its
+    bell for ``_SPIN`` before parking, so that the next closure of a sequence starts
+    without a thread wake-up; under load, watching would only take CPU from the others."""
 
     def __init__(self, limit: int) -> None:
         self._backlog: collections.deque[Callable[[], Bell | None]] = collections.deque()
@@ -117,7 +118,7 @@ class _Workers:
                     idle.append(me)
                     spin = 0.0
                     now = time.monotonic()
-                    if _SPIN and now >= self._watched_until:
+                    if _SPIN and not self.pending and now >= self._watched_until:
                         spin = _SPIN
                         self._watched_until = now + spin
             if job is not None:
