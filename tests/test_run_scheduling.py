@@ -460,6 +460,8 @@ def test_bells_keep_a_ring_time_out_and_ring_others_first() -> None:
     others = [Bell(), Bell()]
     assert bell.wait(0.0, ring=others) is False
     assert all(o.wait(0.0) for o in others)  # rung by the wait above
+    Bell.ring_all(others)
+    assert all(o.wait(0.0) for o in others)
     with pytest.raises(ValueError):
         bell.wait(-1.0)
 

@@ -529,9 +529,8 @@ class _ThreadWake:
     ``epoll`` wake-up. The wait lasts at most ``_WAIT_AFTER_START`` after the last start
     (I/O is polled right after it), so sockets are never left unwatched longer than that.
 
-    Idle threads given a closure are rung when the loop is about to wait (``started``), once
-    the loop has let go of the GIL, so they find it free, unless the loop has much else to
-    do first."""
+    Idle threads given a closure are rung at the end of the loop's turn (``started``), with
+    the GIL released: with the loop about to wait for them, they find it free."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, selector: Any) -> None:
         self._loop = loop
@@ -551,10 +550,7 @@ class _ThreadWake:
         self._running += 1
         self._deadline = time.monotonic() + _WAIT_AFTER_START
         if bell is not None:
-            if len(self._ready) > 4:
-                bell.ring()
-            else:
-                self._deferred.append(bell)
+            self._deferred.append(bell)
 
     def done(self, n: int) -> None:
         self._running -= n
@@ -613,14 +609,12 @@ class _ThreadWake:
                 if timeout is not None:
                     timeout = max(0.0, timeout - wait)
         if deferred:
-            for bell in deferred:
-                bell.ring()
+            Bell.ring_all(deferred)
         return self._inner.select(timeout)
 
     def close(self) -> None:
         """The loop closes: threads handed a closure in its last turn still run it."""
-        for bell in self.take_deferred() or ():
-            bell.ring()
+        Bell.ring_all(self.take_deferred() or [])
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:

@@ -102,6 +102,17 @@ impl PyBell {
         self.ring_now();
     }
 
+    /// Rings every bell of `bells` with the GIL released (a thread woken then finds it
+    /// free sooner).
+    #[staticmethod]
+    fn ring_all(py: Python<'_>, bells: Vec<Py<PyBell>>) {
+        py.allow_threads(|| {
+            for bell in &bells {
+                bell.get().ring_now();
+            }
+        });
+    }
+
     /// Waits until the bell rings, at most `timeout` seconds (`None`: no limit), watching
     /// it for `spin` seconds before parking. With the GIL released, `ring` (another bell,
     /// or a list of them) is rung first. Returns whether this bell rang.
