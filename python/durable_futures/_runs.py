@@ -541,6 +541,7 @@ class _ThreadWake:
         self._lock = threading.Lock()
         self._waiting = False
         self._callbacks: list[Callable[[], None]] = []
+        self._poked = False  # _run_callbacks is scheduled
         self._running = 0
         self._deadline = 0.0
         self._deferred: list[Bell] = []
@@ -581,11 +582,28 @@ class _ThreadWake:
         """From a thread: ``callback`` runs on the loop soon. Returns the bell the thread
         rings once it has let go of the GIL, if the loop waits for one."""
         with self._lock:
+            self._callbacks.append(callback)
             if self._waiting:
-                self._callbacks.append(callback)
                 return self._bell
-        self._loop.call_soon_threadsafe(callback)
+            if self._poked:  # the loop was told already: it runs them all at once
+                return None
+            self._poked = True
+        self._loop.call_soon_threadsafe(self._run_callbacks)
         return None
+
+    def _run_callbacks(self) -> None:
+        """On the loop: the callbacks of the threads that finished since it was woken (one
+        write to the event loop's self-pipe for all of them)."""
+        with self._lock:
+            self._poked = False
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception as e:  # noqa: BLE001 - as the loop would report a callback's
+                self._loop.call_exception_handler(
+                    {"message": f"exception in callback {cb!r}", "exception": e}
+                )
 
     def select(self, timeout: float | None = None) -> Any:
         deferred = self.take_deferred()
