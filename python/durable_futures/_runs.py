@@ -32,6 +32,7 @@ from .errors import TerminalError
 if TYPE_CHECKING:
     from ._attempt import Attempt
 
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
