@@ -53,6 +53,15 @@ class JournalEntry:
     time_ms: int | None = None
     """A wall-clock time carried by the entry: a timer's wake-up, a delayed send's time."""
 
+    @property
+    def what(self) -> str:
+        """The detail as shown: a notification's result kind before it, or ``failure``."""
+        if self.result is not None and self.kind == "notification":
+            return f"{self.result} {self.detail}".rstrip()
+        if self.result == "failure":
+            return f"failure {self.detail}"
+        return self.detail
+
 
 def preview(data: bytes, limit: int = _PREVIEW) -> str:
     """A one-line preview of a payload (UTF-8 text, else hex)."""
@@ -252,11 +261,7 @@ def render(
         lines.append(f"{invocation_id}  entries {len(entries)}")
     rows = [("#", "cmd", "type", "name", "ids", "detail")]
     for e in entries:
-        what = e.detail
-        if e.result is not None and e.kind == "notification":
-            what = f"{e.result} {e.detail}".rstrip()
-        elif e.result == "failure":
-            what = f"failure {e.detail}"
+        what = e.what
         if e.time_ms is not None:
             when = _clock(e.time_ms)
             if info is not None:

@@ -430,11 +430,7 @@ def _ids(e: JournalEntry) -> str:
 def _journal_table(entries: Iterable[JournalEntry], info: _core.InvocationRow) -> str:
     lines = []
     for e in entries:
-        what = e.detail
-        if e.result is not None and e.kind == "notification":
-            what = f"{e.result} {e.detail}".rstrip()
-        elif e.result == "failure":
-            what = f"failure {e.detail}"
+        what = e.what
         if e.time_ms is not None:
             offset = (e.time_ms - info.created_at_ms) / 1000
             label = "wakes at" if e.type_name == "SleepCommand" else "at"
