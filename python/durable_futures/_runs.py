@@ -620,10 +620,12 @@ class _ThreadWake:
                 deferred = None
                 with self._lock:
                     self._waiting = False
-                    callbacks, self._callbacks = self._callbacks, []
-                for cb in callbacks:
-                    self._loop.call_soon(cb)
-                if woken or callbacks:
+                    handed = bool(self._callbacks)
+                    schedule = handed and not self._poked
+                    self._poked = self._poked or handed
+                if schedule:
+                    self._loop.call_soon(self._run_callbacks)
+                if woken or handed:
                     return self._inner.select(0)
                 if timeout is not None:
                     timeout = max(0.0, timeout - wait)
