@@ -95,12 +95,16 @@ class _Workers:
                 self._backlog.append(job)
                 return None
             self._threads += 1
-        threading.Thread(target=self._work, args=(job,), name="df-run", daemon=True).start()
+        # The job goes through the worker, not the thread's arguments: a thread keeps those
+        # as long as it lives, and with them whatever the job holds (its attempt).
+        me = _Worker()
+        me.job = job
+        threading.Thread(target=self._work, args=(me,), name="df-run", daemon=True).start()
         return None
 
-    def _work(self, job: Callable[[], Bell | None] | None) -> None:
-        me = _Worker()
+    def _work(self, me: _Worker) -> None:
         lock, backlog, idle = self._lock, self._backlog, self._idle
+        job, me.job = me.job, None
         while True:
             assert job is not None
             try:
@@ -286,6 +290,7 @@ class Runs:
         for entry in finished:
             self._on_threads.discard(entry[0])
         if self._cancelled:
+            self._let_go()
             return
         for handle, spec, started, (result, error) in finished:
             if error is not None and not isinstance(error, Exception):
@@ -324,8 +329,10 @@ class Runs:
             self._threads_finished()
 
     def _after_run(self) -> None:
-        self._attempt.flush()
         attempt = self._attempt
+        if attempt is None:  # over, and let go (``_let_go``)
+            return
+        attempt.flush()
         if attempt.input_closed or attempt.is_closed():
             attempt.progressed()
 
@@ -386,6 +393,17 @@ class Runs:
         self._cancelled = True
         for t in list(self._tasks):
             t.cancel()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Once the attempt is over and nothing here can reach it any more (no closure
+        executing, no callback scheduled), drops the reference back to it: the pair is then
+        freed with the attempt, not left to the cycle collector, whose full passes over
+        every live object a burst of invocations would otherwise make frequent."""
+        if self._cancelled and not (
+            self._tasks or self._threads or self._flush_scheduled or self._finish_scheduled
+        ):
+            self._attempt = None  # type: ignore[assignment]
 
     def _start_on_loop(self, handle: int, spec: RunSpec) -> None:
         if inspect.iscoroutinefunction(spec[0]):
@@ -404,6 +422,8 @@ class Runs:
     def _run_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         self._in_flight[0] -= 1
+        if self._cancelled:
+            self._let_go()
 
     async def _execute(self, handle: int, spec: RunSpec) -> None:
         """Runs a coroutine function's closure in its task."""
@@ -439,6 +459,8 @@ class Runs:
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self._attempt.flush()
+        if self._cancelled:
+            self._let_go()
 
     def _propose(
         self,
