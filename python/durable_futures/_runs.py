@@ -49,12 +49,22 @@ _SPIN = (float(os.environ.get("DURABLE_FUTURES_SPIN_US", "500")) / 1e6) if _cpus
 _SPIN_WAIT = _SPIN / 5
 
 
+# Threads kept busy with queued closures (the rest stay parked) while the submitting loop
+# watches for stuck ones (``_Workers.unstall``): trivial closures run back to back on one or
+# two threads instead of each waking a thread that then fights the others for the GIL.
+_AWAKE = 2
+# A closure running this long holds its thread (blocked on I/O, say): it no longer counts
+# among the awake threads, and another is woken for the queue.
+_STUCK = float(os.environ.get("DURABLE_FUTURES_RUN_STUCK_MS", "1")) / 1000
+
+
 class _Worker:
-    __slots__ = ("bell", "job")
+    __slots__ = ("bell", "job", "since")
 
     def __init__(self) -> None:
         self.bell = Bell()
         self.job: Callable[[], Bell | None] | None = None
+        self.since = 0.0  # when the job running now started (0: none)
 
 
 class _Workers:
@@ -64,13 +74,21 @@ class _Workers:
     (a job hands its outcome on itself, and returns the bell to ring once the thread has
     let go of the GIL). When no other closure runs, the thread that goes idle watches its
     bell for ``_SPIN`` before parking, so that the next closure of a sequence starts
-    without a thread wake-up; under load, watching would only take CPU from the others."""
+    without a thread wake-up; under load, watching would only take CPU from the others.
+
+    A submitter that calls :meth:`unstall` at every turn of its loop (a selector event loop,
+    see ``_ThreadWake``) may submit ``lazy`` jobs: with ``_AWAKE`` threads already busy they
+    queue, and the busy threads take them as they finish. A burst of quick closures then
+    costs a couple of threads' wake-ups, not one per closure. Closures that block do not
+    hold the queue up: ``unstall`` wakes more threads for it, doubling each time."""
 
     def __init__(self, limit: int) -> None:
         self._backlog: collections.deque[Callable[[], Bell | None]] = collections.deque()
         self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
         self._limit = limit
         self._threads = 0
+        self._awake = 0  # threads running a job or handed one
         self.pending = 0  # submitted, not finished
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
@@ -81,38 +99,82 @@ class _Workers:
         with self._drained:
             return self._drained.wait_for(lambda: self.pending == 0, timeout)
 
-    def submit(self, job: Callable[[], Bell | None]) -> Bell | None:
+    def may_unstall(self) -> bool:
+        """Whether jobs wait for a thread while one could be woken (or added) for them."""
+        return bool(self._backlog) and (bool(self._idle) or self._threads < self._limit)
+
+    def submit(self, job: Callable[[], Bell | None], lazy: bool = False) -> Bell | None:
         """Hands ``job`` to a thread. Returns the bell of the idle thread that takes it,
         which the caller rings (now, or when it is about to wait itself); ``None`` if a new
         thread runs it, or if it waits for a busy one."""
         with self._lock:
             self.pending += 1
-            if self._idle:
-                worker = self._idle.pop()
-                worker.job = job
-                return worker.bell
-            if self._threads >= self._limit:
+            if lazy and self._awake >= _AWAKE:
                 self._backlog.append(job)
                 return None
-            self._threads += 1
+            worker = self._wake_one(job)
+        return None if worker is None else worker.bell
+
+    def _wake_one(self, job: Callable[[], Bell | None]) -> _Worker | None:
+        """With the lock held: an idle thread takes ``job`` (its worker is returned, to be
+        rung), or a new thread starts with it, or it queues."""
+        if self._idle:
+            worker = self._idle.pop()
+            worker.job = job
+            self._awake += 1
+            return worker
+        if self._threads >= self._limit:
+            self._backlog.append(job)
+            return None
+        self._threads += 1
+        self._awake += 1
         # The job goes through the worker, not the thread's arguments: a thread keeps those
         # as long as it lives, and with them whatever the job holds (its attempt).
         me = _Worker()
         me.job = job
+        self._all.append(me)
         threading.Thread(target=self._work, args=(me,), name="df-run", daemon=True).start()
         return None
+
+    def unstall(self, everything: bool = False) -> list[Bell] | None:
+        """While jobs are queued: threads whose closure has run for ``_STUCK`` no longer
+        count as awake, and idle (or new) threads take queued jobs until ``_AWAKE`` others
+        are, or as many as are stuck, whichever is more (so a fan-out of blocking closures
+        has the pool doubled at each look). ``everything``: one thread per queued job (the
+        loop that watched the queue closes). Returns the bells to ring."""
+        if not self._backlog:
+            return None
+        now = time.monotonic()
+        bells: list[Bell] = []
+        with self._lock:
+            if everything:
+                want = len(self._backlog)
+            else:
+                stuck = 0
+                for w in self._all:
+                    if w.since and now - w.since > _STUCK:
+                        stuck += 1
+                want = max(_AWAKE, stuck) - (self._awake - stuck)
+            while want > 0 and self._backlog and (self._idle or self._threads < self._limit):
+                worker = self._wake_one(self._backlog.popleft())
+                if worker is not None:
+                    bells.append(worker.bell)
+                want -= 1
+        return bells
 
     def _work(self, me: _Worker) -> None:
         lock, backlog, idle = self._lock, self._backlog, self._idle
         job, me.job = me.job, None
         while True:
             assert job is not None
+            me.since = time.monotonic()
             try:
                 signal = job()
             except BaseException:  # noqa: BLE001 - jobs report their own errors: a bug
                 traceback.print_exc()
                 signal = None
             job = None
+            me.since = 0.0
             with lock:
                 self.pending -= 1
                 if not self.pending:
@@ -120,6 +182,7 @@ class _Workers:
                 if backlog:
                     job = backlog.popleft()
                 else:
+                    self._awake -= 1
                     idle.append(me)
                     spin = 0.0
                     now = time.monotonic()
@@ -226,7 +289,8 @@ class Runs:
         self._in_flight[0] += 1
         self._on_threads.add(handle)
         bell = _WORKERS.submit(
-            functools.partial(self._execute_on_thread, handle, spec, contextvars.copy_context())
+            functools.partial(self._execute_on_thread, handle, spec, contextvars.copy_context()),
+            self._wake.lazy,
         )
         self._wake.started(bell)
 
@@ -569,6 +633,9 @@ class _ThreadWake:
         self._deadline = 0.0
         self._deferred: list[Bell] = []
 
+    #: Closures it starts may queue for a busy thread: ``select`` looks for stuck ones.
+    lazy = True
+
     def started(self, bell: Bell | None) -> None:
         """On the loop: a closure was handed to a thread; ``bell`` is to be rung to start it."""
         self._running += 1
@@ -630,6 +697,14 @@ class _ThreadWake:
 
     def select(self, timeout: float | None = None) -> Any:
         deferred = self.take_deferred()
+        if _WORKERS.may_unstall():
+            # Closures wait for a thread: wake more if those running are stuck, and look
+            # again soon (the threads that are not will take the queue meanwhile).
+            more = _WORKERS.unstall()
+            if more:
+                deferred = more if deferred is None else deferred + more
+            if timeout is None or timeout > _STUCK:
+                timeout = _STUCK
         if self._running and (timeout is None or timeout > 0):
             wait = self._deadline - time.monotonic()
             if timeout is not None:
@@ -657,7 +732,7 @@ class _ThreadWake:
 
     def close(self) -> None:
         """The loop closes: threads handed a closure in its last turn still run it."""
-        Bell.ring_all(self.take_deferred() or [])
+        Bell.ring_all((self.take_deferred() or []) + (_WORKERS.unstall(everything=True) or []))
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -665,6 +740,9 @@ class _ThreadWake:
 
 
 class _NoWake:
+    #: Nothing watches the pool for stuck threads: every closure gets a thread of its own.
+    lazy = False
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._call_soon_threadsafe = loop.call_soon_threadsafe
 
