@@ -399,7 +399,8 @@ class LocalEngine:
         )
         if existing and self._is_workflow_run(inv_id):
             raise TerminalError(WORKFLOW_ALREADY_INVOKED, 409)
-        return await self._result(inv_id, out_serde, known=True)
+        found = self._outcome_or_future(inv_id, known=True, fresh=not existing)
+        return self._decode(inv_id, found if isinstance(found, tuple) else await found, out_serde)
 
     async def invoke_raw(
         self, service: str, handler: str, payload: bytes, *, key: str | None = None,
@@ -412,7 +413,8 @@ class LocalEngine:
         )
         if existing and self._is_workflow_run(inv_id):
             return inv_id, False, (409, WORKFLOW_ALREADY_INVOKED)
-        ok, value = await self._outcome(inv_id, known=True)
+        found = self._outcome_or_future(inv_id, known=True, fresh=not existing)
+        ok, value = found if isinstance(found, tuple) else await found
         return inv_id, ok, value
 
     def _is_workflow_run(self, invocation_id: str) -> bool:
@@ -593,10 +595,20 @@ class LocalEngine:
         return TerminalError(message, code)
 
     async def _outcome(self, invocation_id: str, known: bool = False) -> tuple[bool, Any]:
+        found = self._outcome_or_future(invocation_id, known)
+        return found if isinstance(found, tuple) else await found
+
+    def _outcome_or_future(
+        self, invocation_id: str, known: bool = False, fresh: bool = False
+    ) -> tuple[bool, Any] | asyncio.Future[tuple[bool, Any]]:
+        """The outcome if the invocation is completed, else a future for it (callers await
+        it themselves: one coroutine less per waiting caller, which a burst of thousands
+        feels). ``fresh``: submitted by the caller just now, so not completed (no lookup)."""
         core = self._require()
-        done = core.outcome(invocation_id)
-        if done is not None:
-            return done
+        if not fresh:
+            done = core.outcome(invocation_id)
+            if done is not None:
+                return done
         if not known and core.invocation(invocation_id) is None:
             # A just-submitted invocation (send() then result()) reaches the store with the
             # next commit: commit now rather than calling it unknown.
@@ -609,8 +621,12 @@ class LocalEngine:
                 raise UnknownInvocationError(f"no invocation {invocation_id}")
         assert self._loop is not None
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._waiters.setdefault(invocation_id, []).append(fut)
-        return await fut  # type: ignore[no-any-return]
+        waiters = self._waiters.get(invocation_id)
+        if waiters is None:
+            self._waiters[invocation_id] = [fut]
+        else:
+            waiters.append(fut)
+        return fut
 
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
         self._require().resolve_awakeable(awakeable_id, _JSON.serialize(value))
