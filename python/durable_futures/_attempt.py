@@ -605,8 +605,16 @@ class LoopAttempt(Attempt):
         if data:
             self._send_output(data)
 
+    def _pending(self) -> int:
+        generation = self._generation
+        data = self.vm.take_output()
+        if data:
+            self._send_output(data)  # on the loop: no outbox needed
+        return generation
+
     def wait(self, ask: Callable[[int], tuple[int, T]], arg: int) -> Generator[Any, None, T | None]:
-        """:meth:`Attempt.wait` without the lock."""
+        """:meth:`Attempt.wait` without the lock (and ``_next_progress`` inlined: a
+        coroutine less per wait)."""
         while True:
             code, value = ask(arg)
             if code == READY:
@@ -615,4 +623,9 @@ class LoopAttempt(Attempt):
                 self._outcome(code)
                 return None
             generation = self._pending()
-            yield from self._next_progress(generation).__await__()
+            while self._generation == generation and not self.disconnected:
+                w = self.loop.create_future()
+                self._async_waiters.append(w)
+                yield from w
+            if self.disconnected:
+                raise Suspended("the runtime disconnected")

@@ -752,8 +752,9 @@ class LocalEngine:
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
-        if self._sleeper is not None:
-            _wake_future(self._sleeper)
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done():
+            sleeper.set_result(None)
 
     # ---- the driver ----------------------------------------------------------------------------
 
