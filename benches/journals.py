@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -49,12 +50,19 @@ def replay(app: Any, path: str, body: bytes) -> Any:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 15) -> dict[str, float]:
-    """Mean seconds per call of each function, measured alternately in the same run."""
+    """Mean seconds per call of each function, measured alternately in the same run.
+
+    Each call starts from a collected heap (``gc.collect()``, not timed): it pays for the
+    collections its own allocations cause, not for a full pass over everything the
+    process holds that the calls before it happened to leave due. Without that, whichever
+    call a full pass lands in (one of 15 rounds, in a process that ran other benchmarks
+    first) looked up to 75% slower, and the ratios swung with it."""
     totals = dict.fromkeys(fns, 0.0)
     for f in fns.values():
         f()
     for _ in range(rounds):
         for name, f in fns.items():
+            gc.collect()
             t = time.perf_counter()
             f()
             totals[name] += time.perf_counter() - t
