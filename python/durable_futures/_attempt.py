@@ -183,11 +183,13 @@ class Attempt:
             if not w.done():
                 w.set_result(None)
 
-    async def _next_progress(self, generation: int) -> None:
+    def _progress(self, generation: int) -> Generator[Any, None, None]:
+        """For ``yield from`` in :meth:`wait`: waits past ``generation`` (a generator, not
+        a coroutine: one object less per wait)."""
         while self._generation == generation and not self.disconnected:
             w = self.loop.create_future()
             self._async_waiters.append(w)
-            await w
+            yield from w
         if self.disconnected:
             raise Suspended("the runtime disconnected")
 
@@ -236,7 +238,7 @@ class Attempt:
             if code != PENDING:
                 self._outcome(code)
                 return None
-            yield from self._next_progress(generation).__await__()
+            yield from self._progress(generation)
 
     def wait_blocking(self, ask: Callable[[int], tuple[int, T]], arg: int) -> T | None:
         """:meth:`wait` for a sync handler's thread: sleeps on the condition instead."""
@@ -613,8 +615,7 @@ class LoopAttempt(Attempt):
         return generation
 
     def wait(self, ask: Callable[[int], tuple[int, T]], arg: int) -> Generator[Any, None, T | None]:
-        """:meth:`Attempt.wait` without the lock (and ``_next_progress`` inlined: a
-        coroutine less per wait)."""
+        """:meth:`Attempt.wait` without the lock."""
         while True:
             code, value = ask(arg)
             if code == READY:
@@ -622,10 +623,4 @@ class LoopAttempt(Attempt):
             if code != PENDING:
                 self._outcome(code)
                 return None
-            generation = self._pending()
-            while self._generation == generation and not self.disconnected:
-                w = self.loop.create_future()
-                self._async_waiters.append(w)
-                yield from w
-            if self.disconnected:
-                raise Suspended("the runtime disconnected")
+            yield from self._progress(self._pending())

@@ -256,24 +256,13 @@ class Context:
         retries (it is not forwarded to ``fn``). A ``TerminalError`` raised by ``fn`` is
         journaled as the run's failure; any other exception is retried.
         """
-        if kwargs:
-            options = kwargs.pop("options", None)
-            if options is not None and not isinstance(options, RunOptions):
-                raise TypeError(
-                    f"options must be df.RunOptions(...), not {type(options).__name__}; "
-                    "ctx.run_async_with(options, name, fn, ...) is the typed form"
-                )
-            return self._start(name, options, fn, args, kwargs)
-        # ``_start`` without options, inlined: this is what a replay does once per run.
-        try:
-            serde: Serde[Any] = fn.__dict__[_SERDE_ATTR]
-        except (AttributeError, KeyError, TypeError):
-            serde = _return_serde(fn)
-        attempt = self._attempt
-        handle, replayed = attempt.vm.sys_run(name) if attempt.lock_free else attempt.sys_run(name)
-        if not replayed:
-            attempt.start_run(name, handle, (fn, args, kwargs, serde.serialize, _NO_RETRY_OPTIONS))
-        return RunFuture(attempt, handle, serde.deserialize)
+        options = kwargs.pop("options", None) if kwargs else None
+        if options is not None and not isinstance(options, RunOptions):
+            raise TypeError(
+                f"options must be df.RunOptions(...), not {type(options).__name__}; "
+                "ctx.run_async_with(options, name, fn, ...) is the typed form"
+            )
+        return self._start(name, options, fn, args, kwargs)
 
     @overload
     def run_async_with(
@@ -307,7 +296,10 @@ class Context:
         kwargs: dict[str, Any],
     ) -> RunFuture[Any]:
         retry = options._core() if options is not None else _NO_RETRY_OPTIONS
-        serde = _return_serde(fn)
+        try:  # _return_serde's cached answer, without its frame (a replay asks once per run)
+            serde: Serde[Any] = fn.__dict__[_SERDE_ATTR]
+        except (AttributeError, KeyError, TypeError):
+            serde = _return_serde(fn)
         attempt = self._attempt
         # A loop attempt's VM is called as it is (no frame of ours per run on replay).
         handle, replayed = attempt.vm.sys_run(name) if attempt.lock_free else attempt.sys_run(name)
