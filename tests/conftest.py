@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,14 @@ def pytest_runtest_makereport(
                 for title, text in failure_logs():
                     report.sections.append((title, text))
     return report
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """Processes a test starts (``tests/test_cli.py``'s ``Server``): killed when it ends."""
+    started: list[Any] = []
+    try:
+        yield started
+    finally:
+        for s in started:
+            s.kill()

@@ -18,7 +18,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -213,16 +213,6 @@ class Server:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    try:
-        yield started
-    finally:
-        for s in started:
-            s.kill()
 
 
 def invocation_id(work: Path, target: str, db: str = "app.db") -> str:

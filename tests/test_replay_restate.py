@@ -227,16 +227,6 @@ def test_replay_admin_errors(recorded: Recorded, tmp_path: Path) -> None:
 # ---- the embedded engine ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    try:
-        yield started
-    finally:
-        for s in started:
-            s.kill()
-
-
 def test_replay_all_on_the_embedded_engine(tmp_path: Path, servers: list[Server]) -> None:
     app = tmp_path / "app.py"
     app.write_text(APP)

@@ -62,6 +62,16 @@ class JournalEntry:
             return f"failure {self.detail}"
         return self.detail
 
+    @property
+    def ids(self) -> str:
+        """The ids as shown: ``c<n>`` per completion id, else ``s<n>`` / ``s:<name>`` for a
+        signal; empty when it has none."""
+        if self.completion_ids:
+            return " ".join(f"c{c}" for c in self.completion_ids)
+        if self.signal is not None:
+            return f"s{self.signal}" if isinstance(self.signal, int) else f"s:{self.signal}"
+        return ""
+
 
 def preview(data: bytes, limit: int = _PREVIEW) -> str:
     """A one-line preview of a payload (UTF-8 text, else hex)."""
@@ -235,14 +245,6 @@ def _clock(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", t) + f".{ms % 1000:03d}"
 
 
-def _ids(e: JournalEntry) -> str:
-    if e.completion_ids:
-        return " ".join(f"c{c}" for c in e.completion_ids)
-    if e.signal is not None:
-        return f"s{e.signal}" if isinstance(e.signal, int) else f"s:{e.signal}"
-    return ""
-
-
 def render(
     frames: Sequence[bytes], info: _core.InvocationRow | None = None, invocation_id: str = ""
 ) -> str:
@@ -275,7 +277,7 @@ def render(
                 "" if e.command_index is None else str(e.command_index),
                 e.type_name,
                 e.name,
-                _ids(e),
+                e.ids,
                 what,
             )
         )

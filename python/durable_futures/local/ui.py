@@ -419,14 +419,6 @@ def timeline_svg(rows: Sequence[TimelineRow], entries: int, finished: bool = Fal
     return "".join(parts)
 
 
-def _ids(e: JournalEntry) -> str:
-    if e.completion_ids:
-        return " ".join(f"c{c}" for c in e.completion_ids)
-    if e.signal is not None:
-        return f"s{e.signal}" if isinstance(e.signal, int) else f"s:{e.signal}"
-    return ""
-
-
 def _journal_table(entries: Iterable[JournalEntry], info: _core.InvocationRow) -> str:
     lines = []
     for e in entries:
@@ -440,7 +432,7 @@ def _journal_table(entries: Iterable[JournalEntry], info: _core.InvocationRow) -
             f"<tr{cls}><td class=\"num\">{e.index}</td>"
             f'<td class="num">{"" if e.command_index is None else e.command_index}</td>'
             f"<td>{_e(e.type_name)}</td><td>{_e(e.name)}</td>"
-            f'<td class="mono">{_e(_ids(e))}</td><td class="mono">{_e(what)}</td></tr>'
+            f'<td class="mono">{_e(e.ids)}</td><td class="mono">{_e(what)}</td></tr>'
         )
     return (
         '<table class="journal"><thead><tr><th>#</th><th>cmd</th><th>type</th><th>name</th>'
