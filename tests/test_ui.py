@@ -9,7 +9,7 @@ import re
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from durable_futures.local.ui import timeline
 from examples import select_first
 
 from .asgi_client import call
+from .test_operations import until
 
 T = TypeVar("T")
 
@@ -92,15 +93,6 @@ async def evil(ctx: df.ObjectContext, s: str) -> str:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def page(app: Admin, path: str) -> tuple[int, str, dict[str, str]]:
