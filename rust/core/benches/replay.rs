@@ -1,6 +1,7 @@
 //! Replay throughput of the recorded fanout-1000 and sequence-1000 journals.
 //!
-//! Two hosts on the same bytes, side by side:
+//! Two hosts on the same bytes, side by side (and `parse`, the journal's frames taken in
+//! before the handler runs, which every replay pays first):
 //! - `core`: the VM alone, driven by a minimal host (run names prepared beforehand, values
 //!   taken as bytes) — the cost of the core itself;
 //! - `driver`: the conformance test driver, which also formats names and parses every
@@ -64,6 +65,18 @@ fn replay(c: &mut Criterion) {
         let entries = journal(&last.request).len() as u64;
         let names: Vec<String> = (0..1000).map(|i| format!("{prefix}-{i}")).collect();
         group.throughput(Throughput::Elements(entries));
+        group.bench_function(format!("parse/{name}"), |b| {
+            b.iter(|| {
+                let mut vm = Vm::new(
+                    "application/vnd.restate.invocation.v6",
+                    VmOptions::default(),
+                )
+                .unwrap();
+                vm.notify_input(&last.request);
+                vm.notify_input_closed();
+                vm
+            })
+        });
         group.bench_function(format!("core/{name}"), |b| {
             b.iter(|| core_only(&last.request, &names, h == "fanout"))
         });

@@ -157,7 +157,7 @@ impl WireFuture {
         w.u64(5, self.combinator_type as u64);
     }
 
-    fn decode(buf: &Bytes, depth: u32) -> Result<WireFuture, DecodeError> {
+    fn decode(mut r: Reader<'_>, depth: u32) -> Result<WireFuture, DecodeError> {
         if depth > 64 {
             return Err(DecodeError("future tree too deep"));
         }
@@ -168,7 +168,6 @@ impl WireFuture {
             nested_futures: Vec::new(),
             combinator_type: CombinatorType::Unknown,
         };
-        let mut r = Reader::new(buf);
         while let Some((n, v)) = r.next_field()? {
             match n {
                 1 => v.push_u32s(&mut f.waiting_completions)?,
@@ -176,7 +175,7 @@ impl WireFuture {
                 3 => f.waiting_named_signals.push(v.string()?),
                 4 => f
                     .nested_futures
-                    .push(WireFuture::decode(&v.bytes()?, depth + 1)?),
+                    .push(WireFuture::decode(v.message()?, depth + 1)?),
                 5 => f.combinator_type = CombinatorType::from_wire(v.varint()?),
                 _ => {}
             }
@@ -447,8 +446,7 @@ fn encode_value(w: &mut Writer<'_>, number: u32, content: &[u8]) {
 }
 
 fn decode_value(f: &Field) -> Result<Bytes, DecodeError> {
-    let buf = f.bytes()?;
-    let mut r = Reader::new(&buf);
+    let mut r = f.message()?;
     let mut content = Bytes::new();
     while let Some((n, v)) = r.next_field()? {
         if n == 1 {
@@ -472,8 +470,7 @@ fn encode_failure(w: &mut Writer<'_>, number: u32, f: &Failure) {
 }
 
 fn decode_failure(f: &Field) -> Result<Failure, DecodeError> {
-    let buf = f.bytes()?;
-    let mut r = Reader::new(&buf);
+    let mut r = f.message()?;
     let mut out = Failure::default();
     while let Some((n, v)) = r.next_field()? {
         match n {
@@ -490,8 +487,7 @@ fn decode_failure(f: &Field) -> Result<Failure, DecodeError> {
 }
 
 fn decode_pair(f: &Field) -> Result<(String, String), DecodeError> {
-    let buf = f.bytes()?;
-    let mut r = Reader::new(&buf);
+    let mut r = f.message()?;
     let (mut k, mut v) = (String::new(), String::new());
     while let Some((n, x)) = r.next_field()? {
         match n {
@@ -526,8 +522,7 @@ fn encode_state_keys(w: &mut Writer<'_>, number: u32, keys: &[Bytes]) {
 }
 
 fn decode_state_keys(f: &Field) -> Result<Vec<Bytes>, DecodeError> {
-    let buf = f.bytes()?;
-    let mut r = Reader::new(&buf);
+    let mut r = f.message()?;
     let mut keys = Vec::new();
     while let Some((n, v)) = r.next_field()? {
         if n == 1 {
@@ -576,8 +571,7 @@ fn decode_attach_target(number: u32, f: &Field) -> Result<AttachTarget, DecodeEr
     if number == 1 {
         return Ok(AttachTarget::InvocationId(f.string()?));
     }
-    let buf = f.bytes()?;
-    let mut r = Reader::new(&buf);
+    let mut r = f.message()?;
     if number == 3 {
         let (mut service_name, mut handler_name, mut idempotency_key) =
             (String::new(), String::new(), String::new());
@@ -1263,8 +1257,7 @@ impl StartMessage {
                 2 => m.debug_id = v.string()?,
                 3 => m.known_entries = v.u32()?,
                 4 => {
-                    let entry = v.bytes()?;
-                    let mut er = Reader::new(&entry);
+                    let mut er = v.message()?;
                     let (mut k, mut val) = (Bytes::new(), Bytes::new());
                     while let Some((n, x)) = er.next_field()? {
                         match n {
@@ -1409,7 +1402,7 @@ impl Message {
                         1 => v.push_u32s(&mut completions)?,
                         2 => v.push_u32s(&mut signals)?,
                         3 => named.push(v.string()?),
-                        4 => tree = Some(WireFuture::decode(&v.bytes()?, 0)?),
+                        4 => tree = Some(WireFuture::decode(v.message()?, 0)?),
                         _ => {}
                     }
                 }
@@ -1459,7 +1452,7 @@ impl Message {
                 let (mut f, mut exec) = (None, false);
                 while let Some((n, v)) = r.next_field()? {
                     match n {
-                        1 => f = Some(WireFuture::decode(&v.bytes()?, 0)?),
+                        1 => f = Some(WireFuture::decode(v.message()?, 0)?),
                         2 => exec = v.bool()?,
                         _ => {}
                     }

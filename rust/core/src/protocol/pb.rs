@@ -3,7 +3,10 @@
 //! The service protocol uses a small, stable subset of protobuf: varints, length-delimited
 //! fields and packed repeated `uint32`. Hand-written codecs keep the core free of code
 //! generation and let decoded byte fields share the input buffer (`Bytes::slice`) instead of
-//! copying it, which is most of the cost of replaying a long journal.
+//! copying it, which is most of the cost of replaying a long journal. Fields are read as
+//! ranges of that buffer and sliced only when kept: each slice is an atomic reference count
+//! taken and later dropped, which was a quarter of the cost of taking in a journal when every
+//! field and nested message was sliced.
 
 use bytes::{BufMut, Bytes};
 
@@ -18,15 +21,31 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// One field read from a message.
-#[derive(Debug, Clone)]
-pub(crate) enum Field {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field<'a> {
     Varint(u64),
-    Len(Bytes),
+    Len(Span<'a>),
     Fixed64,
     Fixed32,
 }
 
-impl Field {
+/// A length-delimited field: a range of the buffer being read. It becomes a `Bytes` (one
+/// more reference to the buffer) only when a decoder keeps it; strings are copied from it and
+/// nested messages are read in place, without touching the buffer's reference count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span<'a> {
+    buf: &'a Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Span<'a> {
+    fn as_slice(&self) -> &'a [u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+impl<'a> Field<'a> {
     pub(crate) fn varint(&self) -> Result<u64, DecodeError> {
         match self {
             Field::Varint(v) => Ok(*v),
@@ -42,16 +61,29 @@ impl Field {
         Ok(self.varint()? != 0)
     }
 
+    /// The field's bytes, sharing the buffer.
     pub(crate) fn bytes(&self) -> Result<Bytes, DecodeError> {
         match self {
-            Field::Len(b) => Ok(b.clone()),
+            Field::Len(s) => Ok(s.buf.slice(s.start..s.end)),
             _ => Err(DecodeError("expected a length-delimited field")),
+        }
+    }
+
+    /// A reader over the nested message this field holds.
+    pub(crate) fn message(&self) -> Result<Reader<'a>, DecodeError> {
+        match self {
+            Field::Len(s) => Ok(Reader {
+                buf: s.buf,
+                pos: s.start,
+                end: s.end,
+            }),
+            _ => Err(DecodeError("expected a nested message")),
         }
     }
 
     pub(crate) fn string(&self) -> Result<String, DecodeError> {
         match self {
-            Field::Len(b) => std::str::from_utf8(b)
+            Field::Len(s) => std::str::from_utf8(s.as_slice())
                 .map(str::to_owned)
                 .map_err(|_| DecodeError("string field is not valid UTF-8")),
             _ => Err(DecodeError("expected a string field")),
@@ -62,7 +94,8 @@ impl Field {
     pub(crate) fn push_u32s(&self, out: &mut Vec<u32>) -> Result<(), DecodeError> {
         match self {
             Field::Varint(_) => out.push(self.u32()?),
-            Field::Len(b) => {
+            Field::Len(s) => {
+                let b = s.as_slice();
                 let mut pos = 0;
                 while pos < b.len() {
                     let v = read_varint(b, &mut pos)?;
@@ -98,40 +131,51 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeErro
     }
 }
 
-/// Iterates over the fields of one encoded message; unknown fields are the caller's to skip.
+/// Iterates over the fields of one encoded message (`buf[pos..end]`); unknown fields are the
+/// caller's to skip.
 pub(crate) struct Reader<'a> {
     buf: &'a Bytes,
     pos: usize,
+    end: usize,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a Bytes) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            end: buf.len(),
+        }
     }
 
     /// The next `(field number, value)`, `None` at the end of the message.
     #[inline]
-    pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Field)>, DecodeError> {
-        if self.pos >= self.buf.len() {
+    pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Field<'a>)>, DecodeError> {
+        if self.pos >= self.end {
             return Ok(None);
         }
-        let key = read_varint(self.buf, &mut self.pos)?;
+        let bytes = &self.buf[..self.end];
+        let key = read_varint(bytes, &mut self.pos)?;
         let number = u32::try_from(key >> 3).map_err(|_| DecodeError("field number too large"))?;
         if number == 0 {
             return Err(DecodeError("field number 0"));
         }
         let field = match key & 7 {
-            0 => Field::Varint(read_varint(self.buf, &mut self.pos)?),
+            0 => Field::Varint(read_varint(bytes, &mut self.pos)?),
             1 => {
                 self.skip(8)?;
                 Field::Fixed64
             }
             2 => {
-                let len = read_varint(self.buf, &mut self.pos)?;
+                let len = read_varint(bytes, &mut self.pos)?;
                 let len = usize::try_from(len).map_err(|_| DecodeError("length too large"))?;
                 let start = self.pos;
                 self.skip(len)?;
-                Field::Len(self.buf.slice(start..start + len))
+                Field::Len(Span {
+                    buf: self.buf,
+                    start,
+                    end: start + len,
+                })
             }
             5 => {
                 self.skip(4)?;
@@ -143,7 +187,7 @@ impl<'a> Reader<'a> {
     }
 
     fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.len() - self.pos < n {
+        if self.end - self.pos < n {
             return Err(DecodeError("truncated field"));
         }
         self.pos += n;
@@ -264,6 +308,33 @@ mod tests {
         let buf = [0xffu8; 11];
         assert!(read_varint(&buf, &mut 0).is_err());
         assert!(read_varint(&[0x80], &mut 0).is_err());
+    }
+
+    #[test]
+    fn a_nested_message_is_read_within_its_own_bounds() {
+        // Field 1 holds a 2-byte message whose only field (1, length 4) claims bytes that
+        // exist in the buffer, but past the end of the nested message: truncated.
+        let buf = Bytes::from_static(&[0x0a, 0x02, 0x0a, 0x04, 1, 2, 3, 4]);
+        let mut r = Reader::new(&buf);
+        let (n, outer) = field(&mut r);
+        assert_eq!(n, 1);
+        assert!(outer.message().unwrap().next_field().is_err());
+        // A well-formed nested message: its field is found, then its end, not the outer
+        // message's next field.
+        let buf = Bytes::from_static(&[0x0a, 0x03, 0x0a, 0x01, 9, 0x10, 0x05]);
+        let mut r = Reader::new(&buf);
+        let (_, outer) = field(&mut r);
+        let mut inner = outer.message().unwrap();
+        let (n, f) = field(&mut inner);
+        assert_eq!((n, &f.bytes().unwrap()[..]), (1, &[9u8][..]));
+        assert!(inner.next_field().unwrap().is_none());
+        let (n, f) = field(&mut r);
+        assert_eq!((n, f.varint().unwrap()), (2, 5));
+        assert!(r.next_field().unwrap().is_none());
+    }
+
+    fn field<'a>(r: &mut Reader<'a>) -> (u32, Field<'a>) {
+        r.next_field().expect("decodes").expect("a field")
     }
 
     #[test]
