@@ -1306,3 +1306,43 @@ def test_context_exposes_the_invocation() -> None:
 
 
 APP = df.asgi_app(svc, cart)
+
+
+def never_runs() -> int:
+    raise AssertionError("a run whose result is in the journal must not execute")
+
+
+@svc.handler()
+async def replayed_results(ctx: df.Context, _: str) -> list[Any]:
+    value = ctx.run_async("value", never_runs)
+    failure = ctx.run_async("failure", never_runs)
+    empty = ctx.run_async("empty", never_runs)
+    out: list[Any] = [await value]
+    try:
+        await failure
+    except df.TerminalError as e:
+        out.append([e.code, e.message])
+    out.append(await empty)
+    out.append(await value)  # a second await gives the same value
+    return out
+
+
+@pytest.mark.parametrize("ct", [V6, V7])
+def test_replayed_run_results_of_every_kind_come_back_from_the_journal(ct: str) -> None:
+    """A value, a terminal failure and an empty value, each replayed (the journal holds them,
+    completed in another order than the runs were started)."""
+    body = (
+        Journal()
+        .add(
+            run_cmd(1, "value"),
+            run_cmd(2, "failure"),
+            run_cmd(3, "empty"),
+            notification("RunCompletion", 3, b""),
+            notification("RunCompletion", 2, err=(409, "taken")),
+            notification("RunCompletion", 1, b"7"),
+        )
+        .body()
+    )
+    fs = invoke("replayed_results", body, ct=ct)
+    assert ended_with(fs) == [7, [409, "taken"], None, 7]
+    assert not of_type(fs, "RunCommand") and not proposals(fs)

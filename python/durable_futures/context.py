@@ -20,6 +20,7 @@ from .futures import (
     ALL_SUCCEEDED,
     FIRST_COMPLETED,
     FIRST_SUCCEEDED,
+    TEXT,
     AwakeableFuture,
     CombinatorFuture,
     DurableFuture,
@@ -136,7 +137,7 @@ class ServiceClient(Generic[I, O]):
         if attempt.trace is not None:
             return self._traced_call(attempt, arg, idempotency_key, headers)
         id_h, res_h = attempt.sys_call(self._call(arg, idempotency_key, headers))
-        return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
+        return ResponseFuture(attempt, res_h, id_h, self._out)
 
     def _traced_call(
         self,
@@ -153,7 +154,7 @@ class ServiceClient(Generic[I, O]):
         if trace is not None and not replaying:
             target = _target_text(self._service, self._handler, self._key)
             trace.command(res_h, f"call {target}", {"durable_futures.call.target": target})
-        return ResponseFuture(attempt, res_h, id_h, self._out.deserialize)
+        return ResponseFuture(attempt, res_h, id_h, self._out)
 
     async def request(self, arg: I = None, **kwargs: Any) -> O:  # type: ignore[assignment]
         """Calls and awaits the response."""
@@ -171,7 +172,7 @@ class ServiceClient(Generic[I, O]):
         attempt = self._ctx._attempt
         invoke_time = None if delay is None else attempt.now_ms() + (_ms(delay) or 0)
         h = attempt.sys_send(self._call(arg, idempotency_key, headers), invoke_time)
-        return SendHandle(_InvocationIdFuture(attempt, h, bytes.decode))
+        return SendHandle(_InvocationIdFuture(attempt, h, TEXT))
 
     def _call(self, arg: Any, idempotency_key: str | None, headers: dict[str, str] | None) -> Call:
         return (
@@ -305,7 +306,7 @@ class Context:
         handle, replayed = attempt.vm.sys_run(name) if attempt.lock_free else attempt.sys_run(name)
         if not replayed:
             attempt.start_run(name, handle, (fn, args, kwargs, serde.serialize, retry))
-        return RunFuture(attempt, handle, serde.deserialize)
+        return RunFuture(attempt, handle, serde)
 
     @overload
     async def run(
@@ -338,7 +339,7 @@ class Context:
             h = attempt.sys_sleep(name or "", wake)
             if not replaying:
                 trace.command(h, "sleep", {"durable_futures.timer.name": name or ""})
-        return TimerFuture(attempt, h, _JSON.deserialize)
+        return TimerFuture(attempt, h, _JSON)
 
     async def sleep(self, duration: timedelta, name: str | None = None) -> None:
         """Durable sleep: ``await ctx.after(duration)``."""
@@ -479,7 +480,7 @@ class Context:
         with a ``TerminalError`` (404)."""
         attempt = self._attempt
         h = attempt.sys_attach_invocation(invocation_id)
-        return DurableFuture(attempt, h, serde_for(type_).deserialize)
+        return DurableFuture(attempt, h, serde_for(type_))
 
     @overload
     def invocation_output(self, invocation_id: str) -> DurableFuture[Any]: ...
@@ -497,7 +498,7 @@ class Context:
         it completed (its failure raises). Journaled, so a replay sees the same answer."""
         attempt = self._attempt
         h = attempt.sys_get_invocation_output(invocation_id)
-        return DurableFuture(attempt, h, serde_for(type_).deserialize)
+        return DurableFuture(attempt, h, serde_for(type_))
 
     # ---- awakeables ------------------------------------------------------------------------------
 
@@ -515,7 +516,7 @@ class Context:
         decoded as ``type_``."""
         attempt = self._attempt
         awk_id, h = attempt.sys_awakeable()
-        return awk_id, AwakeableFuture(attempt, h, serde_for(type_).deserialize)
+        return awk_id, AwakeableFuture(attempt, h, serde_for(type_))
 
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
         """Completes someone's awakeable with ``value``. A malformed id is a
@@ -600,12 +601,12 @@ class ObjectSharedContext(Context):
         """The value under ``key`` decoded as ``type_``, or ``None`` if there is none."""
         attempt = self._attempt
         h = attempt.sys_state_get(key)
-        return DurableFuture(attempt, h, serde_for(type_).deserialize)
+        return DurableFuture(attempt, h, serde_for(type_))
 
     def state_keys(self) -> DurableFuture[list[str]]:
         attempt = self._attempt
         h = attempt.sys_state_get_keys()
-        return DurableFuture(attempt, h, _JSON.deserialize)
+        return DurableFuture(attempt, h, _JSON)
 
 
 
@@ -650,7 +651,7 @@ class DurablePromise(Generic[T]):
         if self._value is None:
             attempt = self._ctx._attempt
             h = attempt.sys_get_promise(self._name)
-            self._value = DurableFuture(attempt, h, self._serde.deserialize)
+            self._value = DurableFuture(attempt, h, self._serde)
         return self._value
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -661,7 +662,7 @@ class DurablePromise(Generic[T]):
         (a rejected promise raises its ``TerminalError``)."""
         attempt = self._ctx._attempt
         h = attempt.sys_peek_promise(self._name)
-        return DurableFuture(attempt, h, self._serde.deserialize)
+        return DurableFuture(attempt, h, self._serde)
 
     def resolve(self, value: T) -> DurableFuture[None]:
         """Resolves the promise with ``value``, journaled at once. The returned future
@@ -669,14 +670,14 @@ class DurablePromise(Generic[T]):
         was already completed. Awaiting it is optional."""
         attempt = self._ctx._attempt
         h = attempt.sys_resolve_promise(self._name, self._serde.serialize(value))
-        return DurableFuture(attempt, h, _JSON.deserialize)
+        return DurableFuture(attempt, h, _JSON)
 
     def reject(self, message: str, code: int = 500) -> DurableFuture[None]:
         """Rejects the promise: whoever awaits its value gets ``TerminalError(message,
         code)``. Like :meth:`resolve`, the returned future fails if it was completed."""
         attempt = self._ctx._attempt
         h = attempt.sys_reject_promise(self._name, code, message)
-        return DurableFuture(attempt, h, _JSON.deserialize)
+        return DurableFuture(attempt, h, _JSON)
 
     def __repr__(self) -> str:
         return f"DurablePromise({self._name!r})"

@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import _core
 from ._attempt import FAILURE, INVOCATION_ID, READY, STATE_KEYS, VALUE, VOID, Attempt
 from .errors import BadRequestError, TerminalError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = [
     "AwakeableFuture",
@@ -40,15 +37,34 @@ F_co = TypeVar("F_co", bound="DurableFuture[Any]", covariant=True)
 _UNSET: Any = object()
 
 
+class Decoder(Protocol):
+    """What a future needs of a serde: turning the journaled bytes into its value."""
+
+    def deserialize(self, data: bytes) -> Any: ...
+
+
+class _Text:
+    """Invocation ids: UTF-8 text."""
+
+    @staticmethod
+    def deserialize(data: bytes) -> str:
+        return data.decode()
+
+
+TEXT: Decoder = _Text()
+
+
 class DurableFuture(Generic[T]):
     """A result that completes durably: journaled, and replayed in journal order."""
 
-    __slots__ = ("_attempt", "_handle", "_decode", "_value", "_error")
+    __slots__ = ("_attempt", "_handle", "_serde", "_value", "_error")
 
-    def __init__(self, attempt: Attempt, handle: int, decode: Callable[[bytes], Any]) -> None:
+    # The serde itself, not its bound ``deserialize``: a bound method per future would be
+    # one more object per run for the collector to track on a long replay.
+    def __init__(self, attempt: Attempt, handle: int, serde: Decoder) -> None:
         self._attempt = attempt
         self._handle = handle
-        self._decode = decode
+        self._serde = serde
         self._value: Any = _UNSET
         self._error: BaseException | None = None
 
@@ -61,7 +77,7 @@ class DurableFuture(Generic[T]):
             raise RuntimeError("the result of this future was already taken")
         kind, payload = raw
         if kind == VALUE:
-            self._value = self._decode(payload)
+            self._value = self._serde.deserialize(payload)
         elif kind == FAILURE:
             code, message, metadata = payload
             self._error = TerminalError(message, code, dict(metadata))
@@ -114,13 +130,14 @@ class RunFuture(DurableFuture[T]):
             return self._settle(None)
         attempt = self._attempt
         if attempt.lock_free:
-            # A replayed result, most often: take it without making a wait generator.
-            code, raw = attempt.take(self._handle)
+            # A replayed result, most often: take it without making a wait generator (and
+            # a value as bytes alone, without tuples around it).
+            got = attempt.vm.await_value(self._handle)
+            if type(got) is bytes:
+                value = self._value = self._serde.deserialize(got)
+                return value  # type: ignore[no-any-return]
+            code, raw = got
             if code == READY:
-                kind, payload = raw
-                if kind == VALUE:
-                    value = self._value = self._decode(payload)
-                    return value  # type: ignore[no-any-return]
                 return self._settle(raw)
         runs = attempt.runs
         run = runs.claim(self._handle)
@@ -154,9 +171,9 @@ class ResponseFuture(DurableFuture[T]):
     __slots__ = ("_id_handle", "_id_future")
 
     def __init__(
-        self, attempt: Attempt, handle: int, id_handle: int, decode: Callable[[bytes], Any]
+        self, attempt: Attempt, handle: int, id_handle: int, serde: Decoder
     ) -> None:
-        super().__init__(attempt, handle, decode)
+        super().__init__(attempt, handle, serde)
         self._id_handle = id_handle
         self._id_future: DurableFuture[str] | None = None
 
@@ -164,7 +181,7 @@ class ResponseFuture(DurableFuture[T]):
         """The callee's invocation id (awaitable). One future per call: its value can be
         taken from the core only once."""
         if self._id_future is None:
-            self._id_future = _InvocationIdFuture(self._attempt, self._id_handle, bytes.decode)
+            self._id_future = _InvocationIdFuture(self._attempt, self._id_handle, TEXT)
         return self._id_future
 
 
@@ -271,7 +288,7 @@ class CombinatorFuture(DurableFuture[T]):
         if kind == FIRST_SUCCEEDED and not children:
             raise BadRequestError(f"{what} over no futures has no value to return")
         handle = attempt.combinator(kind, [f._handle for f in children])
-        super().__init__(attempt, handle, bytes.decode)
+        super().__init__(attempt, handle, TEXT)
         self._kind = kind
         self._children = children
 

@@ -534,6 +534,24 @@ impl PyVm {
         }
     }
 
+    /// `await_take` for the common case of a replayed run: the value's bytes alone when the
+    /// handle is ready with a value (no tuples to build and unpack), otherwise exactly what
+    /// `await_take` returns.
+    fn await_value(&mut self, py: Python<'_>, handle: u32) -> PyResult<PyObject> {
+        let code = await_code(self.vm.do_await(Handle(handle)).py()?);
+        if code != READY {
+            return Ok((code, py.None()).into_pyobject(py)?.into_any().unbind());
+        }
+        match self.vm.take_notification(Handle(handle)).py()? {
+            Some(Value::Value(b)) => Ok(PyBytes::new(py, &b).into_any().unbind()),
+            Some(v) => Ok((READY, value_to_py(py, v)?)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind()),
+            None => Ok((READY, py.None()).into_pyobject(py)?.into_any().unbind()),
+        }
+    }
+
     /// `(code, handle)`: an `OUTCOME_*` code (`OUTCOME_READY`: `handle` was selected;
     /// `OUTCOME_EXHAUSTED`: every handle was).
     fn select_next(&mut self, selector: u32) -> PyResult<(u8, u32)> {
