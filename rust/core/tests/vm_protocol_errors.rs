@@ -267,3 +267,16 @@ fn notification_for_an_eagerly_served_id_does_not_override_the_journal() {
             sleep_cmd(2, 0, ""),
         ]);
 }
+
+#[test]
+fn undecodable_notification() {
+    // A RunCompletion notification (0x8011) whose payload ends inside its id's varint.
+    let mut ran = Transcript::v6()
+        .input(b"")
+        .then_bytes(&[0x80, 0x11, 0, 0, 0, 0, 0, 2, 0x08, 0x80])
+        .run(|_| {})
+        .expect(vec![err(codes::PROTOCOL_VIOLATION).message_contains(
+            "cannot decode RunCompletionNotification message: truncated varint",
+        )]);
+    closed_with(&mut ran, codes::PROTOCOL_VIOLATION);
+}

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use crate::error::{codes, Error};
-use crate::protocol::{Message, MessageType, NotificationId, RawFrame};
+use crate::protocol::{Message, MessageType, Notification, NotificationId, RawFrame};
 use crate::vm::notifications::Enqueued;
 use crate::vm::state::Phase;
 use crate::vm::{Vm, VmResult};
@@ -168,9 +168,10 @@ impl Vm {
     }
 
     fn on_notification(&mut self, frame: &RawFrame) -> VmResult<()> {
-        let Message::Notification(_, n) = frame.decode()? else {
-            return Err(Error::protocol("malformed notification"));
-        };
+        // Straight to the notification (no `Message` around it): half the journal comes
+        // through here.
+        let n = Notification::decode(&frame.payload)
+            .map_err(|e| Error::protocol(format!("cannot decode {:?} message: {e}", frame.ty)))?;
         let limit = match n.id {
             NotificationId::Completion(_) => self
                 .next_completion_id
