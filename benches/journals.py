@@ -52,18 +52,28 @@ def replay(app: Any, path: str, body: bytes) -> Any:
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 15) -> dict[str, float]:
     """Mean seconds per call of each function, measured alternately in the same run.
 
-    Each call starts from a collected heap (``gc.collect()``, not timed): it pays for the
-    collections its own allocations cause, not for a full pass over everything the
-    process holds that the calls before it happened to leave due. Without that, whichever
-    call a full pass lands in (one of 15 rounds, in a process that ran other benchmarks
-    first) looked up to 75% slower, and the ratios swung with it."""
+    After one untimed call of each, everything the process holds is frozen out of the
+    collector (``gc.freeze()``): a full pass then walks only what the calls themselves left,
+    and each call pays for the collections its own allocations cause, not for a walk over
+    whatever the process (pytest, the benchmarks before) happens to hold.
+
+    Two earlier ways were unfair to the shorter call. With nothing done, a full pass over the
+    whole heap landed in whichever call crossed the threshold: one in our 15 rounds made our
+    replay up to 75% slower. A ``gc.collect()`` before every call fixed that, but walking the
+    whole heap right before the call evicts the CPU caches it would have found warm: in a
+    process holding 200,000 more objects that cost our 2 ms fanout replay 0.45 ms (+23%) and
+    the peer's 30 ms one about the same absolute time, a few percent of it."""
     totals = dict.fromkeys(fns, 0.0)
     for f in fns.values():
         f()
-    for _ in range(rounds):
-        for name, f in fns.items():
-            gc.collect()
-            t = time.perf_counter()
-            f()
-            totals[name] += time.perf_counter() - t
+    gc.collect()
+    gc.freeze()
+    try:
+        for _ in range(rounds):
+            for name, f in fns.items():
+                t = time.perf_counter()
+                f()
+                totals[name] += time.perf_counter() - t
+    finally:
+        gc.unfreeze()
     return {k: v / rounds for k, v in totals.items()}
