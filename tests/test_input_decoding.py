@@ -89,6 +89,7 @@ REJECTED = [
     ("int", b"false"),
     ("int", b"1.5"),
     ("int", b'"7"'),
+    ("int", b"07"),  # not JSON: no leading zeros
     ("float", b"true"),
     ("float", b'"1.5"'),
     ("str", b"42"),
@@ -109,6 +110,7 @@ REJECTED = [
 
 ACCEPTED: list[tuple[str, bytes, Any]] = [
     ("int", b"0", 0),
+    ("int", b"907", 907),
     ("float", b"3", 3.0),  # a JSON integer is a number: the handler gets a float
     ("float", b"2.5", 2.5),
     ("str", b'"42"', "42"),

@@ -61,7 +61,7 @@ _ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 def _loads(data: bytes) -> Any:
     """``json.loads`` without its per-call overhead (encoding detection, keyword handling),
     which dominates for the small values a replay decodes by the thousand."""
-    if data.isdigit() and (len(data) == 1 or data[0] != 48):  # a natural number (no "01")
+    if data.isdigit() and (data[0] != 48 or len(data) == 1):  # a natural number (no "01")
         return int(data)
     text = data.decode()
     try:
@@ -312,7 +312,7 @@ class JsonSerde(Generic[T]):
             return None  # type: ignore[return-value]
         try:
             # A natural number (most run results) without _loads' call; "01" is not one.
-            if data.isdigit() and (len(data) == 1 or data[0] != 48):
+            if data.isdigit() and (data[0] != 48 or len(data) == 1):
                 raw: Any = int(data)
             else:
                 raw = _loads(data)

@@ -78,6 +78,12 @@ impl Notifications {
         }
     }
 
+    /// Makes room for `n` completion slots and as many queued notifications.
+    pub(crate) fn reserve_completions(&mut self, n: usize) {
+        self.completions.reserve(n);
+        self.to_process.reserve(n);
+    }
+
     /// The slot for `id`, created if missing. `limit` bounds numeric ids.
     pub(crate) fn slot_mut(&mut self, id: &NotificationId, limit: u32) -> Option<&mut Slot> {
         fn grow(v: &mut Vec<Slot>, i: u32, limit: u32) -> Option<&mut Slot> {

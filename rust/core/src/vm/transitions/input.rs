@@ -15,6 +15,9 @@ use crate::vm::notifications::Enqueued;
 use crate::vm::state::Phase;
 use crate::vm::{Vm, VmResult};
 
+/// At most this many journal entries get room ahead of their arrival.
+const PREALLOCATED_ENTRIES: usize = 1 << 14;
+
 impl Vm {
     /// Feeds bytes received from the runtime; any chunking is fine.
     pub fn notify_input(&mut self, chunk: &[u8]) {
@@ -121,10 +124,14 @@ impl Vm {
         for (k, v) in &start.state_map {
             self.eager.map.insert(k.clone(), Some(v.clone()));
         }
+        // Room for the journal announced, up to a bound (the number comes from the peer):
+        // growing entry by entry copied a long journal's slots over and over.
+        let room = (start.known_entries as usize).min(PREALLOCATED_ENTRIES);
+        self.notes.reserve_completions(room);
         self.start = start;
         self.phase = Phase::WaitingReplayEntries {
             received: 0,
-            commands: VecDeque::new(),
+            commands: VecDeque::with_capacity(room),
         };
         Ok(())
     }
