@@ -3,7 +3,7 @@
 //! Field numbers follow Restate's `protocol.proto` (see `PROTOCOL.md` §1.4). Unknown fields
 //! are skipped on decode, as protobuf requires.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::header::MessageType;
 use super::pb::{DecodeError, Field, Reader, Writer};
@@ -443,6 +443,20 @@ pub enum Message {
 
 fn encode_value(w: &mut Writer<'_>, number: u32, content: &[u8]) {
     w.message(number, |w| w.bytes(1, content));
+}
+
+/// Where a `Value` message's content is in the buffer being read (empty at the message's
+/// end when it has none).
+fn value_range(f: &Field) -> Result<std::ops::Range<usize>, DecodeError> {
+    let mut r = f.message()?;
+    let end = f.range()?.end;
+    let mut content = end..end;
+    while let Some((n, v)) = r.next_field()? {
+        if n == 1 {
+            content = v.range()?;
+        }
+    }
+    Ok(content)
 }
 
 fn decode_value(f: &Field) -> Result<Bytes, DecodeError> {
@@ -1202,6 +1216,35 @@ impl Notification {
 
     /// Decodes any notification payload through the common template.
     pub fn decode(buf: &Bytes) -> Result<Notification, DecodeError> {
+        let (id, result) = Notification::decode_parts(buf)?;
+        Ok(Notification {
+            id,
+            result: match result {
+                Decoded::Result(r) => r,
+                Decoded::Value(range) => NotificationResult::Value(buf.slice(range)),
+            },
+        })
+    }
+
+    /// [`Notification::decode`] of a payload the caller gives up: a value is that payload
+    /// narrowed to the value's bytes, so no reference to the input buffer is taken or
+    /// dropped (two atomic operations per notification of a replayed journal).
+    pub fn decode_owned(mut buf: Bytes) -> Result<Notification, DecodeError> {
+        let (id, result) = Notification::decode_parts(&buf)?;
+        Ok(Notification {
+            id,
+            result: match result {
+                Decoded::Result(r) => r,
+                Decoded::Value(range) => {
+                    buf.truncate(range.end);
+                    buf.advance(range.start);
+                    NotificationResult::Value(buf)
+                }
+            },
+        })
+    }
+
+    fn decode_parts(buf: &Bytes) -> Result<(NotificationId, Decoded), DecodeError> {
         let mut r = Reader::new(buf);
         let (mut id, mut result) = (None, None);
         while let Some((n, v)) = r.next_field()? {
@@ -1209,19 +1252,34 @@ impl Notification {
                 1 => id = Some(NotificationId::Completion(v.u32()?)),
                 2 => id = Some(NotificationId::Signal(v.u32()?)),
                 3 => id = Some(NotificationId::SignalName(v.string()?)),
-                4 => result = Some(NotificationResult::Void),
-                5 => result = Some(NotificationResult::Value(decode_value(&v)?)),
-                6 => result = Some(NotificationResult::Failure(decode_failure(&v)?)),
-                16 => result = Some(NotificationResult::InvocationId(v.string()?)),
-                17 => result = Some(NotificationResult::StateKeys(decode_state_keys(&v)?)),
+                4 => result = Some(Decoded::Result(NotificationResult::Void)),
+                5 => result = Some(Decoded::Value(value_range(&v)?)),
+                6 => {
+                    let f = decode_failure(&v)?;
+                    result = Some(Decoded::Result(NotificationResult::Failure(f)));
+                }
+                16 => {
+                    let id = v.string()?;
+                    result = Some(Decoded::Result(NotificationResult::InvocationId(id)));
+                }
+                17 => {
+                    let keys = decode_state_keys(&v)?;
+                    result = Some(Decoded::Result(NotificationResult::StateKeys(keys)));
+                }
                 _ => {}
             }
         }
-        Ok(Notification {
-            id: id.ok_or(DecodeError("notification without an id"))?,
-            result: result.ok_or(DecodeError("notification without a result"))?,
-        })
+        Ok((
+            id.ok_or(DecodeError("notification without an id"))?,
+            result.ok_or(DecodeError("notification without a result"))?,
+        ))
     }
+}
+
+/// A notification's result as read, a value still as its place in the payload.
+enum Decoded {
+    Result(NotificationResult),
+    Value(std::ops::Range<usize>),
 }
 
 impl StartMessage {
@@ -1614,11 +1672,36 @@ mod tests {
                 id: NotificationId::Completion(1),
                 result: NotificationResult::StateKeys(vec![Bytes::from_static(b"a")]),
             },
+            Notification {
+                id: NotificationId::Completion(2),
+                result: NotificationResult::Value(Bytes::new()),
+            },
+            Notification {
+                id: NotificationId::Completion(1000),
+                result: NotificationResult::Value(Bytes::from_static(b"998001")),
+            },
         ] {
             let mut b = Vec::new();
             n.encode(&mut b);
-            assert_eq!(Notification::decode(&Bytes::from(b)).unwrap(), n);
+            let b = Bytes::from(b);
+            assert_eq!(Notification::decode(&b).unwrap(), n);
+            assert_eq!(Notification::decode_owned(b.clone()).unwrap(), n);
+            // The same in the middle of a larger buffer, with fields after the value (the
+            // owned value must be narrowed to its own bytes, not run to the buffer's end).
+            let mut framed = b"head".to_vec();
+            framed.extend_from_slice(&b);
+            framed.extend_from_slice(&[0x38, 0x05]); // unknown field 7 = 5
+            framed.extend_from_slice(b"tail");
+            let framed = Bytes::from(framed);
+            let inner = framed.slice(4..framed.len() - 4);
+            assert_eq!(Notification::decode_owned(inner.clone()).unwrap(), n);
+            assert_eq!(Notification::decode(&inner).unwrap(), n);
         }
+        // A value message without content is an empty value, as from the full decoder.
+        let b = Bytes::from_static(&[0x08, 0x01, 0x2A, 0x00]);
+        let owned = Notification::decode_owned(b.clone()).unwrap();
+        assert_eq!(owned, Notification::decode(&b).unwrap());
+        assert_eq!(owned.result, NotificationResult::Value(Bytes::new()));
     }
 
     #[test]

@@ -69,6 +69,14 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// Where the field's bytes are in the buffer being read.
+    pub(crate) fn range(&self) -> Result<std::ops::Range<usize>, DecodeError> {
+        match self {
+            Field::Len(s) => Ok(s.start..s.end),
+            _ => Err(DecodeError("expected a length-delimited field")),
+        }
+    }
+
     /// A reader over the nested message this field holds.
     pub(crate) fn message(&self) -> Result<Reader<'a>, DecodeError> {
         match self {

@@ -87,7 +87,7 @@ impl Vm {
                     commands.push_back(frame);
                     self.recorded_commands += 1;
                 } else if ty.is_notification() {
-                    self.on_notification(&frame)?;
+                    self.on_notification(frame)?;
                 } else if !matches!(ty, MessageType::Custom(_)) {
                     return Err(Error::protocol(format!(
                         "expected journal entries while receiving the journal, got {ty:?}"
@@ -152,7 +152,7 @@ impl Vm {
     /// A frame while the handler runs: notifications and acknowledgements only.
     fn on_running_frame(&mut self, frame: RawFrame) -> VmResult<()> {
         match frame.ty {
-            t if t.is_notification() => self.on_notification(&frame),
+            t if t.is_notification() => self.on_notification(frame),
             MessageType::ProposeRunCompletionAck => {
                 let Message::ProposeRunCompletionAck { completion_id } = frame.decode()? else {
                     unreachable!()
@@ -174,11 +174,12 @@ impl Vm {
         }
     }
 
-    fn on_notification(&mut self, frame: &RawFrame) -> VmResult<()> {
-        // Straight to the notification (no `Message` around it): half the journal comes
-        // through here.
-        let n = Notification::decode(&frame.payload)
-            .map_err(|e| Error::protocol(format!("cannot decode {:?} message: {e}", frame.ty)))?;
+    fn on_notification(&mut self, frame: RawFrame) -> VmResult<()> {
+        // Straight to the notification (no `Message` around it), its value made of the
+        // frame's own bytes: half the journal comes through here.
+        let ty = frame.ty;
+        let n = Notification::decode_owned(frame.payload)
+            .map_err(|e| Error::protocol(format!("cannot decode {ty:?} message: {e}")))?;
         let limit = match n.id {
             NotificationId::Completion(_) => self
                 .next_completion_id
