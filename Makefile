@@ -48,9 +48,11 @@ wheel: $(VENV)/.release-installed
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin sdist --out $(WHEEL_DIR)
 	$(PY) tools/check_wheel.py $(WHEEL_DIR)
 
-# The engine and the bindings compile for Windows (x86_64-pc-windows-gnu, whose standard
-# library rust-toolchain.toml installs): the bundled SQLite is compiled by zig's C compiler
-# (the release group), through a wrapper that drops the --target=... cc-rs adds.
+# The engine and the bindings compile for Windows (x86_64-pc-windows-gnu): the bundled SQLite
+# is compiled by zig's C compiler (the release group), through a wrapper that drops the
+# --target=... cc-rs adds. rust-toolchain.toml names the target's standard library, but rustup
+# fetches it on its own only where auto-install is on (RUSTUP_AUTO_INSTALL=0 turns it off):
+# `rustup target add` does, and is a no-op once it is there.
 ZIG_CC_WINDOWS := .cache/tools/bin/zig-cc-windows
 $(ZIG_CC_WINDOWS): $(VENV)/.release-installed
 	mkdir -p $(dir $@)
@@ -59,6 +61,7 @@ $(ZIG_CC_WINDOWS): $(VENV)/.release-installed
 	chmod +x $@ $(dir $@)zig-ar
 
 windows-check: $(ZIG_CC_WINDOWS)
+	rustup target add x86_64-pc-windows-gnu
 	CC_x86_64_pc_windows_gnu=$(abspath $(ZIG_CC_WINDOWS)) AR_x86_64_pc_windows_gnu=$(abspath $(dir $(ZIG_CC_WINDOWS))zig-ar) \
 		$(CARGO) check --quiet --target x86_64-pc-windows-gnu -p durable-futures-engine -p durable-futures-python
 
