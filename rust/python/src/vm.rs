@@ -524,31 +524,19 @@ impl PyVm {
     /// Awaits and, when ready, takes the value in the same call: `(code, value)`, `value`
     /// as `take_notification` returns it.
     fn await_take(&mut self, py: Python<'_>, handle: u32) -> PyResult<(u8, PyObject)> {
-        let code = await_code(self.vm.do_await(Handle(handle)).py()?);
-        if code != READY {
-            return Ok((code, py.None()));
-        }
-        match self.vm.take_notification(Handle(handle)).py()? {
-            Some(v) => Ok((READY, value_to_py(py, v)?)),
-            None => Ok((READY, py.None())),
-        }
+        awaited_to_py(py, self.await_then_take(handle)?)
     }
 
     /// `await_take` for the common case of a replayed run: the value's bytes alone when the
     /// handle is ready with a value (no tuples to build and unpack), otherwise exactly what
     /// `await_take` returns.
     fn await_value(&mut self, py: Python<'_>, handle: u32) -> PyResult<PyObject> {
-        let code = await_code(self.vm.do_await(Handle(handle)).py()?);
-        if code != READY {
-            return Ok((code, py.None()).into_pyobject(py)?.into_any().unbind());
-        }
-        match self.vm.take_notification(Handle(handle)).py()? {
-            Some(Value::Value(b)) => Ok(PyBytes::new(py, &b).into_any().unbind()),
-            Some(v) => Ok((READY, value_to_py(py, v)?)
+        match self.await_then_take(handle)? {
+            Ok(Some(Value::Value(b))) => Ok(PyBytes::new(py, &b).into_any().unbind()),
+            other => Ok(awaited_to_py(py, other)?
                 .into_pyobject(py)?
                 .into_any()
                 .unbind()),
-            None => Ok((READY, py.None()).into_pyobject(py)?.into_any().unbind()),
         }
     }
 
@@ -571,6 +559,26 @@ impl PyVm {
             None => Ok(None),
         }
     }
+}
+
+impl PyVm {
+    /// Awaits `handle`, then takes its value if it is ready: `Err(code)` while it is not.
+    fn await_then_take(&mut self, handle: u32) -> PyResult<Result<Option<Value>, u8>> {
+        let code = await_code(self.vm.do_await(Handle(handle)).py()?);
+        if code != READY {
+            return Ok(Err(code));
+        }
+        Ok(Ok(self.vm.take_notification(Handle(handle)).py()?))
+    }
+}
+
+/// What `await_take` returns for an outcome of [`PyVm::await_then_take`].
+fn awaited_to_py(py: Python<'_>, awaited: Result<Option<Value>, u8>) -> PyResult<(u8, PyObject)> {
+    Ok(match awaited {
+        Err(code) => (code, py.None()),
+        Ok(Some(v)) => (READY, value_to_py(py, v)?),
+        Ok(None) => (READY, py.None()),
+    })
 }
 
 fn target(

@@ -460,14 +460,7 @@ fn value_range(f: &Field) -> Result<std::ops::Range<usize>, DecodeError> {
 }
 
 fn decode_value(f: &Field) -> Result<Bytes, DecodeError> {
-    let mut r = f.message()?;
-    let mut content = Bytes::new();
-    while let Some((n, v)) = r.next_field()? {
-        if n == 1 {
-            content = v.bytes()?;
-        }
-    }
-    Ok(content)
+    f.slice(value_range(f)?)
 }
 
 fn encode_failure(w: &mut Writer<'_>, number: u32, f: &Failure) {

@@ -69,6 +69,15 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// `range` of the buffer being read (within this field, as [`Field::range`] and the
+    /// ranges of its nested fields give), sharing it.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Result<Bytes, DecodeError> {
+        match self {
+            Field::Len(s) => Ok(s.buf.slice(range)),
+            _ => Err(DecodeError("expected a length-delimited field")),
+        }
+    }
+
     /// Where the field's bytes are in the buffer being read.
     pub(crate) fn range(&self) -> Result<std::ops::Range<usize>, DecodeError> {
         match self {
