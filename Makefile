@@ -73,7 +73,7 @@ wheel-test: wheel
 	rm -rf .cache/wheel-venv
 	$(OLDEST_PYTHON) -m venv .cache/wheel-venv
 	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check pip==25.3
-	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check $(WHEEL_DIR)/*.whl pytest==8.4.2 hypothesis==6.168.5 cffi==2.0.0 cryptography==46.0.3 mypy==1.18.2 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
+	.cache/wheel-venv/bin/python -m pip install -q --disable-pip-version-check $(WHEEL_DIR)/*.whl pytest==8.4.2 hypothesis==6.168.5 cffi==2.0.0 cryptography==46.0.3 mypy==1.18.2 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 uvicorn==0.54.0 httptools==0.9.0
 	cd tests && PATH=/usr/bin:/bin ../.cache/wheel-venv/bin/python -m pytest -q -p no:cacheprovider -m "not e2e" --rootdir=.. -c ../pyproject.toml --ignore=test_ffi.py
 
 # restate-server, pinned in package.json, for the end-to-end tests.

@@ -8,7 +8,8 @@ Pieces (each usable alone):
   temporary base dir, its log in a file; ``start()`` waits for both health endpoints, ``stop()``
   sends SIGTERM then SIGKILL.
 - ``AsgiServer``: hypercorn serving an ASGI app in a background thread on 127.0.0.1 (h2c and
-  HTTP/1.1 on the same port).
+  HTTP/1.1 on the same port); ``Http1Server``: the same with uvicorn on httptools, HTTP/1.1
+  alone, configured as ``durable-futures endpoint --http1-only`` configures it.
 - ``RestateClient``: the admin API (register a deployment, cancel, SQL queries) and the ingress
   (call, send, attach, awakeables) over plain ``http.client``; every request has a timeout.
 
@@ -466,6 +467,8 @@ class AsgiServer:
     port, so one server covers both deployment modes.
     """
 
+    server_name = "hypercorn"
+
     def __init__(
         self, app: Any, log_path: Path | None = None, startup_timeout: float = 15.0
     ) -> None:
@@ -519,18 +522,19 @@ class AsgiServer:
             self._log_handler.close()
             self._log_handler = None
 
-    def _run(self) -> None:
+    async def _serve(self, shutdown: asyncio.Event) -> None:
         from hypercorn.asyncio import serve
 
+        await serve(self.app, self._config(), shutdown_trigger=shutdown.wait)
+
+    def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             asyncio.set_event_loop(loop)
             self._shutdown = asyncio.Event()
             self._started.set()
-            loop.run_until_complete(
-                serve(self.app, self._config(), shutdown_trigger=self._shutdown.wait)
-            )
+            loop.run_until_complete(self._serve(self._shutdown))
         except BaseException as e:  # noqa: BLE001 -- reported by start() and failure_logs()
             self._error = e
         finally:
@@ -554,14 +558,14 @@ class AsgiServer:
             self._error = None
             self._started.clear()
             self._thread = threading.Thread(
-                target=self._run, name=f"hypercorn-{self.port}", daemon=True
+                target=self._run, name=f"{self.server_name}-{self.port}", daemon=True
             )
             self._thread.start()
             try:
                 wait_until(
                     lambda: self._error is not None or _port_open(self.port),
                     self.startup_timeout,
-                    what=f"hypercorn on port {self.port}",
+                    what=f"{self.server_name} on port {self.port}",
                 )
             except TimeoutError:
                 self.stop()
@@ -569,7 +573,7 @@ class AsgiServer:
             if self._error is None:
                 return self
             self.stop()
-        raise HarnessError(f"hypercorn failed to start: {self._error!r}")
+        raise HarnessError(f"{self.server_name} failed to start: {self._error!r}")
 
     def stop(self, timeout: float = 10.0) -> None:
         thread, self._thread = self._thread, None
@@ -587,7 +591,7 @@ class AsgiServer:
             self._close_log()
         if thread.is_alive():
             raise HarnessError(
-                f"hypercorn thread on port {self.port} did not stop within {timeout}s"
+                f"{self.server_name} thread on port {self.port} did not stop within {timeout}s"
             )
 
     def __enter__(self) -> AsgiServer:
@@ -602,10 +606,31 @@ class AsgiServer:
     def failure_logs(self) -> list[tuple[str, str]]:
         logs = []
         if self._error is not None:
-            logs.append(("endpoint (hypercorn) crashed", repr(self._error)))
+            logs.append((f"endpoint ({self.server_name}) crashed", repr(self._error)))
         if self.log_path is not None:
-            logs.append((f"endpoint (hypercorn) log tail ({self.log_path})", self.log_tail()))
+            logs.append((f"endpoint ({self.server_name}) log tail ({self.log_path})", self.log_tail()))
         return logs
+
+
+class Http1Server(AsgiServer):
+    """Serves an ASGI app the way ``durable-futures endpoint --http1-only`` does: HTTP/1.1
+    alone, uvicorn on httptools, same configuration (in a daemon thread, like AsgiServer)."""
+
+    server_name = "uvicorn"
+
+    async def _serve(self, shutdown: asyncio.Event) -> None:
+        from durable_futures.cli import _http1_server, _serve_http1_until
+
+        server = _http1_server(self.app, HOST, self.port)
+        # uvicorn logs to its own loggers (the endpoint keeps the process's logging setup).
+        uvicorn_log = logging.getLogger("uvicorn")
+        if self._log_handler is not None:
+            uvicorn_log.addHandler(self._log_handler)
+        try:
+            await _serve_http1_until(server, shutdown)
+        finally:
+            if self._log_handler is not None:
+                uvicorn_log.removeHandler(self._log_handler)
 
 
 # --------------------------------------------------------------------------------------------

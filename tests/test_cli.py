@@ -1,5 +1,6 @@
 """The ``durable-futures`` command, run as a subprocess: ``serve`` (HTTP on 127.0.0.1, stopped
-with SIGTERM), ``invoke``, ``journal list|show``, ``replay``; and ``examples/run_local.py``.
+with SIGTERM), ``invoke``, ``journal list|show``, ``replay``, ``endpoint --http1-only``; and
+``examples/run_local.py``.
 
 Every subprocess is bounded by a timeout and killed if it outlives its test. The services
 live in a module written into the test's temporary directory (the working directory of the
@@ -19,11 +20,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
 
+from durable_futures._core import Message
+from durable_futures.cli import CliError, _http1_server
+
+from .frames import frames, output_value
+
 CLI = str(Path(sys.executable).parent / "durable-futures")
+V5 = "application/vnd.restate.invocation.v5"
+MANIFEST_V3 = "application/vnd.restate.endpointmanifest.v3+json"
 ROOT = Path(__file__).resolve().parent.parent
 
 APP = textwrap.dedent(
@@ -358,6 +367,10 @@ LISTS = "import durable_futures as df\n\nnone = []\nmixed = [df.Service('S'), 'x
         (["serve", "plain"], "module 'plain' defines no df.Service at its top level"),
         (["endpoint", "plain"], "module 'plain' defines no df.Service at its top level"),
         (
+            ["endpoint", "app", "--http1-only", "--protocol", "bidi"],
+            "--protocol bidi needs HTTP/2: drop --http1-only",
+        ),
+        (
             ["serve", "app:shout"],
             "'app:shout' is not a df.Service or a list of them (its type is function)",
         ),
@@ -392,6 +405,72 @@ def test_an_unknown_module_or_attribute_is_a_one_line_error(
     assert out.returncode == 2, out
     assert out.stderr == f"durable-futures: {message}\n", out
     assert out.stdout == ""
+
+
+# ---- endpoint --------------------------------------------------------------------------------
+
+
+def test_endpoint_http1_only_serves_request_response_and_stops_on_sigterm(work: Path) -> None:
+    port = free_port()
+    log = (work / "endpoint.log").open("w")
+    proc = subprocess.Popen(
+        [CLI, "endpoint", "app", "--http1-only", "--port", str(port)],
+        cwd=work,
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (work / "endpoint.log").read_text()
+            try:
+                conn = HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", "/discover", headers={"accept": MANIFEST_V3})
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (work / "endpoint.log").read_text()
+                time.sleep(0.05)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.version == 11
+        manifest = json.loads(resp.read())
+        # Announced without being asked (the discovery request's HTTP version would say so
+        # too): HTTP/1.1 alone cannot carry a bidirectional stream.
+        assert manifest["protocolMode"] == "REQUEST_RESPONSE"
+        assert "Greeter" in {s["name"] for s in manifest["services"]}
+        # An attempt on the same connection: its journal is only the input, so the handler
+        # runs to its end and the response carries its output.
+        body = b"".join(
+            m.encode()
+            for m in (
+                Message("Start", id=b"0123456789abcdef", debug_id="inv_cli", known_entries=1),
+                Message("InputCommand", value=b'"amy"'),
+            )
+        )
+        conn.request("POST", "/invoke/Greeter/echo", body=body, headers={"content-type": V5})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert output_value(frames(resp.read())) == b'"amy"'
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    out = (work / "endpoint.log").read_text()
+    assert "serving Greeter" in out and "(HTTP/1.1)" in out, out
+
+
+def test_endpoint_http1_only_without_its_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    with pytest.raises(CliError) as info:
+        _http1_server(object(), "127.0.0.1", 0)
+    assert str(info.value) == (
+        "--http1-only serves with uvicorn and httptools, which are not installed: "
+        "pip install 'durable-futures[http1]'"
+    )
 
 
 # ---- journal --------------------------------------------------------------------------------

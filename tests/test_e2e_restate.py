@@ -3,9 +3,10 @@
 Our handlers are served by ``df.asgi_app`` under hypercorn and registered as a deployment;
 every scenario is driven through the server's HTTP ingress and admin API. Each test runs for
 
-- both deployment modes: ``bidi`` (HTTP/2 cleartext, bidirectional stream) and
+- every deployment mode: ``bidi`` (HTTP/2 cleartext, bidirectional stream),
   ``request_response`` (HTTP/1.1; the server closes its side after the replay, so the handler
-  suspends at the first await that needs new input), and
+  suspends at the first await that needs new input), and the same on uvicorn with httptools
+  (``request_response_http1``, what ``durable-futures endpoint --http1-only`` serves with), and
 - both server configurations of ``conftest.SERVER_CONFIGS``: the defaults, and
   ``RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT=0s`` where every await suspends and every
   resumption replays the journal.
@@ -31,7 +32,7 @@ import pytest
 
 import durable_futures as df
 
-from .restate_harness import AsgiServer, RestateClient, RestateServer, wait_until
+from .restate_harness import AsgiServer, Http1Server, RestateClient, RestateServer, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -277,7 +278,13 @@ async def counted(ctx: df.Context, key: str) -> dict:
 # Deployment per mode
 
 
-MODES = {"bidi": False, "request_response": True}  # mode -> use_http_11 at registration
+# mode -> (protocol, use_http_11 at registration, HTTP server). The last one is how
+# `durable-futures endpoint --http1-only` serves: HTTP/1.1 alone, uvicorn on httptools.
+MODES: dict[str, tuple[str, bool, type[AsgiServer]]] = {
+    "bidi": ("bidi", False, AsgiServer),
+    "request_response": ("request_response", True, AsgiServer),
+    "request_response_http1": ("request_response", True, Http1Server),
+}
 
 
 @dataclass
@@ -298,15 +305,14 @@ def e2e(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2E]:
     mode = request.param
+    protocol, use_http_11, http = MODES[mode]
     log_dir: Path = tmp_path_factory.mktemp(f"endpoint-{mode}")
-    endpoint = AsgiServer(
-        df.asgi_app(main, callee, protocol=mode), log_path=log_dir / "hypercorn.log"
-    )
+    endpoint = http(df.asgi_app(main, callee, protocol=protocol), log_path=log_dir / "http.log")
     endpoint.start()
     try:
         client = RestateClient(restate_server, timeout=30)
         # The same service names are registered again for each mode: the newest deployment wins.
-        deployment = client.register(endpoint.url, use_http_11=MODES[mode])
+        deployment = client.register(endpoint.url, use_http_11=use_http_11)
         assert {s["name"] for s in deployment["services"]} == {"E2E", "E2ECallee"}
         yield E2E(mode, client, endpoint, restate_server)
     finally:
@@ -343,7 +349,7 @@ def test_parallel_runs_and_call(e2e: E2E, key: str) -> None:
     # The configuration under test is real: with request/response or a zero inactivity
     # timeout, the handler suspends (at least at the call) and is re-entered by replay.
     entered = ATTEMPTS[f"{key}/entered"]
-    if e2e.mode == "request_response" or e2e.server.name == "always_suspend":
+    if e2e.mode.startswith("request_response") or e2e.server.name == "always_suspend":
         assert entered >= 2, entered
     else:
         assert entered == 1, entered

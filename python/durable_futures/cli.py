@@ -126,6 +126,74 @@ async def _serve(app: Any, host: str, port: int) -> None:
     await serve(app, config, shutdown_trigger=stop.wait)
 
 
+HTTP1_MISSING = (
+    "--http1-only serves with uvicorn and httptools, which are not installed: "
+    "pip install 'durable-futures[http1]'"
+)
+
+
+def _http1_server(app: Any, host: str, port: int) -> Any:
+    """An HTTP/1.1-only server for request/response deployments: uvicorn on httptools.
+
+    restate-server sends an attempt's journal one frame per HTTP chunk. hypercorn takes each
+    chunk through h11 and its app queue, about 8 µs a chunk on the machine that measured it;
+    httptools (a C parser) hands the app whatever has arrived in one piece. Through
+    restate-server, with every await suspending, 300 steps took half the time
+    (benches/test_e2e.py). The import fails here, before anything is printed, when the extra
+    is missing."""
+    try:
+        import httptools  # noqa: F401 -- http="httptools" below needs it
+        import uvicorn
+    except ImportError as e:
+        raise CliError(HTTP1_MISSING) from e
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # SIGINT and SIGTERM stop it through _stop_on_signals, as they stop hypercorn:
+            # uvicorn's own handlers would re-raise the signal once it has stopped.
+            yield
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="asyncio",
+        lifespan="off",
+        # Longer than restate-server keeps an idle connection open: the server closes it, so
+        # a request is never sent on a connection the endpoint is closing.
+        timeout_keep_alive=600,
+        access_log=False,
+        log_config=None,
+    )
+    return Server(config)
+
+
+async def _serve_http1(server: Any) -> None:
+    import asyncio
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await _serve_http1_until(server, stop)
+
+
+async def _serve_http1_until(server: Any, stop: Any) -> None:
+    """Runs ``server`` (from :func:`_http1_server`) until ``stop`` (an ``asyncio.Event``) is
+    set, then lets it finish the requests it has."""
+    import asyncio
+
+    async def stop_when_asked() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.ensure_future(stop_when_asked())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+
+
 # ---- the embedded engine -----------------------------------------------------------------------
 
 
@@ -553,6 +621,12 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--port", type=int, default=9080)
     ep.add_argument("--protocol", choices=["bidi", "request_response"], default=None)
     ep.add_argument(
+        "--http1-only",
+        action="store_true",
+        help="serve HTTP/1.1 alone, on uvicorn and httptools (request/response mode; "
+        "register with use_http_11)",
+    )
+    ep.add_argument(
         "--identity-key",
         action="append",
         default=[],
@@ -588,9 +662,19 @@ def _main(args: argparse.Namespace) -> int:
         from .endpoint import asgi_app
 
         configure_logging(args.log_level)
+        protocol = args.protocol
+        if args.http1_only:
+            if protocol == "bidi":
+                raise CliError("--protocol bidi needs HTTP/2: drop --http1-only")
+            protocol = "request_response"
         services = load_services(args.module)
-        app = asgi_app(*services, protocol=args.protocol, identity_keys=args.identity_key)
+        app = asgi_app(*services, protocol=protocol, identity_keys=args.identity_key)
         names = ", ".join(s.name for s in services)
+        if args.http1_only:
+            server = _http1_server(app, args.host, args.port)
+            print(f"serving {names} on http://{args.host}:{args.port} (HTTP/1.1)", flush=True)
+            _run(_serve_http1(server))
+            return 0
         print(f"serving {names} on http://{args.host}:{args.port}", flush=True)
         _run(_serve(app, args.host, args.port))
         return 0
