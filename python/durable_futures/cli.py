@@ -138,7 +138,7 @@ def _http1_server(app: Any, host: str, port: int) -> Any:
     restate-server sends an attempt's journal one frame per HTTP chunk. hypercorn takes each
     chunk through h11 and its app queue, about 8 µs a chunk on the machine that measured it;
     httptools (a C parser) hands the app whatever has arrived in one piece. Through
-    restate-server, with every await suspending, 300 steps took half the time
+    restate-server, with every await suspending, 300 steps took less than half the time
     (benches/test_e2e.py). The import fails here, before anything is printed, when the extra
     is missing."""
     try:
