@@ -32,7 +32,14 @@ import pytest
 
 import durable_futures as df
 
-from .restate_harness import AsgiServer, Http1Server, RestateClient, RestateServer, wait_until
+from .restate_harness import (
+    AsgiServer,
+    HarnessError,
+    Http1Server,
+    RestateClient,
+    RestateServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -515,3 +522,30 @@ def test_invocation_cli_against_restate_servers_admin_api(e2e: E2E, key: str) ->
     assert purged.returncode == 0, purged
     gone = _invocation_cli("purge", invocation_id, admin)
     assert gone.returncode == 1 and "[404]" in gone.stderr, gone
+
+
+probe = df.Service("E2EHttp1Probe")  # a name of its own: the E2E deployments stay as they are
+
+
+@probe.handler()
+async def ping(ctx: df.Context, who: str) -> str:
+    return f"pong {who}"
+
+
+def test_an_http1_only_endpoint_registered_for_http2_is_refused_with_a_hint(
+    restate_server: RestateServer, tmp_path: Path
+) -> None:
+    """docs/engines.md's word on `--http1-only`: registered without use_http_11, restate-server
+    speaks HTTP/2 to it, gets an HTTP/1.1 answer, and says which flag is missing."""
+    endpoint = Http1Server(
+        df.asgi_app(probe, protocol="request_response"), log_path=tmp_path / "http.log"
+    )
+    with endpoint:
+        client = RestateClient(restate_server, timeout=30)
+        with pytest.raises(HarnessError) as info:
+            client.register(endpoint.url, use_http_11=False)
+        assert "META0014" in str(info.value) and "--use-http1.1" in str(info.value), info.value
+        # Registered for HTTP/1.1, the same endpoint is discovered in request/response mode.
+        deployment = client.register(endpoint.url, use_http_11=True)
+        assert {s["name"] for s in deployment["services"]} == {"E2EHttp1Probe"}
+        assert ok(client.call("E2EHttp1Probe", "ping", "amy")) == "pong amy"
