@@ -452,8 +452,17 @@ def test_endpoint_http1_only_serves_request_response_and_stops_on_sigterm(work: 
         assert resp.status == 200
         assert output_value(frames(resp.read())) == b'"amy"'
         conn.close()
+        # An attempt whose request never ends (its body is still open) does not hold the
+        # stop for long: it gets uvicorn's graceful 3 s, then the process exits.
+        hanging = socket.create_connection(("127.0.0.1", port), timeout=30)
+        hanging.sendall(
+            b"POST /invoke/Greeter/echo HTTP/1.1\r\nhost: x\r\ncontent-type: " + V5.encode()
+            + b"\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n" % len(body) + body + b"\r\n"
+        )
+        assert hanging.recv(12) == b"HTTP/1.1 200"  # the attempt has started
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+        hanging.close()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -126,7 +126,7 @@ async def _serve(app: Any, host: str, port: int) -> None:
     await serve(app, config, shutdown_trigger=stop.wait)
 
 
-HTTP1_MISSING = (
+_HTTP1_MISSING = (
     "--http1-only serves with uvicorn and httptools, which are not installed: "
     "pip install 'durable-futures[http1]'"
 )
@@ -145,7 +145,7 @@ def _http1_server(app: Any, host: str, port: int) -> Any:
         import httptools  # noqa: F401 -- http="httptools" below needs it
         import uvicorn
     except ImportError as e:
-        raise CliError(HTTP1_MISSING) from e
+        raise CliError(_HTTP1_MISSING) from e
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -161,9 +161,11 @@ def _http1_server(app: Any, host: str, port: int) -> Any:
         http="httptools",
         loop="asyncio",
         lifespan="off",
-        # Longer than restate-server keeps an idle connection open: the server closes it, so
-        # a request is never sent on a connection the endpoint is closing.
+        # As on hypercorn (`_serve`): idle connections stay open 600 s, since closing one just
+        # as restate-server sends on it would fail that request; on SIGINT or SIGTERM,
+        # requests still open get 3 s (hypercorn's graceful_timeout) before they are cut.
         timeout_keep_alive=600,
+        timeout_graceful_shutdown=3,
         access_log=False,
         log_config=None,
     )
