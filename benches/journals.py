@@ -37,8 +37,12 @@ def runs_journal(n: int, input_json: bytes) -> bytes:
     return b"".join(m.encode() for m in out)
 
 
-def replay(app: Any, path: str, body: bytes) -> Any:
-    """Replays ``body`` through ``app`` and returns the decoded output value."""
+def replay(
+    app: Any, path: str, body: bytes, loop: asyncio.AbstractEventLoop | None = None
+) -> Any:
+    """Replays ``body`` through ``app`` and returns the decoded output value: on ``loop``, as
+    a server runs every request on its one event loop, or else in an event loop of its own
+    (``asyncio.run``), whose setup and teardown then count as part of the call."""
 
     async def go() -> Any:
         r = await call(app, path, body, headers=[("content-type", V6)])
@@ -46,6 +50,8 @@ def replay(app: Any, path: str, body: bytes) -> Any:
         assert out is not None, r.body[:300]
         return json.loads(out)
 
+    if loop is not None:
+        return loop.run_until_complete(go())
     return asyncio.run(go())
 
 
