@@ -261,20 +261,32 @@ def _burst(how: str, kind: str, n: int = 10_000) -> dict[str, float]:
     return result
 
 
+BURSTS = 3
+
+
 def test_bursts_of_10k_invocations() -> None:
     """10,000 invocations of a 3-step handler submitted at once, each burst in a fresh
     process: to the engine (plain functions, coroutines), then through the HTTP ingress
-    (256 clients, plain functions)."""
+    (256 clients, plain functions).
+
+    A burst lasts about 1.5 s, so one stall of the host skews a single one (once: 5,500/s
+    with the median at 66%, against 6,900-7,300/s and 55-57% in ten runs around it). Each
+    engine burst runs three times; the table shows the run of median length (and the highest
+    peak RSS of the three), and every run is printed."""
     for kind in ("plain", "async"):
-        r = _burst("engine", kind)
+        label = "plain functions" if kind == "plain" else "coroutines"
+        runs = sorted((_burst("engine", kind) for _ in range(BURSTS)), key=lambda r: r["elapsed"])
+        for r in runs:
+            print(
+                f"\n10,000 invocations of a 3-step handler at once ({label}): "
+                f"{r['n'] / r['elapsed']:.0f}/s, p50 {r['p50']:.2f} s "
+                f"({r['p50'] / r['elapsed']:.0%} of the batch), p99 {r['p99']:.2f} s of "
+                f"{r['elapsed']:.2f} s, peak RSS {r['rss_mib']:.0f} MiB"
+            )
+        r = runs[len(runs) // 2]
         rate = r["n"] / r["elapsed"]
         share = r["p50"] / r["elapsed"]
-        label = "plain functions" if kind == "plain" else "coroutines"
-        print(
-            f"\n10,000 invocations of a 3-step handler at once ({label}): {rate:.0f}/s, "
-            f"p50 {r['p50']:.2f} s ({share:.0%} of the batch), p99 {r['p99']:.2f} s of "
-            f"{r['elapsed']:.2f} s, peak RSS {r['rss_mib']:.0f} MiB"
-        )
+        rss = max(run["rss_mib"] for run in runs)  # memory: the most any run took
         targets = kind == "plain"
         record(
             f"burst of 10k x 3 steps, {label}",
@@ -292,7 +304,7 @@ def test_bursts_of_10k_invocations() -> None:
         )
         record(
             f"burst, {label}: peak RSS",
-            f"{r['rss_mib']:.0f} MiB",
+            f"{rss:.0f} MiB",
             "target",
             "",
             "<= 120 MiB" if targets else "",
